@@ -1,0 +1,5 @@
+"""``python -m vpbench``."""
+
+from vpbench.cli import main
+
+main()

@@ -1,0 +1,327 @@
+"""Integrity checks of the learning-app data: how many rows are wrong, and which.
+
+Every check adapts to the schema it finds, legacy or migrated: ids compared as text work for
+``text`` and ``uuid`` columns, JSON is read through ``::jsonb`` whether it is stored as text
+or ``jsonb``, and a check whose table or column is missing is reported as not applicable.
+All checks run in one transaction, so they see one snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from vpbench.errors import UsageError, VpbenchError
+
+log = logging.getLogger("vpbench")
+
+VOICE_MEMO_V1_PATTERN = (
+    r"^\[voice memo\] duration ([0-9]+):([0-5][0-9]) \| format ([a-z0-9]+) "
+    r"\| size ([0-9]+) KB \| (https?://\S+)(?:\n|$)"
+)
+"""Older app versions' header; groups: minutes, seconds, format, size in KB, URL."""
+
+VOICE_MEMO_V2_PATTERN = (
+    r"^Voice memo \(([0-9]+)s, ([a-z0-9]+), ([0-9]+(?:\.[0-9]+)?) MB\): (https?://\S+)(?:\n|$)"
+)
+"""Newer app versions' header; groups: seconds, format, size in MB, URL."""
+
+EXPECTED_FOREIGN_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("quiz_attempts", "user_id", "users"),
+    ("quiz_attempts", "video_id", "videos"),
+    ("quiz_attempts", "course_id", "courses"),
+    ("reflections", "user_id", "users"),
+    ("reflections", "video_id", "videos"),
+    ("reflections", "course_id", "courses"),
+)
+"""(table, column, referenced table) of every link that should be a foreign key."""
+
+_TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
+_QUIZ, _REFLECTIONS = sql.Identifier("quiz_attempts"), sql.Identifier("reflections")
+_VIDEOS, _COURSES = sql.Identifier("videos"), sql.Identifier("courses")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check: how many rows violate it and a sample of them."""
+
+    name: str
+    description: str
+    applicable: bool
+    violations: int
+    examples: tuple[str, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Every check's result, in a fixed order."""
+
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def total_violations(self) -> int:
+        return sum(c.violations for c in self.checks)
+
+    def check(self, name: str) -> CheckResult:
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(f"no audit check named {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total_violations": self.total_violations,
+            "checks": [
+                {
+                    "name": c.name,
+                    "description": c.description,
+                    "applicable": c.applicable,
+                    "violations": c.violations,
+                    "examples": list(c.examples),
+                    "note": c.note,
+                }
+                for c in self.checks
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """The columns of the application tables visible through the search path."""
+
+    columns: Mapping[str, frozenset[str]]
+
+    def has(self, table: str, column: str) -> bool:
+        return column in self.columns.get(table, frozenset())
+
+    def missing(self, needs: Mapping[str, tuple[str, ...]]) -> str:
+        """Why a check needing these tables and columns cannot run, or "" if it can."""
+        for table, columns in needs.items():
+            if table not in self.columns:
+                return f"table {table} does not exist"
+            for column in columns:
+                if not self.has(table, column):
+                    return f"column {table}.{column} does not exist"
+        return ""
+
+
+def _read_schema(conn: psycopg.Connection[Any]) -> _Schema:
+    rows = conn.execute(
+        "SELECT t.name, a.attname FROM unnest(%s::text[]) AS t(name) "
+        "JOIN pg_class c ON c.oid = to_regclass(t.name) "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped",
+        [list(_TABLES)],
+    ).fetchall()
+    columns: dict[str, set[str]] = {}
+    for table, column in rows:
+        columns.setdefault(table, set())
+        if column is not None:
+            columns[table].add(column)
+    return _Schema({t: frozenset(c) for t, c in columns.items()})
+
+
+def _not_applicable(name: str, description: str, note: str) -> CheckResult:
+    return CheckResult(name, description, applicable=False, violations=0, examples=(), note=note)
+
+
+def _count_rows(
+    conn: psycopg.Connection[Any],
+    name: str,
+    description: str,
+    violating: sql.Composable,
+    sample_size: int,
+    note: str = "",
+) -> CheckResult:
+    """Run ``violating`` (a query of the offending rows' ``id``) once: count and sample it."""
+    query = sql.SQL(
+        "WITH violation AS MATERIALIZED ({violating}) "
+        "SELECT (SELECT count(*) FROM violation), "
+        "ARRAY(SELECT id::text FROM violation ORDER BY id LIMIT {limit})"
+    ).format(violating=violating, limit=sql.Literal(sample_size))
+    row = conn.execute(query).fetchone()
+    count, examples = (int(row[0]), tuple(row[1])) if row else (0, ())
+    return CheckResult(name, description, True, count, examples, note)
+
+
+def _orphaned_quiz_attempts(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
+    name, description = "orphaned_quiz_attempts", "quiz attempts of no existing video"
+    if why := schema.missing({"quiz_attempts": ("id", "video_id"), "videos": ("id",)}):
+        return _not_applicable(name, description, why)
+    violating = sql.SQL(
+        "SELECT q.id FROM {quiz} q WHERE q.video_id IS NULL OR NOT EXISTS "
+        "(SELECT FROM {videos} v WHERE v.id::text = q.video_id::text)"
+    ).format(quiz=_QUIZ, videos=_VIDEOS)
+    return _count_rows(conn, name, description, violating, n)
+
+
+def _reflection_null_links(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
+    name, description = "reflection_null_links", "reflections with a NULL video_id or course_id"
+    if why := schema.missing({"reflections": ("id", "video_id", "course_id")}):
+        return _not_applicable(name, description, why)
+    violating = sql.SQL(
+        "SELECT id FROM {reflections} WHERE video_id IS NULL OR course_id IS NULL"
+    ).format(reflections=_REFLECTIONS)
+    return _count_rows(conn, name, description, violating, n)
+
+
+def _reflection_dangling_links(
+    conn: psycopg.Connection[Any], schema: _Schema, n: int
+) -> CheckResult:
+    name = "reflection_dangling_links"
+    description = "reflections whose video_id or course_id points at no row"
+    needs = {"reflections": ("id", "video_id", "course_id"), "videos": ("id",), "courses": ("id",)}
+    if why := schema.missing(needs):
+        return _not_applicable(name, description, why)
+    violating = sql.SQL(
+        "SELECT r.id FROM {reflections} r WHERE "
+        "(r.video_id IS NOT NULL AND NOT EXISTS "
+        "(SELECT FROM {videos} v WHERE v.id::text = r.video_id::text)) OR "
+        "(r.course_id IS NOT NULL AND NOT EXISTS "
+        "(SELECT FROM {courses} c WHERE c.id::text = r.course_id::text))"
+    ).format(reflections=_REFLECTIONS, videos=_VIDEOS, courses=_COURSES)
+    return _count_rows(conn, name, description, violating, n)
+
+
+def _stale_stored_scores(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
+    name = "stale_stored_scores"
+    description = "quiz attempts whose stored score, total or percentage disagree with the answers"
+    if why := schema.missing({"quiz_attempts": ("id", "questions", "answers")}):
+        return _not_applicable(name, description, why)
+    if not schema.has("quiz_attempts", "score"):
+        return _not_applicable(name, description, "score is computed, not stored")
+    computed = {
+        "score": sql.SQL("s.score"),
+        "total": sql.SQL("t.total"),
+        # An empty quiz scores 0 %, not NULL.
+        "percentage": sql.SQL("coalesce(round(100.0 * s.score / nullif(t.total, 0), 2), 0)"),
+    }
+    stored = [c for c in computed if schema.has("quiz_attempts", c)]
+    violating = sql.SQL(
+        "SELECT q.id FROM {quiz} q "
+        # OFFSET 0 keeps the subquery from being inlined: each document is parsed once.
+        "CROSS JOIN LATERAL (SELECT q.questions::jsonb AS questions, "
+        "q.answers::jsonb AS answers OFFSET 0) j "
+        "CROSS JOIN LATERAL (SELECT jsonb_array_length(j.questions) AS total) t "
+        "CROSS JOIN LATERAL (SELECT count(*) AS score FROM jsonb_array_elements(j.answers) a "
+        "JOIN jsonb_array_elements(j.questions) qq ON qq->>'id' = a->>'question_id' "
+        "WHERE a->'choice' = qq->'correct') s "
+        "WHERE {mismatch}"
+    ).format(
+        quiz=_QUIZ,
+        mismatch=sql.SQL(" OR ").join(
+            sql.SQL("q.{} IS DISTINCT FROM {}").format(sql.Identifier(c), computed[c])
+            for c in stored
+        ),
+    )
+    note = "" if len(stored) == len(computed) else f"compared stored {', '.join(stored)} only"
+    return _count_rows(conn, name, description, violating, n, note)
+
+
+def _voice_memo_metadata_in_text(
+    conn: psycopg.Connection[Any], schema: _Schema, n: int
+) -> CheckResult:
+    name = "voice_memo_metadata_in_text"
+    description = "voice memos whose audio metadata is only available by parsing their text"
+    if why := schema.missing({"reflections": ("id", "kind")}):
+        return _not_applicable(name, description, why)
+    if schema.has("reflections", "audio_duration_seconds"):
+        condition = sql.SQL("AND audio_duration_seconds IS NULL")
+        note = "voice memos with a NULL audio_duration_seconds"
+    else:
+        condition, note = sql.SQL(""), "no audio_duration_seconds column: every voice memo"
+    violating = sql.SQL("SELECT id FROM {reflections} WHERE kind = 'voice' {condition}").format(
+        reflections=_REFLECTIONS, condition=condition
+    )
+    return _count_rows(conn, name, description, violating, n, note)
+
+
+def _malformed_voice_metadata(
+    conn: psycopg.Connection[Any], schema: _Schema, n: int
+) -> CheckResult:
+    name = "malformed_voice_metadata"
+    description = "voice memos whose metadata header matches neither known format"
+    if why := schema.missing({"reflections": ("id", "kind", "content")}):
+        return _not_applicable(name, description, why)
+    # Once structured metadata exists for a memo, its text header no longer matters.
+    structured = schema.has("reflections", "audio_duration_seconds")
+    violating = sql.SQL(
+        "SELECT id FROM {reflections} WHERE kind = 'voice' "
+        "AND content !~ {v1} AND content !~ {v2} {condition}"
+    ).format(
+        reflections=_REFLECTIONS,
+        v1=sql.Literal(VOICE_MEMO_V1_PATTERN),
+        v2=sql.Literal(VOICE_MEMO_V2_PATTERN),
+        condition=sql.SQL("AND audio_duration_seconds IS NULL" if structured else ""),
+    )
+    return _count_rows(conn, name, description, violating, n)
+
+
+def _missing_foreign_keys(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
+    name = "missing_foreign_keys"
+    description = "expected links without a validated single-column foreign key"
+    unchecked = [
+        f"{table}.{column} -> {ref}"
+        for table, column, ref in EXPECTED_FOREIGN_KEYS
+        if not schema.has(table, column) or ref not in schema.columns
+    ]
+    if len(unchecked) == len(EXPECTED_FOREIGN_KEYS):
+        return _not_applicable(name, description, "the linked tables or columns do not exist")
+    rows = conn.execute(
+        "SELECT e.tbl, e.col, e.ref, coalesce(bool_or(k.convalidated), false), count(k.oid) "
+        "FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS e(tbl, col, ref, i) "
+        "LEFT JOIN pg_constraint k ON k.contype = 'f' AND cardinality(k.conkey) = 1 "
+        "AND k.conrelid = to_regclass(e.tbl) AND k.confrelid = to_regclass(e.ref) "
+        "AND k.conkey[1] = (SELECT a.attnum FROM pg_attribute a "
+        "WHERE a.attrelid = k.conrelid AND a.attname = e.col AND NOT a.attisdropped) "
+        "GROUP BY e.tbl, e.col, e.ref, e.i ORDER BY e.i",
+        [list(field) for field in zip(*EXPECTED_FOREIGN_KEYS, strict=True)],
+    ).fetchall()
+    missing: list[str] = []
+    not_valid: list[str] = []
+    for table, column, ref, validated, constraints in rows:
+        link = f"{table}.{column} -> {ref}"
+        if link in unchecked or validated:
+            continue
+        missing.append(link)
+        if constraints:
+            not_valid.append(link)
+    notes = []
+    if not_valid:
+        notes.append(f"NOT VALID (counted as missing): {', '.join(not_valid)}")
+    if unchecked:
+        notes.append(f"not checked (table or column missing): {', '.join(unchecked)}")
+    return CheckResult(name, description, True, len(missing), tuple(missing[:n]), "; ".join(notes))
+
+
+_CHECKS = (
+    _orphaned_quiz_attempts,
+    _reflection_null_links,
+    _reflection_dangling_links,
+    _stale_stored_scores,
+    _voice_memo_metadata_in_text,
+    _malformed_voice_metadata,
+    _missing_foreign_keys,
+)
+
+
+def run_audit(conn: psycopg.Connection[Any], *, sample_size: int = 5) -> AuditReport:
+    """Run every check in one transaction; each result carries up to ``sample_size`` examples."""
+    if sample_size < 0:
+        raise UsageError(f"sample size {sample_size}: must be 0 or more")
+    results: list[CheckResult] = []
+    try:
+        with conn.transaction():
+            schema = _read_schema(conn)
+            for check in _CHECKS:
+                result = check(conn, schema, sample_size)
+                log.debug("audit %s: %d violation(s)", result.name, result.violations)
+                results.append(result)
+    except psycopg.Error as exc:
+        raise VpbenchError(f"audit failed: {exc}".strip(), sqlstate=exc.sqlstate) from exc
+    return AuditReport(tuple(results))

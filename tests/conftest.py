@@ -1,0 +1,76 @@
+"""Real PostgreSQL for the tests: VPBENCH_TEST_DSN if set, else the embedded server.
+
+Every database a session creates is named ``vpbench_test_<random>_...`` and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from vpbench._embedded import EmbeddedPostgres
+from vpbench.server import ServerTarget
+
+DatabaseFactory = Callable[[str], str]
+
+
+def traversable_tempdir(prefix: str) -> Path:
+    """A temp folder the unprivileged server user can enter (pytest's tmp_path is mode 700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """A maintenance-database DSN of the server the tests use."""
+    dsn = os.environ.get("VPBENCH_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    home = traversable_tempdir("vpbench-test-home-")
+    server = EmbeddedPostgres(home)
+    try:
+        yield server.start().dsn("postgres")
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_prefix() -> str:
+    return f"vpbench_test_{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="session")
+def target(server_dsn: str, session_prefix: str) -> Iterator[ServerTarget]:
+    """The test server as vpbench sees it; drops every database of this session afterwards."""
+    yield ServerTarget(server_dsn, "test server")
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{session_prefix}%"]
+        ).fetchall()
+        for (name,) in rows:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def create_database(target: ServerTarget, server_dsn: str, session_prefix: str) -> DatabaseFactory:
+    """Create an empty, unmarked database named after this session; returns its conninfo."""
+
+    def create(suffix: str) -> str:
+        name = f"{session_prefix}_{suffix}"
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return make_conninfo(server_dsn, dbname=name)
+
+    return create

@@ -1,0 +1,165 @@
+"""The ``vpbench`` command through its real entry point, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from conftest import DatabaseFactory
+from vpbench.cli import main
+from vpbench.server import ServerTarget
+from vpbench.snapshot import snapshot_tables
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+Runner = Callable[..., CliRun]
+
+
+@pytest.fixture
+def vpbench(
+    target: ServerTarget, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Runner:
+    """Run ``main(argv)`` in-process with the test server as ``VPBENCH_DSN``."""
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*argv: str) -> CliRun:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return CliRun(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+    return run
+
+
+def assert_one_line_error(run: CliRun, code: int, *fragments: str) -> None:
+    assert run.code == code, run
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1, run.err
+    assert "Traceback" not in run.err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_seed_then_audit(vpbench: Runner, target: ServerTarget, session_prefix: str) -> None:
+    name = f"{session_prefix}_cli"
+    run = vpbench("seed", "--profile", "tiny", "--seed", "5", "--db", name)
+    assert run.code == 0, run.err
+    for table in ("users", "quiz_attempts", "reflections", "total"):
+        assert table in run.out
+    assert "rows/s" in run.out
+    assert "orphaned_quiz_attempts" in run.out
+
+    audit = vpbench("audit", "--db", name, "--json")
+    assert audit.code == 0, audit.err
+    document = json.loads(audit.out)
+    counts = {check["name"]: check["violations"] for check in document["checks"]}
+    with psycopg.connect(target.for_database(name)) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM quiz_attempts q "
+            "WHERE NOT EXISTS (SELECT 1 FROM videos v WHERE v.id::text = q.video_id)"
+        ).fetchone()
+    assert orphans is not None and counts["orphaned_quiz_attempts"] == orphans[0] > 0
+
+    rendered = vpbench("audit", "--db", name)
+    assert rendered.code == 0 and "stale_stored_scores" in rendered.out
+    failing = vpbench("audit", "--db", name, "--fail-on-violations")
+    assert failing.code == 1
+
+
+def test_unknown_profile(vpbench: Runner) -> None:
+    run = vpbench("seed", "--profile", "huge")
+    assert_one_line_error(run, 2, "unknown profile 'huge'", "tiny, small, medium, large")
+
+
+def test_bad_dirty_rate(vpbench: Runner) -> None:
+    run = vpbench("seed", "--dirty-rate", "stale_scores=2")
+    assert_one_line_error(run, 2, "stale_scores", "between 0 and 0.5")
+
+
+def test_refused_dsn_names_host_and_port_but_not_the_password(vpbench: Runner) -> None:
+    run = vpbench("audit", "--dsn", "postgresql://postgres:s3cret@127.0.0.1:1/nowhere")
+    assert_one_line_error(run, 1, "cannot connect to PostgreSQL at 127.0.0.1:1/vpbench")
+    assert "s3cret" not in run.err + run.out
+
+
+def test_seed_refuses_unmarked_non_empty_database(
+    vpbench: Runner, create_database: DatabaseFactory
+) -> None:
+    conninfo = create_database("cli_foreign")
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+    name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    run = vpbench("seed", "--db", name)
+    assert_one_line_error(run, 1, f"refusing to seed database '{name}'", "--force")
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
+
+
+def test_drop_refuses_unmarked_database(
+    vpbench: Runner, create_database: DatabaseFactory, target: ServerTarget
+) -> None:
+    conninfo = create_database("cli_keep")
+    name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    run = vpbench("db", "drop", "--db", name)
+    assert_one_line_error(run, 1, "refusing to drop database", "--force")
+    assert vpbench("db", "drop", "--db", name, "--force").code == 0
+    with psycopg.connect(target.conninfo) as conn:
+        assert (
+            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None
+        )
+
+
+def test_ctrl_c_during_seeding_rolls_back(target: ServerTarget, session_prefix: str) -> None:
+    """SIGINT to a real ``vpbench seed`` process mid-COPY leaves the earlier data intact."""
+    name = f"{session_prefix}_sigint"
+    env = {**os.environ, "VPBENCH_DSN": target.conninfo}
+    command = [sys.executable, "-m", "vpbench", "seed", "--db", name]
+    first = subprocess.run([*command, "--seed", "1"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    with psycopg.connect(target.for_database(name)) as conn:
+        before = snapshot_tables(conn)
+
+    process = subprocess.Popen(
+        [*command, "--seed", "2", "--profile", "small"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with psycopg.connect(target.conninfo, autocommit=True) as watcher:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            copying = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = %s AND query LIKE 'COPY \"quiz_attempts\"%%'",
+                [name],
+            ).fetchone()
+            if copying and copying[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("seeding never reached the quiz_attempts COPY")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "rolled back" in stderr.strip().splitlines()[-1]
+    with psycopg.connect(target.for_database(name)) as conn:
+        assert snapshot_tables(conn) == before
