@@ -213,9 +213,9 @@ def audit(dbname: str, dsn: str | None, as_json: bool, fail_on_violations: bool)
 
 def _print_audit(report: AuditReport, where: str) -> None:
     table = Table(title=f"integrity audit of {where}")
-    table.add_column("check")
-    table.add_column("violations", justify="right")
-    table.add_column("examples", overflow="fold")
+    table.add_column("check", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("examples", overflow="fold", min_width=36)
     for check in report.checks:
         if not check.applicable:
             table.add_row(check.name, "n/a", f"[dim]{check.note}[/]")
