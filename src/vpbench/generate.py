@@ -177,16 +177,18 @@ def _questions_json(
 ) -> str:
     prompts = rng.integers(0, len(pools.quiz_prompts), length)
     options = rng.integers(0, len(pools.quiz_options), (length, OPTIONS_PER_QUESTION))
+    # Keys in jsonb's own order (shorter first, then bytewise) so text -> jsonb -> text
+    # round-trips exactly and a reversible jsonb migration needs to archive nothing.
     document = [
         {
             "id": f"q{q + 1}",
             "prompt": pools.quiz_prompts[prompts[q]],
-            "options": [pools.quiz_options[o] for o in options[q]],
             "correct": int(correct[q]),
+            "options": [pools.quiz_options[o] for o in options[q]],
         }
         for q in range(length)
     ]
-    return copy_escape(json.dumps(document))
+    return copy_escape(json.dumps(document, ensure_ascii=False))
 
 
 def _answer_tables() -> dict[int, StrArray]:
@@ -196,7 +198,7 @@ def _answer_tables() -> dict[int, StrArray]:
         codes = np.arange(OPTIONS_PER_QUESTION**length)
         digits = (codes[:, None] // OPTIONS_PER_QUESTION ** np.arange(length)) % 4
         docs = [
-            json.dumps([{"question_id": f"q{q + 1}", "choice": int(c)} for q, c in enumerate(row)])
+            json.dumps([{"choice": int(c), "question_id": f"q{q + 1}"} for q, c in enumerate(row)])
             for row in digits
         ]
         tables[length] = np.array(docs, dtype=object)
