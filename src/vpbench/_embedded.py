@@ -9,7 +9,7 @@ Layout under the home folder::
 
 As root the server runs as the unprivileged system user ``vpbench``, otherwise as the
 current user. It listens on 127.0.0.1 at a free port and on a unix socket in ``data/``.
-Liveness checks read ``/proc``, so this module assumes Linux.
+Liveness checks read ``/proc`` (see ``_pgprocess``), so this module assumes Linux.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class EmbeddedPostgres:
             return self._status(info)
         return EmbeddedStatus(False, None, None, self._home, self.data_dir, self._version())
 
-    # -- folders, binaries, cluster ------------------------------------------------------
+    # -- lock, folders, cluster ----------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -337,7 +337,7 @@ class EmbeddedPostgres:
     def _version(self) -> str:
         return installed_version(self._install)
 
-    # -- files and processes ------------------------------------------------------------
+    # -- settings and log files ---------------------------------------------------------
 
     def _write_settings(self, port: int, account: Account | None) -> None:
         """Write the file ``postgresql.conf`` includes: address, port and socket folder."""
