@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -17,8 +18,10 @@ from vpbench import __version__
 from vpbench._embedded import EmbeddedPostgres
 from vpbench.audit import AuditReport, run_audit
 from vpbench.databases import drop_database
-from vpbench.errors import SeedInterruptedError, VpbenchError
+from vpbench.errors import RunInterruptedError, SeedInterruptedError, VpbenchError
+from vpbench.measure import RunOptions
 from vpbench.profiles import PROFILES, get_profile, parse_dirty_rates
+from vpbench.run import RunOutcome, run_workloads
 from vpbench.seed import SeedResult, seed_database
 from vpbench.server import DEFAULT_DATABASE, connect, resolve_target
 
@@ -27,6 +30,9 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 AUDIT_EXAMPLES_SHOWN = 3
+DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000}
+WIDE_TABLE = 150
+"""Columns for wide tables when stdout is not a terminal (CI logs, pipes)."""
 
 
 def dsn_option(func: F) -> F:
@@ -229,6 +235,157 @@ def _print_audit(report: AuditReport, where: str) -> None:
         table.add_row(check.name, f"[{style}]{check.violations:,}[/]", "\n".join(lines))
     out.print(table)
     out.print(f"total violations: {report.total_violations:,}")
+
+
+class Duration(click.ParamType[Any, int]):
+    """``500ms``, ``5s``, ``2m`` or a bare number of seconds, as milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = next((u for u in ("ms", "s", "m") if text.endswith(u)), "")
+        try:
+            amount = float(text.removesuffix(unit) if unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 500ms, 5s or 2m", param, ctx)
+        milliseconds = int(amount * DURATION_UNITS[unit or "s"])
+        if milliseconds <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return milliseconds
+
+
+@cli.command()
+@click.argument("workloads", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--label", help="Name for this run (stored in the results and the file name).")
+@click.option(
+    "--warmup",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Untimed executions per client first.",
+)
+@click.option(
+    "--repeat",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed executions per client.",
+)
+@click.option(
+    "--explain",
+    "explain_runs",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="EXPLAIN (ANALYZE, BUFFERS) executions.",
+)
+@click.option(
+    "--clients",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Concurrent sessions, like pgbench -c.",
+)
+@click.option(
+    "--timeout",
+    "timeout_ms",
+    default="10s",
+    show_default=True,
+    type=Duration(),
+    help="statement_timeout for every statement.",
+)
+@click.option(
+    "--seed", "seed_value", default=1, show_default=True, help="Seed for parameter sampling."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the run file.",
+)
+@click.option(
+    "--migrations",
+    "migrations_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Migrations folder whose ids variants name (default: the reference series).",
+)
+@db_option
+@dsn_option
+def run(
+    workloads: tuple[str, ...],
+    label: str | None,
+    warmup: int,
+    repeat: int,
+    explain_runs: int,
+    clients: int,
+    timeout_ms: int,
+    seed_value: int,
+    out_dir: Path,
+    migrations_dir: Path | None,
+    dbname: str,
+    dsn: str | None,
+) -> None:
+    """Measure workload queries and scenarios; write one results file."""  # fmt: skip
+    options = RunOptions(warmup=warmup, repeat=repeat, explain=explain_runs, clients=clients,
+                         timeout_ms=timeout_ms, seed=seed_value)  # fmt: skip
+    target = resolve_target(dsn)
+    try:
+        with _progress_bars(f"measuring on {target.describe(dbname)} ({target.source})") as tick:
+            outcome = run_workloads(target, dbname, workloads, options, label=label,
+                                    out_dir=out_dir, migrations_dir=migrations_dir,
+                                    progress=tick)  # fmt: skip
+    except KeyboardInterrupt:
+        raise RunInterruptedError("run interrupted: no results file was written") from None
+    _print_run(outcome)
+    for failure in outcome.failures:
+        err.print(f"vpbench: error: {failure.path}: query {failure.name!r} failed: "
+                  f"{failure.error}", highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+    if outcome.failures:
+        sys.exit(1)
+
+
+def _print_run(outcome: RunOutcome) -> None:
+    table = Table(title=f"results: {outcome.path}")
+    for column in ("entry", "p50 ms", "p95 ms", "p99 ms", "CV", "server p50", "target", "",
+                   "worst plan node"):  # fmt: skip
+        table.add_column(
+            column,
+            justify="right"
+            if "ms" in column or column in ("CV", "server p50", "target")
+            else "left",
+        )
+    for entry in outcome.entries:
+        latency = entry.latency
+        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: ""}[entry.meets_target]
+        if entry.status == "error":
+            verdict = "[red]error[/]"
+        elif entry.status == "timeout":
+            verdict = "[red]timeout[/]"
+        worst = [s.worst_node for s in entry.plan_summaries.values() if s.worst_node]
+        worst_node = max(worst, key=lambda w: w.exclusive_ms) if worst else None
+        table.add_row(
+            entry.name,
+            _ms(latency.p50_ms if latency else None),
+            _ms(latency.p95_ms if latency else None),
+            _ms(latency.p99_ms if latency else None),
+            f"{latency.cv:.0%}" if latency else "",
+            _ms(entry.server_p50_ms),
+            _ms(entry.target_ms),
+            verdict,
+            f"{worst_node.node} ({worst_node.exclusive_ms:.1f} ms)" if worst_node else "",
+        )
+    (out if out.is_terminal else Console(width=WIDE_TABLE)).print(table)
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if value < 1 else f"{value:.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

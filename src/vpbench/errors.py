@@ -62,5 +62,11 @@ class SeedInterruptedError(SeedError):
     exit_code = 130
 
 
+class RunInterruptedError(VpbenchError):
+    """Ctrl-C during a run: no results file was written."""
+
+    exit_code = 130
+
+
 class FixtureError(VpbenchError):
     """The reference schema or another fixture file is missing or broken."""

@@ -1,0 +1,274 @@
+"""``vpbench run`` against real PostgreSQL: measurements, plans, failures, results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from vpbench.cli import main
+from vpbench.errors import VpbenchError
+from vpbench.measure import RunOptions
+from vpbench.profiles import get_profile
+from vpbench.results import SCHEMA_VERSION, ResultsFormatError, load, read_document
+from vpbench.run import run_workloads
+from vpbench.sampling import SamplerError
+from vpbench.seed import seed_database
+from vpbench.server import ServerTarget
+
+REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
+QUICK = RunOptions(warmup=1, repeat=6, explain=2, clients=1, timeout_ms=5_000, seed=3)
+
+SMALL_WORKLOAD = """\
+[params.video]
+source = "SELECT id::text FROM videos ORDER BY id"
+pool = 5
+
+[params.naptime]
+value = 0.2
+
+[queries.video_by_id]
+target_ms = 50
+sql = "SELECT id, title FROM videos WHERE id = :video"
+
+[queries.broken]
+sql = "SELECT no_such_column FROM videos WHERE id = :video"
+
+[queries.sleepy]
+sql = "SELECT pg_sleep(:naptime)"
+
+[scenarios.both]
+queries = ["video_by_id", "sleepy"]
+"""
+
+
+@pytest.fixture(scope="module")
+def legacy_db(target: ServerTarget, session_prefix: str) -> str:
+    name = f"{session_prefix}_run"
+    seed_database(target, name, get_profile("tiny"), seed=11)
+    return name
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "small.toml"
+    path.write_text(text)
+    return path
+
+
+def test_reference_workloads_on_the_legacy_database(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    outcome = run_workloads(
+        target,
+        legacy_db,
+        [REFERENCE / "video_page.toml", REFERENCE / "voice_memos.toml"],
+        QUICK,
+        label="legacy",
+        out_dir=tmp_path,
+    )
+    assert not outcome.failures
+    assert [p.name for p in tmp_path.iterdir()] == [outcome.path.name]  # no temp files left
+    by_name = {e.name: e for e in outcome.entries}
+    assert set(by_name) >= {
+        "video_header",
+        "course_progress",
+        "video_page",
+        "video_page[app]",
+        "long_memos_in_course",
+        "latest_memo_per_video",
+    }
+    for entry in outcome.entries:
+        assert len(entry.samples_ns) == QUICK.repeat, entry.name
+        assert entry.variant is None or entry.kind == "app"
+        if entry.kind != "app":
+            assert len(entry.explains) == QUICK.explain
+            assert entry.server_p50_ms is not None and entry.server_p50_ms > 0
+    # The legacy schema has no index on quiz_attempts: the plan says so.
+    attempts = by_name["quiz_attempts_for_video"].plan_summaries["quiz_attempts_for_video"]
+    assert [s.relation for s in attempts.seq_scans] in ([], ["quiz_attempts"])
+    assert "Seq Scan" in attempts.node_types
+    page = by_name["video_page"]
+    assert (
+        set(page.plan_summaries)
+        == set(page.member_samples_ns)
+        == {
+            "video_header",
+            "quiz_attempts_for_video",
+            "reflections_for_video",
+            "course_progress",
+            "recent_voice_memos",
+        }
+    )
+
+    document = read_document(outcome.path)
+    assert document["schema_version"] == SCHEMA_VERSION
+    meta = document["metadata"]
+    assert meta["seed"]["profile"] == "tiny" and meta["seed"]["seed"] == 11
+    assert meta["applied_migrations"] == []
+    assert set(meta["postgres"]["settings"]) >= {
+        "shared_buffers",
+        "work_mem",
+        "jit",
+        "random_page_cost",
+        "effective_cache_size",
+    }
+    assert meta["label"] == "legacy" and meta["options"]["repeat"] == QUICK.repeat
+
+    frames = load(tmp_path)
+    assert len(frames.samples) == sum(len(e.samples_ns) for e in outcome.entries)
+    assert set(frames.samples.columns) >= {"run", "name", "kind", "sample", "latency_ms"}
+    assert (frames.samples["latency_ms"] > 0).all()
+    first = frames.samples[frames.samples["name"] == "video_header"]["latency_ms"].tolist()
+    assert first == [ns / 1e6 for ns in by_name["video_header"].samples_ns]
+    assert len(frames.entries) == len(outcome.entries)
+    assert len(frames.explains) == sum(len(e.explains) for e in outcome.entries)
+
+
+def test_failures_and_timeouts_are_recorded_and_the_rest_runs(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    options = RunOptions(warmup=0, repeat=4, explain=1, clients=1, timeout_ms=50, seed=1)
+    outcome = run_workloads(
+        target, legacy_db, [write(tmp_path, SMALL_WORKLOAD)], options, out_dir=tmp_path / "out"
+    )
+    by_name = {e.name: e for e in outcome.entries}
+    assert by_name["video_by_id"].status == "ok"
+    assert by_name["video_by_id"].meets_target is True
+    assert by_name["broken"].status == "error"
+    assert 'column "no_such_column" does not exist' in (by_name["broken"].error or "")
+    assert by_name["sleepy"].status == "timeout"
+    assert by_name["sleepy"].timeouts == 3  # stops after three
+    assert by_name["both"].status == "timeout"
+    assert [e.name for e in outcome.failures] == ["broken"]
+    saved = {e["name"]: e for e in read_document(outcome.path)["entries"]}
+    assert saved["broken"]["status"] == "error" and saved["sleepy"]["timeouts"] == 3
+
+
+def test_clients_run_concurrently(target: ServerTarget, legacy_db: str, tmp_path: Path) -> None:
+    workload = SMALL_WORKLOAD.split("[queries.broken]")[0]
+    workload = workload.replace("[params.naptime]\nvalue = 0.2\n", "")
+    options = RunOptions(warmup=1, repeat=10, explain=0, clients=3, timeout_ms=5_000, seed=1)
+    outcome = run_workloads(
+        target, legacy_db, [write(tmp_path, workload)], options, out_dir=tmp_path / "out"
+    )
+    (entry,) = outcome.entries
+    assert entry.clients == 3 and len(entry.samples_ns) == 30
+    assert entry.throughput_per_s is not None and entry.throughput_per_s > 0
+
+
+def test_nothing_is_written_when_a_source_is_empty(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    empty = SMALL_WORKLOAD.replace("FROM videos ORDER BY id", "FROM videos WHERE false")
+    with pytest.raises(SamplerError, match=r"small\.toml:1: parameter source 'video' returned no"):
+        run_workloads(target, legacy_db, [write(tmp_path, empty)], QUICK, out_dir=tmp_path / "o")
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_unwritable_out_fails_before_running(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(VpbenchError, match="cannot write results"):
+        run_workloads(
+            target, legacy_db, [write(tmp_path, SMALL_WORKLOAD)], QUICK, out_dir=blocker / "sub"
+        )
+
+
+def test_newer_results_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "kind": "run"}))
+    with pytest.raises(ResultsFormatError, match="newer than this vpbench reads"):
+        load(path)
+    path.write_text("{not json")
+    with pytest.raises(ResultsFormatError, match="not a readable results file"):
+        load(path)
+
+
+def test_cli_run_reports_failures_and_keeps_passwords_out(
+    target: ServerTarget,
+    legacy_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    params = psycopg.conninfo.conninfo_to_dict(target.conninfo)
+    host, port = params.get("host", "127.0.0.1"), params.get("port", 5432)
+    # Trust authentication ignores the password, so it travels through the whole run.
+    monkeypatch.setenv("VPBENCH_DSN", f"postgresql://postgres:hunter2@{host}:{port}/postgres")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "run",
+                str(write(tmp_path, SMALL_WORKLOAD)),
+                "--db",
+                legacy_db,
+                "--repeat",
+                "3",
+                "--warmup",
+                "0",
+                "--explain",
+                "1",
+                "--timeout",
+                "100ms",
+                "--out",
+                str(out),
+            ]
+        )
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert "query 'broken' failed: column \"no_such_column\" does not exist" in captured.err
+    assert "video_by_id" in captured.out and "timeout" in captured.out
+    (result,) = out.iterdir()
+    assert "hunter2" not in result.read_text()
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(tmp_path / "missing.toml"), "--db", legacy_db])
+    assert exit_info.value.code == 2
+    assert "missing.toml: cannot read workload file" in capsys.readouterr().err
+
+
+def test_ctrl_c_mid_run_writes_nothing(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    workload = write(
+        tmp_path,
+        SMALL_WORKLOAD.replace("0.2", "0.05").split("[queries.broken]")[0]
+        + '[queries.sleepy]\nsql = "SELECT pg_sleep(:naptime)"\n',
+    )
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vpbench",
+            "run",
+            str(workload),
+            "--db",
+            legacy_db,
+            "--repeat",
+            "200",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "VPBENCH_DSN": target.conninfo},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run interrupted: no results file was written" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() or list(out.iterdir()) == []

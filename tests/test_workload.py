@@ -1,0 +1,219 @@
+"""Workload files: parsing, validation errors with lines, SQL parameters, variants, sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from vpbench.sampling import ParameterStream, SamplerError, load_pool, load_pools
+from vpbench.workload import WorkloadError, load_workload, load_workloads, parse_sql
+
+REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
+MIGRATIONS = (
+    "0001_quiz_attempt_links",
+    "0002_reflection_links",
+    "0003_video_page_indexes",
+    "0004_quiz_jsonb",
+    "0005_computed_scores",
+    "0006_voice_memo_metadata",
+)
+
+VALID = """\
+[workload]
+name = "demo"
+
+[params.viewer]
+source = "SELECT user_id, video_id FROM attempts ORDER BY n DESC"
+provides = ["user_id", "video_id"]
+distribution = "zipf"
+pool = 3
+
+[params.limit]
+value = 5
+
+[queries.attempts]
+target_ms = 20
+sql = "SELECT * FROM attempts WHERE user_id = :user_id AND video_id = :video_id LIMIT :limit"
+
+[[queries.attempts.variants]]
+from = "0002_b"
+sql = "SELECT 2 WHERE :user_id::text <> :video_id::text LIMIT :limit"
+
+[[queries.attempts.variants]]
+from = "0001_a"
+sql = "SELECT 1 WHERE :user_id::text <> :video_id::text LIMIT :limit"
+
+[scenarios.page]
+queries = ["attempts"]
+target_ms = 100
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "w.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_parse_sql_converts_named_parameters_only() -> None:
+    sql = parse_sql(
+        "SELECT x::int, '10:30 :not' AS t, \"a:b\", $q$ :nor $q$ -- :comment\n"
+        "FROM t WHERE a = :a AND b LIKE '%' || :b AND c = :a /* :skip */"
+    )
+    assert sql.params == ("a", "b")
+    assert "%(a)s" in sql.runnable and "%(b)s" in sql.runnable
+    assert "'%%'" in sql.runnable
+    assert "x::int" in sql.runnable and "'10:30 :not'" in sql.runnable
+    assert "$q$ :nor $q$" in sql.runnable and ":comment" in sql.runnable
+
+
+def test_valid_file_and_variant_order(tmp_path: Path) -> None:
+    workload = load_workload(write(tmp_path, VALID), ["0001_a", "0002_b"])
+    query = workload.queries["attempts"]
+    assert workload.name == "demo"
+    assert query.sql.params == ("user_id", "video_id", "limit")
+    assert [v.from_migration for v in query.variants] == ["0001_a", "0002_b"]
+    assert query.sql_for([]) == (None, query.sql)
+    assert query.sql_for(["0001_a"])[1].source.startswith("SELECT 1")
+    assert query.sql_for(["0001_a", "0002_b"])[0] == "0002_b"
+    assert workload.scenarios["page"].queries == ("attempts",)
+    assert workload.provider_of("video_id").name == "viewer"
+
+
+def test_every_error_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
+    text = """\
+[params.user_id]
+source = "SELECT id FROM users"
+
+[params.unused]
+value = 1
+
+[params.broken]
+distribution = "zipf"
+
+[queries.q1]
+sql = "SELECT :user_id, :missing"
+target = 20
+
+[[queries.q1.variants]]
+from = "0009_nope"
+sql = "SELECT :user_id"
+
+[queries.q2]
+sql = "SELECT :user_id"
+app = "no_such_module_here:render"
+
+[scenarios.s]
+queries = ["q1", "ghost"]
+"""
+    with pytest.raises(WorkloadError) as error:
+        load_workload(write(tmp_path, text), ["0001_a"])
+    lines = str(error.value).splitlines()
+    path = str(tmp_path / "w.toml")
+    # pydantic's structural errors come first and stop the semantic pass for the file
+    assert f"{path}:7: params.broken: give exactly one of 'source' (SQL), 'values'" in lines[0]
+    assert f"{path}:12: unknown key 'queries.q1.target'" in lines[1]
+    fixed = text.replace('distribution = "zipf"', "value = 2").replace("target = 20", "")
+    with pytest.raises(WorkloadError) as error:
+        load_workload(write(tmp_path, fixed), ["0001_a"])
+    assert str(error.value).splitlines() == [
+        f"{path}:11: query 'q1' uses :missing, which no [params] entry provides",
+        f"{path}:15: query 'q1': unknown migration '0009_nope' (known: 0001_a)",
+        f"{path}:20: app 'no_such_module_here:render': cannot import 'no_such_module_here': "
+        "No module named 'no_such_module_here'",
+        f"{path}:4: parameter 'unused' is defined but no query uses it",
+        f"{path}:7: parameter 'broken' is defined but no query uses it",
+        f"{path}:23: scenario 's' names unknown query 'ghost'",
+    ]
+
+
+def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[queries.q]\nsql = "SELECT 1"\nsql = "again"\n')
+    with pytest.raises(WorkloadError, match=r"w.toml:3: invalid TOML: Cannot overwrite"):
+        load_workload(path, [])
+    path = write(tmp_path, '[queries.q]\nsql = "SELECT 1\n')
+    with pytest.raises(WorkloadError, match=r"w.toml:2: invalid TOML"):
+        load_workload(path, [])
+
+
+def test_bad_callable_paths(tmp_path: Path) -> None:
+    (tmp_path / "app_module_for_test.py").write_text("def render(conn, params):\n    return 1\n")
+    base = '[queries.q]\nsql = "SELECT 1"\napp = "{}"\n'
+    load_workload(write(tmp_path, base.format("app_module_for_test:render")), [])
+    for spec, message in [
+        ("app_module_for_test:missing", "has no function 'missing'"),
+        ("not a path", "is not a 'module:function' path"),
+    ]:
+        with pytest.raises(WorkloadError, match=message):
+            load_workload(write(tmp_path, base.format(spec)), [])
+
+
+def test_duplicate_names_across_files(tmp_path: Path) -> None:
+    first = write(tmp_path, '[queries.q]\nsql = "SELECT 1"\n', "a.toml")
+    second = write(tmp_path, '[queries.q]\nsql = "SELECT 2"\n', "b.toml")
+    with pytest.raises(WorkloadError, match=r"'q' is also defined in .*a\.toml"):
+        load_workloads([first, second], [])
+
+
+def test_reference_workloads_are_valid() -> None:
+    page, memos = load_workloads(
+        [REFERENCE / "video_page.toml", REFERENCE / "voice_memos.toml"], MIGRATIONS
+    )
+    assert list(page.scenarios) == ["video_page"]
+    assert page.scenarios["video_page"].target_ms == 100
+    assert page.scenarios["video_page"].app == "legacy_app:render_video_page"
+    assert {q.target_ms for q in memos.queries.values()} == {20}
+    assert all(q.variants for q in memos.queries.values())
+    assert page.queries["course_progress"].sql_for(MIGRATIONS)[0] == "0005_computed_scores"
+
+
+@pytest.fixture(scope="module")
+def attempts_db(create_database: object) -> str:
+    conninfo: str = create_database("workload")  # type: ignore[operator]
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "CREATE TABLE attempts AS SELECT 'u' || (g % 7) AS user_id, 'v' || (g % 5) AS video_id,"
+            " g AS n FROM generate_series(1, 50) g"
+        )
+        conn.execute("CREATE TABLE empty (x int)")
+    return conninfo
+
+
+def test_sampling_is_reproducible_and_skewed(tmp_path: Path, attempts_db: str) -> None:
+    workload = load_workload(write(tmp_path, VALID), ["0001_a", "0002_b"])
+    with psycopg.connect(attempts_db) as conn:
+        pools = load_pools(conn, workload)
+    viewer = pools["user_id"]
+    assert viewer.rows == (("u1", "v0"), ("u0", "v4"), ("u6", "v3"))
+    assert pools["limit"].rows == ((5,),)
+
+    def sequence(seed: int, stream: str) -> list[dict[str, object]]:
+        draws = ParameterStream(pools, ["user_id", "video_id", "limit"], seed, stream)
+        return [draws.draw() for _ in range(300)]
+
+    first = sequence(1, "attempts")
+    assert first == sequence(1, "attempts")
+    assert first != sequence(2, "attempts")
+    assert first != sequence(1, "page")
+    assert set(first[0]) == {"user_id", "video_id", "limit"}
+    counts = [sum(d["user_id"] == row[0] for d in first) for row in viewer.rows]
+    assert counts[0] > counts[1] > counts[2] > 0  # zipf favours the first rows
+
+
+def test_sources_that_fail_or_return_nothing(tmp_path: Path, attempts_db: str) -> None:
+    broken = VALID.replace("FROM attempts ORDER BY n DESC", "FROM empty")
+    workload = load_workload(write(tmp_path, broken), ["0001_a", "0002_b"])
+    with psycopg.connect(attempts_db) as conn, pytest.raises(SamplerError) as error:
+        load_pool(conn, workload.params["viewer"])
+    assert "w.toml:4: parameter source 'viewer' failed: column \"user_id\" does not exist" in str(
+        error.value
+    )
+    empty = VALID.replace("FROM attempts ORDER BY n DESC", "FROM attempts WHERE false")
+    workload = load_workload(write(tmp_path, empty), ["0001_a", "0002_b"])
+    with (
+        psycopg.connect(attempts_db) as conn,
+        pytest.raises(SamplerError, match="returned no rows"),
+    ):
+        load_pool(conn, workload.params["viewer"])
