@@ -9,6 +9,7 @@ statement runs under ``statement_timeout``; a timeout is recorded, not raised.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from vpbench.plan import PlanSummary, summarise_plan
 from vpbench.sampling import ParameterPool, ParameterStream, load_pools
 from vpbench.stats import LatencySummary, median, summarise_latencies
-from vpbench.workload import Query, Scenario, Workload, resolve_callable
+from vpbench.workload import Query, Scenario, SqlText, Workload, resolve_callable
 
 log = logging.getLogger("vpbench")
 
@@ -105,6 +107,46 @@ class EntryResult:
         return self.status == "ok" and latency.p95_ms <= self.target_ms
 
 
+_statement_numbers = itertools.count()
+
+
+class PreparedStatements:
+    """Plain statements run the way ``pgbench -M prepared`` runs them: prepared once per
+    connection, then ``PQexecPrepared`` with text parameters. The timing covers the round
+    trip and the transfer of every row, not turning rows into Python objects (app-layer
+    versions measure that cost)."""
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[int, str], bytes] = {}
+
+    def execute(self, conn: psycopg.Connection[Any], sql: SqlText, params: dict[str, Any]) -> int:
+        """Run ``sql`` and return the number of rows it produced."""
+        pgconn = conn.pgconn
+        key = (id(pgconn), sql.positional)
+        name = self._names.get(key)
+        if name is None:
+            name = f"vpbench_{next(_statement_numbers)}".encode()
+            _check(conn, pgconn.prepare(name, sql.positional.encode()))
+            self._names[key] = name
+        values: list[Any] = [_encode(params[p]) for p in sql.params]  # None is SQL NULL
+        result = _check(conn, pgconn.exec_prepared(name, values))
+        return int(result.ntuples)
+
+
+def _encode(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    return str(value).encode()
+
+
+def _check(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> pq.abc.PGresult:
+    if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+    return result
+
+
 class _StatementTimeoutError(Exception):
     """statement_timeout cancelled the execution."""
 
@@ -159,6 +201,7 @@ class _EntryRunner:
         self.pools = pools
         self.applied = applied
         self.progress = progress
+        self.statements = PreparedStatements()
 
     def _tick(self, name: str, done: int) -> None:
         if self.progress:
@@ -173,7 +216,7 @@ class _EntryRunner:
                            self.options.clients, variant=variant, sql=sql.source)  # fmt: skip
 
         def execute(conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
-            conn.execute(sql.runnable, params).fetchall()
+            self.statements.execute(conn, sql, params)
 
         timed = self._time(query.name, sql.params, execute, base)
         if timed.status == "error":
@@ -209,7 +252,7 @@ class _EntryRunner:
         def execute(conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
             for query, _, sql in chosen:
                 began = time.perf_counter_ns()
-                conn.execute(sql.runnable, params).fetchall()
+                self.statements.execute(conn, sql, params)
                 member_ns[query.name].append(time.perf_counter_ns() - began)
 
         timed = self._time(scenario.name, sorted(needed), execute, base)

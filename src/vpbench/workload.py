@@ -127,11 +127,13 @@ class WorkloadSpec(_Strict):
 
 @dataclass(frozen=True)
 class SqlText:
-    """A statement as written (``:name`` parameters) and as psycopg runs it."""
+    """A statement as written (``:name`` parameters), as psycopg runs it (``%(name)s``) and
+    as libpq prepares it (``$n``, numbered in the order of ``params``)."""
 
     source: str
     runnable: str
     params: tuple[str, ...]
+    positional: str
 
 
 @dataclass(frozen=True)
@@ -202,17 +204,20 @@ class Workload:
 def parse_sql(sql: str) -> SqlText:
     """Turn ``:name`` parameters into psycopg's ``%(name)s`` (and every ``%`` into ``%%``);
     literals, quoted names, comments, dollar quotes and ``::`` casts are left alone."""
-    params: list[str] = []
+    params: dict[str, int] = {}
 
-    def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
+    def named(match: re.Match[str]) -> str:
         if match.group(2):
-            params.append(match.group(2))
+            params.setdefault(match.group(2), len(params) + 1)
             return f"%({match.group(2)})s"
-        return token.replace("%", "%%")  # psycopg reads % even inside literals
+        return match.group(0).replace("%", "%%")  # psycopg reads % even inside literals
 
-    runnable = _SQL_TOKENS.sub(replace, sql)
-    return SqlText(sql.strip(), runnable.strip(), tuple(dict.fromkeys(params)))
+    def numbered(match: re.Match[str]) -> str:
+        return f"${params[match.group(2)]}" if match.group(2) else match.group(0)
+
+    runnable = _SQL_TOKENS.sub(named, sql).strip()
+    positional = _SQL_TOKENS.sub(numbered, sql).strip()
+    return SqlText(sql.strip(), runnable, tuple(params), positional)
 
 
 def load_workloads(
