@@ -273,6 +273,14 @@ def test_clean_data_has_no_data_violations(clean: Conn) -> None:
     assert report["missing_foreign_keys"] == 6
 
 
+def test_a_non_array_document_is_stale_not_a_crash(clean: Conn) -> None:
+    row = clean.execute("SELECT id FROM quiz_attempts ORDER BY id LIMIT 1").fetchone()
+    assert row is not None
+    clean.execute("UPDATE quiz_attempts SET answers = '{\"q1\": 2}' WHERE id = %s", [row[0]])
+    check = run_audit(clean).check("stale_stored_scores")
+    assert (check.violations, check.examples) == (1, (str(row[0]),))
+
+
 def test_orphans_are_found_in_a_uuid_column(dirty: Conn) -> None:
     dirty.execute("ALTER TABLE quiz_attempts ALTER video_id TYPE uuid USING video_id::uuid")
     check = run_audit(dirty).check("orphaned_quiz_attempts")

@@ -16,6 +16,8 @@ import pytest
 from vpbench.cli import main
 from vpbench.errors import VpbenchError
 from vpbench.measure import RunOptions
+from vpbench.migrate import apply_step
+from vpbench.migrations import discover_migrations
 from vpbench.profiles import get_profile
 from vpbench.results import SCHEMA_VERSION, ResultsFormatError, load, read_document
 from vpbench.run import run_workloads
@@ -272,3 +274,32 @@ def test_ctrl_c_mid_run_writes_nothing(
     assert "run interrupted: no results file was written" in stderr
     assert "Traceback" not in stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_reference_workloads_after_every_migration(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    """The same workload files run on the fully migrated schema, with the variants in force."""
+    name = f"{session_prefix}_run_migrated"
+    seed_database(target, name, get_profile("tiny"), seed=12)
+    migrations = discover_migrations()
+    with psycopg.connect(target.for_database(name), autocommit=True) as conn:
+        for migration in migrations:
+            apply_step(conn, migration, "up")
+    outcome = run_workloads(
+        target,
+        name,
+        [REFERENCE / "video_page.toml", REFERENCE / "voice_memos.toml"],
+        QUICK,
+        out_dir=tmp_path,
+    )
+    assert not outcome.failures, [(e.name, e.error) for e in outcome.failures]
+    by_name = {e.name: e for e in outcome.entries}
+    assert outcome.metadata["applied_migrations"] == [m.id for m in migrations]
+    assert by_name["course_progress"].variant == "0005_computed_scores"
+    assert by_name["long_memos_in_course"].variant == "0006_voice_memo_metadata"
+    assert by_name["video_header"].variant is None
+    assert "course_progress@0005_computed_scores" in (by_name["video_page"].variant or "")
+    indexes = by_name["memos_for_video"].plan_summaries["memos_for_video"].indexes_used
+    assert indexes  # the voice-memo queries now use an index
+    assert by_name["video_page[app]"].status == "ok"

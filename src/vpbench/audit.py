@@ -205,8 +205,15 @@ def _stale_stored_scores(conn: psycopg.Connection[Any], schema: _Schema, n: int)
     violating = sql.SQL(
         "SELECT q.id FROM {quiz} q "
         # OFFSET 0 keeps the subquery from being inlined: each document is parsed once.
+        # A document that is not an array counts as no questions/answers (so: stale), not
+        # as an error that would stop the whole audit.
         "CROSS JOIN LATERAL (SELECT q.questions::jsonb AS questions, "
-        "q.answers::jsonb AS answers OFFSET 0) j "
+        "q.answers::jsonb AS answers OFFSET 0) raw "
+        "CROSS JOIN LATERAL (SELECT "
+        "CASE WHEN jsonb_typeof(raw.questions) = 'array' THEN raw.questions ELSE '[]' END "
+        "AS questions, "
+        "CASE WHEN jsonb_typeof(raw.answers) = 'array' THEN raw.answers ELSE '[]' END "
+        "AS answers) j "
         "CROSS JOIN LATERAL (SELECT jsonb_array_length(j.questions) AS total) t "
         "CROSS JOIN LATERAL (SELECT count(*) AS score FROM jsonb_array_elements(j.answers) a "
         "JOIN jsonb_array_elements(j.questions) qq ON qq->>'id' = a->>'question_id' "

@@ -1,0 +1,666 @@
+"""The six reference migrations on real PostgreSQL: what each up fixes, and that each down
+restores the previous schema and data exactly (quarantined and archived rows included)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from vpbench.audit import VOICE_MEMO_V1_PATTERN, VOICE_MEMO_V2_PATTERN, run_audit
+from vpbench.fixtures import fixtures_dir
+from vpbench.profiles import DirtyRates, get_profile
+from vpbench.seed import SeedResult, seed_database
+from vpbench.server import ServerTarget
+from vpbench.snapshot import TableSnapshot, snapshot_tables
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Rows = list[tuple[Any, ...]]
+
+MIGRATIONS_DIR = fixtures_dir() / "migrations"
+MIGRATION_IDS = (
+    "0001_quiz_attempt_links",
+    "0002_reflection_links",
+    "0003_video_page_indexes",
+    "0004_quiz_jsonb",
+    "0005_computed_scores",
+    "0006_voice_memo_metadata",
+)
+AUDIT_CHECKS = frozenset(
+    {
+        "orphaned_quiz_attempts",
+        "reflection_null_links",
+        "reflection_dangling_links",
+        "stale_stored_scores",
+        "voice_memo_metadata_in_text",
+        "malformed_voice_metadata",
+        "missing_foreign_keys",
+    }
+)
+DIRT = {
+    "default": DirtyRates(),
+    "clean": DirtyRates.clean(),
+    "stale_half": DirtyRates(stale_scores=0.5),
+}
+NOBODY = "00000000-0000-4000-8000-000000000000"
+LEGACY_QUIZ_COLUMNS = [
+    *("id", "user_id", "video_id", "course_id", "questions", "answers"),
+    *("score", "total", "percentage", "started_at", "completed_at"),
+]
+
+_NOT_SYSTEM = "{0} !~ '^pg_' AND {0} <> 'information_schema'"
+SCHEMA_QUERIES = {
+    "schemas": "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+    f"WHERE {_NOT_SYSTEM.format('nspname')} ORDER BY 1",
+    "relations": "SELECT n.nspname, c.relname, c.relkind, c.relacl::text, c.reloptions::text, "
+    "obj_description(c.oid, 'pg_class') FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE {_NOT_SYSTEM.format('n.nspname')} ORDER BY 1, 2",
+    # Listed in attnum order: the order of the columns is part of the shape. Some server
+    # builds stamp each column with a "pg_attver=<n>" option that changes on every ALTER;
+    # that is the server's bookkeeping, not the schema.
+    "columns": "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+    "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attstattarget, "
+    "ARRAY(SELECT o FROM unnest(a.attoptions) AS o WHERE o !~ '^pg_attver=')::text, "
+    "col_description(c.oid, a.attnum) FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+    f"WHERE {_NOT_SYSTEM.format('n.nspname')} AND c.relkind IN ('r', 'p', 'v', 'm') "
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, a.attnum",
+    "constraints": "SELECT n.nspname, k.conrelid::regclass::text, k.conname, k.contype, "
+    "pg_get_constraintdef(k.oid), k.convalidated FROM pg_constraint k "
+    "JOIN pg_namespace n ON n.oid = k.connamespace "
+    f"WHERE {_NOT_SYSTEM.format('n.nspname')} ORDER BY 1, 2, 3",
+    "indexes": "SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid "
+    "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE {_NOT_SYSTEM.format('n.nspname')} ORDER BY 1, 2",
+    "functions": "SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid), "
+    "p.provolatile, p.proparallel FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    f"WHERE {_NOT_SYSTEM.format('n.nspname')} ORDER BY 1",
+    "views": "SELECT schemaname, viewname, definition FROM pg_views "
+    f"WHERE {_NOT_SYSTEM.format('schemaname')} ORDER BY 1, 2",
+}
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything a down must put back: table contents, schema, and what the audit sees."""
+
+    tables: dict[str, TableSnapshot]
+    schema: dict[str, Rows]
+    audit: dict[str, int]
+
+
+def capture(conn: Conn, *, audit: bool = True) -> State:
+    schema = {name: conn.execute(query).fetchall() for name, query in SCHEMA_QUERIES.items()}
+    counts = {c.name: c.violations for c in run_audit(conn).checks} if audit else {}
+    return State(snapshot_tables(conn), schema, counts)
+
+
+def assert_same(actual: State, expected: State) -> None:
+    assert actual.tables == expected.tables
+    for part, rows in expected.schema.items():
+        assert actual.schema[part] == rows, part
+    assert actual.audit == expected.audit
+
+
+def apply(conn: Conn, migration_id: str, direction: str) -> list[str]:
+    """Run up.sql or down.sql as the runner does: one script, one transaction. Returns the
+    NOTICE messages it raised."""
+    script = (MIGRATIONS_DIR / migration_id / f"{direction}.sql").read_text(encoding="utf-8")
+    notices: list[str] = []
+
+    def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    conn.add_notice_handler(keep)
+    try:
+        with conn.transaction():
+            conn.execute(script.encode())
+    finally:
+        conn.remove_notice_handler(keep)
+    return notices
+
+
+def metadata(migration_id: str) -> dict[str, Any]:
+    with (MIGRATIONS_DIR / migration_id / "migration.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def scalar(conn: Conn, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
+    statement = query.encode() if isinstance(query, str) else query
+    row = conn.execute(statement, params or None)
+    found = row.fetchone()
+    assert found is not None
+    return found[0]
+
+
+def column_shapes(conn: Conn, table: str) -> dict[str, tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = %s",
+        [table],
+    ).fetchall()
+    return {name: (data_type, nullable) for name, data_type, nullable in rows}
+
+
+def constraints(conn: Conn, table: str) -> dict[str, tuple[str, str, bool]]:
+    """name -> (definition, ON DELETE action code, validated)."""
+    rows = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid), confdeltype, convalidated "
+        "FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype IN ('f', 'c')",
+        [table],
+    ).fetchall()
+    return {name: (definition, action, valid) for name, definition, action, valid in rows}
+
+
+def indexes(conn: Conn, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s",
+        [table],
+    ).fetchall()
+    return dict(rows)
+
+
+def filenodes(conn: Conn) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT pg_relation_filenode('quiz_attempts'), pg_relation_filenode('reflections')"
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def plan_indexes(conn: Conn, query: sql.Composed) -> set[str]:
+    """The indexes the planner uses for ``query`` when sequential scans are discouraged."""
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        document = scalar(conn, sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query))
+    plan = json.loads(document) if isinstance(document, str) else document
+
+    def walk(node: dict[str, Any]) -> Iterator[str]:
+        if "Index Name" in node:
+            yield node["Index Name"]
+        for child in node.get("Plans", []):
+            yield from walk(child)
+
+    return set(walk(plan[0]["Plan"]))
+
+
+# ---- what each step must achieve, checked right after its up.sql -----------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    conn: Conn
+    seeded: SeedResult
+    before: State
+    after: State
+    notices: list[str]
+
+
+def check_quiz_attempt_links(step: Step) -> None:
+    conn, orphans = step.conn, step.before.audit["orphaned_quiz_attempts"]
+    assert orphans == step.seeded.dirty_counts["orphaned_quiz_attempts"]
+    quarantined = conn.execute(
+        "SELECT count(*), "
+        "count(*) FILTER (WHERE starts_with(reason, '0001_quiz_attempt_links: ')) "
+        "FROM quarantine.quiz_attempts"
+    ).fetchone()
+    assert quarantined == (orphans, orphans)
+    rows_before = step.before.tables["quiz_attempts"].rows
+    assert step.after.tables["quiz_attempts"].rows + orphans == rows_before
+    shapes = column_shapes(conn, "quiz_attempts")
+    assert shapes["video_id"] == shapes["course_id"] == ("uuid", "NO")
+    assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_raw_ids") == 0
+    foreign_keys = constraints(conn, "quiz_attempts")
+    for column, parent in (("video_id", "videos"), ("course_id", "courses"), ("user_id", "users")):
+        definition, on_delete, validated = foreign_keys[f"quiz_attempts_{column}_fkey"]
+        assert definition == f"FOREIGN KEY ({column}) REFERENCES {parent}(id) ON DELETE CASCADE"
+        assert (on_delete, validated) == ("c", True)
+    # Only the reflections' three links are left for 0002.
+    assert step.after.audit["missing_foreign_keys"] == 3
+
+
+def check_reflection_links(step: Step) -> None:
+    conn, dirt = step.conn, step.seeded.dirty_counts
+    unrepairable = dirt["null_reflection_video"] + dirt["dangling_reflection_links"]
+    quarantined = scalar(
+        conn,
+        "SELECT count(*) FROM quarantine.reflections "
+        "WHERE starts_with(reason, '0002_reflection_links: ')",
+    )
+    assert quarantined == unrepairable
+    backfilled = scalar(conn, "SELECT count(*) FROM archive.reflection_course_backfill")
+    assert backfilled == dirt["null_reflection_course"]
+    assert (
+        step.after.tables["reflections"].rows + quarantined
+        == step.before.tables["reflections"].rows
+    )
+    shapes = column_shapes(conn, "reflections")
+    assert shapes["video_id"] == shapes["course_id"] == ("uuid", "NO")
+    foreign_keys = constraints(conn, "reflections")
+    assert set(foreign_keys) == {
+        f"reflections_{c}_fkey" for c in ("video_id", "course_id", "user_id")
+    }
+    assert all(fk[1:] == ("c", True) for fk in foreign_keys.values())
+
+
+def check_video_page_indexes(step: Step) -> None:
+    conn = step.conn
+    assert set(indexes(conn, "quiz_attempts")) == {
+        "quiz_attempts_pkey",
+        "quiz_attempts_user_video_completed_idx",
+        "quiz_attempts_user_course_idx",
+        "quiz_attempts_video_idx",
+    }
+    voice = indexes(conn, "reflections")["reflections_voice_video_created_idx"]
+    assert voice.endswith("(video_id, created_at DESC) WHERE (kind = 'voice'::text)")
+    row = conn.execute(
+        "SELECT user_id, video_id, course_id FROM quiz_attempts "
+        "GROUP BY 1, 2, 3 ORDER BY count(*) DESC, 1, 2 LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    user, video, course = map(sql.Literal, map(str, row))
+    queries = (
+        (
+            "quiz_attempts_user_video_completed_idx",
+            "SELECT id, score FROM quiz_attempts WHERE user_id = {user} AND video_id = {video} "
+            "ORDER BY completed_at DESC LIMIT 5",
+        ),
+        (
+            "quiz_attempts_user_course_idx",
+            "SELECT count(*) FROM quiz_attempts WHERE user_id = {user} AND course_id = {course}",
+        ),
+        ("quiz_attempts_video_idx", "SELECT count(*) FROM quiz_attempts WHERE video_id = {video}"),
+        (
+            "reflections_user_video_created_idx",
+            "SELECT id FROM reflections WHERE user_id = {user} AND video_id = {video} "
+            "ORDER BY created_at DESC LIMIT 5",
+        ),
+        (
+            "reflections_voice_video_created_idx",
+            "SELECT id, content FROM reflections WHERE video_id = {video} AND kind = 'voice' "
+            "ORDER BY created_at DESC LIMIT 20",
+        ),
+    )
+    for index, text in queries:
+        query = sql.SQL(text).format(user=user, video=video, course=course)
+        assert index in plan_indexes(conn, query), text
+
+
+def check_quiz_jsonb(step: Step) -> None:
+    conn = step.conn
+    shapes = column_shapes(conn, "quiz_attempts")
+    assert shapes["questions"] == shapes["answers"] == ("jsonb", "NO")
+    checks = constraints(conn, "quiz_attempts")
+    for column in ("questions", "answers"):
+        definition, _, validated = checks[f"quiz_attempts_{column}_array_check"]
+        assert definition == f"CHECK ((jsonb_typeof({column}) = 'array'::text))"
+        assert validated
+    # The seeder writes canonical jsonb text: nothing needed archiving.
+    assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_raw_json") == 0
+
+
+def expected_score(questions: list[Any], answers: list[Any]) -> tuple[int, int, Decimal]:
+    correct = {q["id"]: q["correct"] for q in questions}
+    score = sum(1 for a in answers if correct.get(a["question_id"], object()) == a["choice"])
+    total = len(questions)
+    percentage = Decimal(100 * score) / total if total else Decimal(0)
+    return score, total, percentage.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def check_computed_scores(step: Step) -> None:
+    conn = step.conn
+    stale = step.before.audit["stale_stored_scores"]
+    assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_stored_scores") == stale
+    attempts = step.before.tables["quiz_attempts"].rows
+    assert any(f": {stale} of {attempts} quiz attempts had a stale" in n for n in step.notices)
+    assert not {"score", "total", "percentage"} & set(column_shapes(conn, "quiz_attempts"))
+    view_columns = [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'quiz_attempt_results' ORDER BY ordinal_position"
+        ).fetchall()
+    ]
+    assert view_columns == LEGACY_QUIZ_COLUMNS
+    functions = conn.execute(
+        "SELECT proname, provolatile, proparallel FROM pg_proc "
+        "WHERE proname LIKE 'quiz\\_attempt\\_%' ORDER BY 1"
+    ).fetchall()
+    assert functions == [(f"quiz_attempt_{n}", "i", "s") for n in ("percentage", "score", "total")]
+    for questions, answers, score, total, percentage in conn.execute(
+        "SELECT questions, answers, score, total, percentage FROM quiz_attempt_results"
+    ):
+        assert (score, total, percentage) == expected_score(questions, answers)
+
+
+def expected_audio(content: str) -> tuple[Any, ...]:
+    if v1 := re.match(VOICE_MEMO_V1_PATTERN, content):
+        return int(v1[1]) * 60 + int(v1[2]), v1[3], int(v1[4]) * 1024, v1[5]
+    if v2 := re.match(VOICE_MEMO_V2_PATTERN, content):
+        size = (Decimal(v2[3]) * 1_048_576).to_integral_value(rounding=ROUND_HALF_UP)
+        return int(v2[1]), v2[2], int(size), v2[4]
+    return None, None, None, None
+
+
+def check_voice_memo_metadata(step: Step) -> None:
+    conn = step.conn
+    malformed = step.before.audit["malformed_voice_metadata"]
+    assert step.after.audit["voice_memo_metadata_in_text"] == malformed
+    assert step.after.audit["malformed_voice_metadata"] == malformed
+    assert any(f": {malformed} voice memo(s) have a header" in n for n in step.notices)
+    shapes = column_shapes(conn, "reflections")
+    assert shapes["audio_duration_seconds"] == ("integer", "YES")
+    assert shapes["audio_format"] == shapes["audio_url"] == ("text", "YES")
+    assert shapes["audio_size_bytes"] == ("bigint", "YES")
+    assert constraints(conn, "reflections")["reflections_audio_only_for_voice_check"][2]
+    rows = conn.execute(
+        "SELECT kind, content, audio_duration_seconds, audio_format, audio_size_bytes, "
+        "audio_url FROM reflections"
+    ).fetchall()
+    for kind, content, *audio in rows:
+        expected = expected_audio(content) if kind == "voice" else (None, None, None, None)
+        assert tuple(audio) == expected, content
+    assert sum(kind == "voice" and audio[0] is not None for kind, _, *audio in rows) > 0
+    user = sql.Literal(str(scalar(conn, "SELECT user_id FROM reflections LIMIT 1")))
+    query = sql.SQL(
+        "SELECT id FROM reflections WHERE user_id = {} AND kind = 'voice' "
+        "ORDER BY created_at DESC LIMIT 10"
+    ).format(user)
+    assert "reflections_voice_user_created_idx" in plan_indexes(conn, query)
+    course = sql.Literal(str(scalar(conn, "SELECT course_id FROM reflections LIMIT 1")))
+    query = sql.SQL(
+        "SELECT id FROM reflections WHERE course_id = {} AND kind = 'voice' "
+        "AND audio_duration_seconds > 60"
+    ).format(course)
+    assert "reflections_voice_course_duration_idx" in plan_indexes(conn, query)
+
+
+STEP_CHECKS: dict[str, Callable[[Step], None]] = {
+    "0001_quiz_attempt_links": check_quiz_attempt_links,
+    "0002_reflection_links": check_reflection_links,
+    "0003_video_page_indexes": check_video_page_indexes,
+    "0004_quiz_jsonb": check_quiz_jsonb,
+    "0005_computed_scores": check_computed_scores,
+    "0006_voice_memo_metadata": check_voice_memo_metadata,
+}
+
+
+# ---- fixtures and tests ----------------------------------------------------------------
+
+_database_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Seeded:
+    conn: Conn
+    result: SeedResult
+
+
+@pytest.fixture
+def seed(target: ServerTarget, session_prefix: str) -> Iterator[Callable[[DirtyRates], Seeded]]:
+    """Seed fresh tiny databases; their connections are closed at the end of the test."""
+    opened: list[Conn] = []
+
+    def make(dirty: DirtyRates) -> Seeded:
+        name = f"{session_prefix}_refmig_{next(_database_numbers)}"
+        result = seed_database(target, name, get_profile("tiny"), seed=11, dirty=dirty)
+        conn = psycopg.connect(target.for_database(name), autocommit=True)
+        opened.append(conn)
+        return Seeded(conn, result)
+
+    yield make
+    for conn in opened:
+        conn.close()
+
+
+def test_metadata_describes_each_step() -> None:
+    found = sorted(p.name for p in MIGRATIONS_DIR.iterdir() if p.is_dir())
+    assert found == list(MIGRATION_IDS)
+    for migration_id in MIGRATION_IDS:
+        meta = metadata(migration_id)
+        assert isinstance(meta["title"], str) and meta["title"]
+        sentences = re.split(r"(?<=\.)\s+", meta["why"].strip())
+        assert 1 <= len(sentences) <= 3, migration_id
+        assert set(meta["fixes"]) <= AUDIT_CHECKS, migration_id
+        assert isinstance(meta["rewrites_table"], bool)
+        assert meta["transactional"] is True
+        up_sql = (MIGRATIONS_DIR / migration_id / "up.sql").read_text(encoding="utf-8")
+        if "CREATE INDEX" in up_sql:
+            assert "CREATE INDEX CONCURRENTLY" in meta["why"] + meta.get("notes", "")
+    # The backfill parses the headers with exactly the audit's patterns.
+    up_sql = (MIGRATIONS_DIR / "0006_voice_memo_metadata" / "up.sql").read_text(encoding="utf-8")
+    assert f"'{VOICE_MEMO_V1_PATTERN}'" in up_sql
+    assert f"'{VOICE_MEMO_V2_PATTERN}'" in up_sql
+
+
+@pytest.mark.parametrize("dirt", DIRT, ids=DIRT)
+def test_each_step_fixes_reverts_exactly_and_reapplies(
+    seed: Callable[[DirtyRates], Seeded], dirt: str
+) -> None:
+    seeded = seed(DIRT[dirt])
+    conn = seeded.conn
+    fresh = capture(conn)
+    for migration_id in MIGRATION_IDS:
+        meta = metadata(migration_id)
+        before, nodes_before = capture(conn), filenodes(conn)
+        notices = apply(conn, migration_id, "up")
+        after = capture(conn)
+        assert (filenodes(conn) != nodes_before) is meta["rewrites_table"], migration_id
+        for name in meta["fixes"]:
+            assert after.audit[name] == 0, (migration_id, name)
+        # No step makes any check worse.
+        assert all(after.audit[n] <= before.audit[n] for n in AUDIT_CHECKS), migration_id
+        STEP_CHECKS[migration_id](Step(conn, seeded.result, before, after, notices))
+
+        apply(conn, migration_id, "down")
+        assert_same(capture(conn), before)
+        apply(conn, migration_id, "up")
+        assert_same(capture(conn), after)
+
+    for migration_id in reversed(MIGRATION_IDS):
+        apply(conn, migration_id, "down")
+    assert_same(capture(conn), fresh)
+
+
+@pytest.mark.parametrize("dirt", DIRT, ids=DIRT)
+def test_whole_series_up_then_down_restores_the_seed(
+    seed: Callable[[DirtyRates], Seeded], dirt: str
+) -> None:
+    conn = seed(DIRT[dirt]).conn
+    fresh = capture(conn)
+    for migration_id in MIGRATION_IDS:
+        apply(conn, migration_id, "up")
+    migrated = capture(conn).audit
+    expected_left = fresh.audit["malformed_voice_metadata"]
+    assert migrated == {
+        **dict.fromkeys(AUDIT_CHECKS, 0),
+        "voice_memo_metadata_in_text": expected_left,
+        "malformed_voice_metadata": expected_left,
+    }
+    if dirt == "clean":
+        assert expected_left == 0
+        assert scalar(conn, "SELECT count(*) FROM quarantine.quiz_attempts") == 0
+    for migration_id in reversed(MIGRATION_IDS):
+        apply(conn, migration_id, "down")
+    assert_same(capture(conn), fresh)
+
+
+def test_values_the_new_types_would_respell_are_restored(
+    seed: Callable[[DirtyRates], Seeded],
+) -> None:
+    conn = seed(DirtyRates()).conn
+    linked = [
+        r[0]
+        for r in conn.execute(
+            "SELECT q.id FROM quiz_attempts q JOIN videos v ON v.id::text = q.video_id "
+            "ORDER BY q.id LIMIT 6"
+        ).fetchall()
+    ]
+    upper, braces, not_uuid, no_user, pretty, duplicate_key = linked
+    reflection = scalar(
+        conn,
+        "SELECT r.id FROM reflections r JOIN videos v ON v.id = r.video_id "
+        "WHERE r.course_id IS NOT NULL ORDER BY r.id LIMIT 1",
+    )
+    memo = scalar(conn, "SELECT id FROM reflections WHERE kind = 'voice' ORDER BY id LIMIT 1")
+    with conn.transaction():
+        for statement, params in (
+            ("UPDATE quiz_attempts SET video_id = upper(video_id) WHERE id = %s", [upper]),
+            (
+                "UPDATE quiz_attempts SET course_id = '{' || replace(course_id, '-', '') || '}' "
+                "WHERE id = %s",
+                [braces],
+            ),
+            ("UPDATE quiz_attempts SET video_id = 'video-42' WHERE id = %s", [not_uuid]),
+            ("UPDATE quiz_attempts SET user_id = %s WHERE id = %s", [NOBODY, no_user]),
+            (
+                "UPDATE quiz_attempts SET questions = jsonb_pretty(questions::jsonb) WHERE id = %s",
+                [pretty],
+            ),
+            (
+                "UPDATE quiz_attempts SET answers = "
+                """'[{"choice": 1, "choice": 2, "question_id": "q1"}]' WHERE id = %s""",
+                [duplicate_key],
+            ),
+            # Backfilled by 0002, then quarantined for its missing user: down must put back
+            # the row *and* its NULL course.
+            (
+                "UPDATE reflections SET course_id = NULL, user_id = %s WHERE id = %s",
+                [NOBODY, reflection],
+            ),
+            (
+                "UPDATE reflections SET content = '[voice memo] duration 99999999999:00 "
+                "| format m4a | size 1 KB | https://media.example/x.m4a' WHERE id = %s",
+                [memo],
+            ),
+        ):
+            conn.execute(statement.encode(), params)
+    fresh = capture(conn)
+    notices = [n for m in MIGRATION_IDS for n in apply(conn, m, "up")]
+
+    raw_ids = {
+        attempt: (video, course)
+        for attempt, video, course in conn.execute(
+            "SELECT quiz_attempt_id, video_id, course_id FROM archive.quiz_attempt_raw_ids"
+        )
+    }
+    assert set(raw_ids) == {upper, braces}
+    assert raw_ids[upper][0] != raw_ids[upper][0].lower()
+    assert raw_ids[braces][1].startswith("{") and "-" not in raw_ids[braces][1]
+    reasons: dict[Any, str] = dict(
+        conn.execute("SELECT id, reason FROM quarantine.quiz_attempts").fetchall()
+    )
+    assert reasons[not_uuid] == "0001_quiz_attempt_links: video_id is not a uuid"
+    assert reasons[no_user] == "0001_quiz_attempt_links: user_id points at no user"
+    raw_json = conn.execute(
+        "SELECT quiz_attempt_id, questions IS NOT NULL, answers IS NOT NULL "
+        "FROM archive.quiz_attempt_raw_json"
+    ).fetchall()
+    assert sorted(raw_json) == sorted([(pretty, True, False), (duplicate_key, False, True)])
+    row = conn.execute(
+        "SELECT course_id IS NOT NULL, reason FROM quarantine.reflections WHERE id = %s",
+        [reflection],
+    ).fetchone()
+    assert row == (True, "0002_reflection_links: user_id points at no user")
+    assert scalar(
+        conn,
+        "SELECT audio_duration_seconds IS NULL AND audio_size_bytes IS NULL "
+        "FROM reflections WHERE id = %s",
+        (memo,),
+    )
+    unparsed = fresh.audit["malformed_voice_metadata"] + 1
+    assert any(f": {unparsed} voice memo(s) have a header" in n for n in notices)
+
+    for migration_id in reversed(MIGRATION_IDS):
+        apply(conn, migration_id, "down")
+    assert_same(capture(conn), fresh)
+
+
+def test_failed_up_changes_nothing(seed: Callable[[DirtyRates], Seeded]) -> None:
+    conn = seed(DirtyRates()).conn
+    for migration_id in MIGRATION_IDS[:3]:
+        apply(conn, migration_id, "up")
+    attempt = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
+    for document, error in (
+        ('{"not": "an array"}', psycopg.errors.CheckViolation),
+        ("[{", psycopg.errors.InvalidTextRepresentation),
+    ):
+        conn.execute("UPDATE quiz_attempts SET questions = %s WHERE id = %s", [document, attempt])
+        # The audit itself cannot score a document that is not an array: compare without it.
+        before = capture(conn, audit=False)
+        with pytest.raises(error):
+            apply(conn, "0004_quiz_jsonb", "up")
+        assert_same(capture(conn, audit=False), before)
+
+
+def test_score_rebuild_keeps_table_settings_and_refuses_to_lose_objects(
+    seed: Callable[[DirtyRates], Seeded],
+) -> None:
+    conn = seed(DirtyRates()).conn
+    for migration_id in MIGRATION_IDS[:4]:
+        apply(conn, migration_id, "up")
+    for statement in (
+        "GRANT SELECT ON quiz_attempts TO PUBLIC",
+        "ALTER TABLE quiz_attempts SET (fillfactor = 90)",
+        "ALTER TABLE quiz_attempts ALTER COLUMN user_id SET STATISTICS 500",
+        "ALTER TABLE quiz_attempts ALTER COLUMN video_id SET (n_distinct = -0.05)",
+        "COMMENT ON TABLE quiz_attempts IS 'one row per finished quiz'",
+        "COMMENT ON COLUMN quiz_attempts.completed_at IS 'when the last answer was given'",
+    ):
+        conn.execute(statement.encode())
+    before = capture(conn)
+    apply(conn, "0005_computed_scores", "up")
+    view_acl = scalar(
+        conn, "SELECT relacl::text FROM pg_class WHERE relname = 'quiz_attempt_results'"
+    )
+    assert "=r/" in view_acl  # readers of the table can read the computed scores
+
+    migrated = capture(conn)
+    conn.execute("CREATE INDEX quiz_attempts_started_idx ON quiz_attempts (started_at)")
+    with pytest.raises(psycopg.errors.RaiseException, match="lose: index quiz_attempts_started"):
+        apply(conn, "0005_computed_scores", "down")
+    conn.execute("DROP INDEX quiz_attempts_started_idx")
+    conn.execute("CREATE VIEW recent_attempts AS SELECT id FROM quiz_attempts")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        apply(conn, "0005_computed_scores", "down")
+    conn.execute("DROP VIEW recent_attempts")
+    assert_same(capture(conn), migrated)
+
+    apply(conn, "0005_computed_scores", "down")
+    assert_same(capture(conn), before)
+
+
+def test_down_keeps_what_it_did_not_quarantine(seed: Callable[[DirtyRates], Seeded]) -> None:
+    conn = seed(DirtyRates()).conn
+    with conn.transaction():
+        conn.execute("CREATE SCHEMA quarantine")
+        conn.execute(
+            "CREATE TABLE quarantine.quiz_attempts (LIKE public.quiz_attempts, "
+            "quarantined_at timestamptz NOT NULL DEFAULT now(), reason text NOT NULL, "
+            "PRIMARY KEY (id))"
+        )
+        conn.execute(
+            "INSERT INTO quarantine.quiz_attempts SELECT %s, user_id, video_id, course_id, "
+            "questions, answers, score, total, percentage, started_at, completed_at, now(), "
+            "'support ticket 123' FROM quiz_attempts LIMIT 1",
+            [NOBODY],
+        )
+    before = capture(conn)
+    apply(conn, "0001_quiz_attempt_links", "up")
+    quarantined = scalar(conn, "SELECT count(*) FROM quarantine.quiz_attempts")
+    assert quarantined == before.audit["orphaned_quiz_attempts"] + 1
+    apply(conn, "0001_quiz_attempt_links", "down")
+    assert_same(capture(conn), before)
+    assert scalar(conn, "SELECT reason FROM quarantine.quiz_attempts") == "support ticket 123"
