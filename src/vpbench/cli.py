@@ -16,20 +16,20 @@ from rich.table import Table
 
 from vpbench import __version__
 from vpbench._embedded import EmbeddedPostgres
-from vpbench.audit import AuditReport, run_audit
+from vpbench._render import audit_table, run_table, seed_table
+from vpbench.audit import run_audit
 from vpbench.databases import drop_database
 from vpbench.errors import RunInterruptedError, SeedInterruptedError, VpbenchError
 from vpbench.measure import RunOptions
 from vpbench.profiles import PROFILES, get_profile, parse_dirty_rates
-from vpbench.run import RunOutcome, run_workloads
-from vpbench.seed import SeedResult, seed_database
+from vpbench.run import run_workloads
+from vpbench.seed import seed_database
 from vpbench.server import DEFAULT_DATABASE, connect, resolve_target
 
 out = Console()
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
-AUDIT_EXAMPLES_SHOWN = 3
 DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000}
 WIDE_TABLE = 150
 """Columns for wide tables when stdout is not a terminal (CI logs, pipes)."""
@@ -152,7 +152,7 @@ def seed(
             f"seeding interrupted: the transaction was rolled back and database {dbname!r} "
             "is as it was before"
         ) from None
-    _print_seed_result(result)
+    out.print(seed_table(result))
 
 
 @contextmanager
@@ -183,20 +183,6 @@ def _progress_bars(banner: str) -> Iterator[Callable[[str, int, int], None]]:
             progress.stop()
 
 
-def _print_seed_result(result: SeedResult) -> None:
-    table = Table(title=f"seeded {result.database}: profile {result.profile}, seed {result.seed}")
-    for column in ("table", "rows", "seconds", "rows/s"):
-        table.add_column(column, justify="left" if column == "table" else "right")
-    for load in result.tables:
-        table.add_row(load.table, f"{load.rows:,}", f"{load.seconds:.2f}",
-                      f"{load.rows_per_second:,.0f}")  # fmt: skip
-    table.add_row("total", f"{result.rows:,}", f"{result.seconds:.2f}",
-                  f"{result.rows / result.seconds:,.0f}", style="bold")  # fmt: skip
-    out.print(table)
-    dirt = ", ".join(f"{knob} {count:,}" for knob, count in result.dirty_counts.items())
-    out.print(f"dirty rows: {dirt}")
-
-
 @cli.command()
 @db_option
 @dsn_option
@@ -212,29 +198,9 @@ def audit(dbname: str, dsn: str | None, as_json: bool, fail_on_violations: bool)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
-        _print_audit(report, target.describe(dbname))
+        out.print(audit_table(report, target.describe(dbname)))
     if fail_on_violations and report.total_violations:
         sys.exit(1)
-
-
-def _print_audit(report: AuditReport, where: str) -> None:
-    table = Table(title=f"integrity audit of {where}")
-    table.add_column("check", no_wrap=True)
-    table.add_column("count", justify="right", no_wrap=True)
-    table.add_column("examples", overflow="fold", min_width=36)
-    for check in report.checks:
-        if not check.applicable:
-            table.add_row(check.name, "n/a", f"[dim]{check.note}[/]")
-            continue
-        lines = list(check.examples[:AUDIT_EXAMPLES_SHOWN])
-        if check.violations > len(lines) and lines:
-            lines.append("…")
-        if check.note:
-            lines.append(f"[dim]{check.note}[/]")
-        style = "red" if check.violations else "green"
-        table.add_row(check.name, f"[{style}]{check.violations:,}[/]", "\n".join(lines))
-    out.print(table)
-    out.print(f"total violations: {report.total_violations:,}")
 
 
 class Duration(click.ParamType[Any, int]):
@@ -341,7 +307,7 @@ def run(
                                     progress=tick)  # fmt: skip
     except KeyboardInterrupt:
         raise RunInterruptedError("run interrupted: no results file was written") from None
-    _print_run(outcome)
+    wide(run_table(outcome))
     for failure in outcome.failures:
         err.print(f"vpbench: error: {failure.path}: query {failure.name!r} failed: "
                   f"{failure.error}", highlight=False, markup=False, soft_wrap=True)  # fmt: skip
@@ -349,43 +315,9 @@ def run(
         sys.exit(1)
 
 
-def _print_run(outcome: RunOutcome) -> None:
-    table = Table(title=f"results: {outcome.path}")
-    for column in ("entry", "p50 ms", "p95 ms", "p99 ms", "CV", "server p50", "target", "",
-                   "worst plan node"):  # fmt: skip
-        table.add_column(
-            column,
-            justify="right"
-            if "ms" in column or column in ("CV", "server p50", "target")
-            else "left",
-        )
-    for entry in outcome.entries:
-        latency = entry.latency
-        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: ""}[entry.meets_target]
-        if entry.status == "error":
-            verdict = "[red]error[/]"
-        elif entry.status == "timeout":
-            verdict = "[red]timeout[/]"
-        worst = [s.worst_node for s in entry.plan_summaries.values() if s.worst_node]
-        worst_node = max(worst, key=lambda w: w.exclusive_ms) if worst else None
-        table.add_row(
-            entry.name,
-            _ms(latency.p50_ms if latency else None),
-            _ms(latency.p95_ms if latency else None),
-            _ms(latency.p99_ms if latency else None),
-            f"{latency.cv:.0%}" if latency else "",
-            _ms(entry.server_p50_ms),
-            _ms(entry.target_ms),
-            verdict,
-            f"{worst_node.node} ({worst_node.exclusive_ms:.1f} ms)" if worst_node else "",
-        )
+def wide(table: Table) -> None:
+    """Print a wide table at full width even when stdout is not a terminal."""
     (out if out.is_terminal else Console(width=WIDE_TABLE)).print(table)
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.3f}" if value < 1 else f"{value:.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
