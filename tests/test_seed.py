@@ -209,3 +209,15 @@ def test_interrupted_reseed_leaves_the_previous_data(
     with psycopg.connect(target.for_database(name)) as conn:
         assert snapshot_tables(conn) == before
         assert conn.execute("SELECT seed FROM vpbench.seed_info").fetchall() == [(1,)]
+
+
+def test_reseeding_drops_what_migrations_left(target: ServerTarget, session_prefix: str) -> None:
+    name = f"{session_prefix}_reseed"
+    seed(target, name, seed=1)
+    with psycopg.connect(target.for_database(name)) as conn:
+        conn.execute("CREATE SCHEMA quarantine")
+        conn.execute("CREATE TABLE quarantine.quiz_attempts (id uuid)")
+    seed(target, name, seed=1)
+    with psycopg.connect(target.for_database(name)) as conn:
+        schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+    assert "quarantine" not in schemas and {"public", "vpbench"} <= schemas

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.table import Table
 
 from vpbench.audit import AuditReport
+from vpbench.migrate import MigrationState
 from vpbench.run import RunOutcome
 from vpbench.seed import SeedResult
+from vpbench.steps import StepsResult
+from vpbench.steps_report import headlines, index_bytes_added, write_change
 
 AUDIT_EXAMPLES_SHOWN = 3
 
@@ -94,6 +99,52 @@ def run_table(outcome: RunOutcome) -> Table:
         cells += [
             verdict,
             f"{worst_node.node} ({worst_node.exclusive_ms:.1f} ms)" if worst_node else "",
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def migration_table(states: Sequence[MigrationState], where: str) -> Table:
+    table = Table(title=f"migrations of {where}")
+    for column in ("migration", "applied", "title"):
+        table.add_column(column)
+    for state in states:
+        when = f"{state.applied_at:%Y-%m-%d %H:%M}" if state.applied_at else "[dim]pending[/]"
+        table.add_row(state.migration.id, when, state.migration.title)
+    return table
+
+
+def _arrow(before: float | None, after: float | None) -> str:
+    return f"{milliseconds(before)} → {milliseconds(after)}"
+
+
+def steps_table(result: StepsResult) -> Table:
+    """Per step: headline p95s before → after, speed-up, audit, index bytes, writes, checks."""
+    table = Table(title=f"steps ({len(result.steps)} migrations)")
+    labels = list(dict.fromkeys(h.label for s in result.steps for h in headlines(s)))
+    table.add_column("step")
+    for label in labels:
+        table.add_column(f"{label} ms", justify="right")
+    for column in ("speed-up", "violations", "index bytes", "writes", "reversible", "checks"):
+        table.add_column(column, justify="right")
+    for step in result.steps:
+        found = {h.label: h for h in headlines(step)}
+        cells = [step.migration.id]
+        cells += [
+            _arrow(found[label].before_p95_ms, found[label].after_p95_ms) if label in found else ""
+            for label in labels
+        ]
+        speedups = [f"{h.speedup:.1f}x" for h in found.values() if h.speedup]
+        writes = [
+            f"{t.split('_')[0]} {c:+.0%}" for t, c in write_change(step).items() if c is not None
+        ]
+        cells += [
+            " / ".join(speedups),
+            f"{step.audit_before.total_violations:,} → {step.audit_after.total_violations:,}",
+            f"{index_bytes_added(step):+,}",
+            ", ".join(writes),
+            "[green]yes[/]" if step.reversible else "[red]no[/]",
+            "[green]pass[/]" if step.passed else "[red]FAIL[/]",
         ]
         table.add_row(*cells)
     return table

@@ -68,5 +68,11 @@ class RunInterruptedError(VpbenchError):
     exit_code = 130
 
 
+class StepsInterruptedError(VpbenchError):
+    """Ctrl-C during ``steps``: the database matches its ledger; the backup is kept."""
+
+    exit_code = 130
+
+
 class FixtureError(VpbenchError):
     """The reference schema or another fixture file is missing or broken."""

@@ -13,7 +13,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -158,21 +158,26 @@ def measure_workloads(
     *,
     applied_migrations: Sequence[str] = (),
     progress: MeasureProgress | None = None,
+    pools: Mapping[str, dict[str, ParameterPool]] | None = None,
+    include_apps: bool = True,
 ) -> tuple[EntryResult, ...]:
-    """Measure every query, scenario and app version of ``workloads`` in file order."""
+    """Measure every query, scenario and app version of ``workloads`` in file order.
+
+    ``pools`` (by workload name) reuses parameter pools loaded elsewhere, e.g. from the
+    "before" database so that both states of a step draw the same parameters."""
     results: list[EntryResult] = []
     with _session(conninfo, options) as conn:
         for workload in workloads:
-            pools = load_pools(conn, workload)
-            runner = _EntryRunner(conninfo, conn, options, pools, applied_migrations, progress)
+            loaded = pools[workload.name] if pools else load_pools(conn, workload)
+            runner = _EntryRunner(conninfo, conn, options, loaded, applied_migrations, progress)
             for query in workload.queries.values():
                 results.append(runner.query(query))
-                if query.app:
+                if query.app and include_apps:
                     results.append(runner.app(query.name, query.app, query, query.sql.params))
             for scenario in workload.scenarios.values():
                 members = [workload.queries[name] for name in scenario.queries]
                 results.append(runner.scenario(scenario, members))
-                if scenario.app:
+                if scenario.app and include_apps:
                     needed = {p for q in members for p in q.sql_for(applied_migrations)[1].params}
                     results.append(runner.app(scenario.name, scenario.app, scenario, needed))
     return tuple(results)
@@ -365,6 +370,28 @@ class _EntryRunner:
         with lock:
             done[0] += 1
             self._tick(name, done[0])
+
+
+def merge_entries(first: EntryResult, second: EntryResult) -> EntryResult:
+    """One entry from two measurements of it (e.g. two rounds of an interleaved session)."""
+    statuses = ("error", "timeout", "ok")
+    status = min(first.status, second.status, key=statuses.index)
+    members = {
+        name: first.member_samples_ns.get(name, ()) + second.member_samples_ns.get(name, ())
+        for name in {**first.member_samples_ns, **second.member_samples_ns}
+    }
+    return replace(
+        first,
+        status=status,
+        error=first.error or second.error,
+        samples_ns=first.samples_ns + second.samples_ns,
+        timeouts=first.timeouts + second.timeouts,
+        wall_seconds=first.wall_seconds + second.wall_seconds,
+        explains=first.explains + second.explains,
+        plan=first.plan if first.plan is not None else second.plan,
+        plan_summaries=first.plan_summaries or second.plan_summaries,
+        member_samples_ns=members,
+    )
 
 
 def _run_once(

@@ -152,19 +152,22 @@ def apply_step(conn: psycopg.Connection[Any], migration: Migration, direction: s
     script = migration.up_sql if direction == "up" else migration.down_sql
     began = time.perf_counter()
     if migration.transactional:
+        offset = 0
         try:
             with conn.transaction():
                 conn.execute(LEDGER_SQL)
-                conn.execute(script)
+                # Statement by statement, so a failure names the statement that failed.
+                for statement, start in split_statements(script):
+                    offset = start
+                    conn.execute(statement)
                 _record(conn, migration, direction, time.perf_counter() - began)
         except psycopg.Error as exc:
-            raise _failure(migration, direction, script, exc, 0) from exc
+            raise _failure(migration, direction, script, exc, offset) from exc
     else:
         offset = 0
         for statement, offset in split_statements(script):
             try:
-                with conn.transaction():
-                    conn.execute(statement)
+                conn.execute(statement)  # autocommit: each statement stands alone
             except psycopg.Error as exc:
                 raise _failure(migration, direction, script, exc, offset) from exc
         with conn.transaction():
@@ -195,14 +198,24 @@ def split_statements(script: str) -> list[tuple[str, int]]:
     start = 0
     for match in _STATEMENT_END.finditer(script):
         if match.group(2):
-            text = script[start : match.start()].strip()
-            if text and not all(line.strip().startswith("--") for line in text.splitlines()):
-                statements.append((text, start))
+            _add_statement(statements, script, start, match.start())
             start = match.end()
-    tail = script[start:].strip()
-    if tail and not all(line.strip().startswith("--") for line in tail.splitlines()):
-        statements.append((tail, start))
+    _add_statement(statements, script, start, len(script))
     return statements
+
+
+def _add_statement(found: list[tuple[str, int]], script: str, start: int, end: int) -> None:
+    """Keep a statement (not blank or only comments), with the offset of its first
+    character that is neither space nor part of a leading comment line."""
+    chunk = script[start:end]
+    offset = start
+    for line in chunk.splitlines(keepends=True):
+        if line.strip() and not line.strip().startswith("--"):
+            break
+        offset += len(line)
+    text = script[offset:end].strip()
+    if text:
+        found.append((text, offset + len(script[offset:end]) - len(script[offset:end].lstrip())))
 
 
 def _failure(
@@ -210,11 +223,13 @@ def _failure(
 ) -> MigrationError:
     """Name the file, line and statement the server complained about."""
     position = exc.diag.statement_position
-    line = None
-    if position is not None and position.isdigit():
-        line = script[: offset + int(position) - 1].count("\n") + 1
+    at = offset + int(position) - 1 if position and position.isdigit() else offset
+    line = script[:at].count("\n") + 1
     message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
-    detail = f" ({exc.diag.context.strip().splitlines()[0]})" if exc.diag.context else ""
+    statement = script[offset:].strip().splitlines()[0] if script[offset:].strip() else ""
+    detail = f" in `{statement[:60]}`" if statement else ""
+    if exc.diag.context:
+        detail += f" ({exc.diag.context.strip().splitlines()[0]})"
     return MigrationError(
         f"migration {migration.id} {direction} failed: {message}{detail}",
         path=migration.path / f"{direction}.sql",

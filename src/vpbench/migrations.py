@@ -37,6 +37,8 @@ class Migration:
     fixes: tuple[str, ...]
     rewrites_table: bool
     transactional: bool
+    changes_results: tuple[str, ...]
+    """queries whose results this step changes on purpose (it fixes the data they read)"""
     up_sql: str
     down_sql: str
 
@@ -90,6 +92,7 @@ def _read_migration(path: Path) -> Migration:
         fixes=tuple(str(c) for c in meta.get("fixes", [])),
         rewrites_table=bool(meta.get("rewrites_table", False)),
         transactional=bool(meta.get("transactional", True)),
+        changes_results=tuple(str(q) for q in meta.get("changes_results", [])),
         up_sql=files["up.sql"].read_text(encoding="utf-8"),
         down_sql=files["down.sql"].read_text(encoding="utf-8"),
     )

@@ -20,6 +20,7 @@ from vpbench.measure import EntryResult
 
 SCHEMA_VERSION = 1
 KIND_RUN = "run"
+KIND_STEP = "step"
 
 
 class ResultsFormatError(VpbenchError):
@@ -139,39 +140,58 @@ class RunFrames:
     runs: pd.DataFrame
 
 
+def _entry_groups(document: dict[str, Any]) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    """A run's entries, or a step's entries per state ("before" / "after")."""
+    if document.get("kind") == KIND_STEP:
+        return [("before", document["before"]), ("after", document["after"])]
+    return [(None, document["entries"])]
+
+
 def load(path_or_dir: str | Path) -> RunFrames:
-    """Load one run file, or every run file in a folder (recursively), into DataFrames."""
+    """Load run and step documents (a file, or a folder searched recursively) into
+    DataFrames; ``samples`` has one row per timed execution, with the run and, for a step,
+    the state ("before"/"after") it was measured in."""
     root = Path(path_or_dir)
     paths = sorted(root.rglob("*.json")) if root.is_dir() else [root]
     documents = [(p, read_document(p)) for p in paths]
-    documents = [(p, d) for p, d in documents if d.get("kind") == KIND_RUN]
+    documents = [(p, d) for p, d in documents if d.get("kind") in (KIND_RUN, KIND_STEP)]
     if not documents:
         raise ResultsFormatError("no run results found", path=root)
     samples, entries, explains, runs = [], [], [], []
     for path, document in documents:
         meta = document["metadata"]
         run_id = path.stem
-        runs.append({"run": run_id, "path": str(path), "label": meta.get("label"),
-                     "timestamp": meta.get("timestamp"), "git_commit": meta.get("git_commit"),
-                     "server_version": meta.get("postgres", {}).get("server_version"),
-                     "profile": meta.get("seed", {}).get("profile"),
-                     "migrations": ",".join(meta.get("applied_migrations", []))})  # fmt: skip
-        for entry in document["entries"]:
-            key = {"run": run_id, "name": entry["name"], "kind": entry["kind"]}
-            summary = entry.get("summary") or {}
-            entries.append(
-                {
-                    **key,
-                    **{field: entry[field] for field in _ENTRY_FIELDS},
-                    **{stat: summary.get(stat) for stat in _SUMMARY_FIELDS},
-                }
-            )
-            for index, ns in enumerate(entry["samples_ns"]):
-                samples.append({**key, "sample": index, "latency_ms": ns / 1e6})
-            for index, explain in enumerate(entry["explains"]):
-                explains.append({**key, "sample": index, **explain})
+        runs.append(
+            {
+                "run": run_id,
+                "path": str(path),
+                "kind": document["kind"],
+                "label": meta.get("label"),
+                "timestamp": meta.get("timestamp"),
+                "git_commit": meta.get("git_commit"),
+                "server_version": meta.get("postgres", {}).get("server_version"),
+                "profile": meta.get("seed", {}).get("profile"),
+                "migrations": ",".join(meta.get("applied_migrations", [])),
+            }
+        )
+        for state, group in _entry_groups(document):
+            for entry in group:
+                key = {"run": run_id, "state": state, "name": entry["name"], "kind": entry["kind"]}
+                summary = entry.get("summary") or {}
+                entries.append(
+                    {
+                        **key,
+                        **{field: entry[field] for field in _ENTRY_FIELDS},
+                        **{stat: summary.get(stat) for stat in _SUMMARY_FIELDS},
+                    }
+                )
+                for index, ns in enumerate(entry["samples_ns"]):
+                    samples.append({**key, "sample": index, "latency_ms": ns / 1e6})
+                for index, explain in enumerate(entry["explains"]):
+                    explains.append({**key, "sample": index, **explain})
+    columns = ["run", "state", "name", "kind", "sample", "latency_ms"]
     return RunFrames(
-        samples=pd.DataFrame(samples, columns=["run", "name", "kind", "sample", "latency_ms"]),
+        samples=pd.DataFrame(samples, columns=columns),
         entries=pd.DataFrame(entries),
         explains=pd.DataFrame(explains),
         runs=pd.DataFrame(runs),

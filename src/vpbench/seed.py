@@ -111,8 +111,14 @@ def seed_database(
 
 
 def _recreate_schemas(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("DROP SCHEMA IF EXISTS vpbench CASCADE")
-    conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+    """Drop every schema (public, vpbench's ledger, quarantine and archive ones that
+    migrations made) and start from the legacy schema alone."""
+    schemas = conn.execute(
+        "SELECT nspname FROM pg_namespace "
+        "WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'"
+    ).fetchall()
+    for (schema,) in schemas:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     conn.execute("CREATE SCHEMA public")
     conn.execute(legacy_schema_sql())
     conn.execute(LEDGER_SQL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +36,64 @@ def snapshot_tables(
         assert row is not None
         result[table] = TableSnapshot(table, int(row[0]), str(row[1]))
     return result
+
+
+_APPLICATION = "{0} !~ '^pg_' AND {0} NOT IN ('information_schema', 'vpbench')"
+SCHEMA_QUERIES = {
+    "schemas": "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+    f"WHERE {_APPLICATION.format('nspname')} ORDER BY 1",
+    "relations": "SELECT n.nspname, c.relname, c.relkind, c.relacl::text, c.reloptions::text, "
+    "obj_description(c.oid, 'pg_class') FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE {_APPLICATION.format('n.nspname')} ORDER BY 1, 2",
+    # In attnum order: column order is part of the shape. Some server builds stamp columns
+    # with a "pg_attver=<n>" option that changes on every ALTER; that is not the schema.
+    "columns": "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+    "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), "
+    "ARRAY(SELECT o FROM unnest(a.attoptions) AS o WHERE o !~ '^pg_attver=')::text, "
+    "col_description(c.oid, a.attnum) FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+    f"WHERE {_APPLICATION.format('n.nspname')} AND c.relkind IN ('r', 'p', 'v', 'm') "
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, a.attnum",
+    "constraints": "SELECT n.nspname, k.conrelid::regclass::text, k.conname, k.contype, "
+    "pg_get_constraintdef(k.oid), k.convalidated FROM pg_constraint k "
+    "JOIN pg_namespace n ON n.oid = k.connamespace "
+    f"WHERE {_APPLICATION.format('n.nspname')} ORDER BY 1, 2, 3",
+    "indexes": "SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid "
+    "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE {_APPLICATION.format('n.nspname')} ORDER BY 1, 2",
+    "functions": "SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid), "
+    "p.provolatile, p.proparallel FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    f"WHERE {_APPLICATION.format('n.nspname')} ORDER BY 1",
+    "views": "SELECT schemaname, viewname, definition FROM pg_views "
+    f"WHERE {_APPLICATION.format('schemaname')} ORDER BY 1, 2",
+}
+
+
+@dataclass(frozen=True)
+class SchemaShape:
+    """The application schema as the catalogs describe it (vpbench's own schema excluded)."""
+
+    parts: dict[str, tuple[tuple[Any, ...], ...]]
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps({k: [list(map(str, r)) for r in v] for k, v in self.parts.items()})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def differences(self, other: SchemaShape) -> list[str]:
+        """What ``other`` has or lacks compared with this shape, one line per catalog row."""
+        lines = []
+        for part, rows in self.parts.items():
+            mine, theirs = set(rows), set(other.parts.get(part, ()))
+            lines += [f"{part}: lost {row}" for row in sorted(mine - theirs, key=str)]
+            lines += [f"{part}: gained {row}" for row in sorted(theirs - mine, key=str)]
+        return lines
+
+
+def schema_shape(conn: psycopg.Connection[Any]) -> SchemaShape:
+    return SchemaShape(
+        {name: tuple(conn.execute(query).fetchall()) for name, query in SCHEMA_QUERIES.items()}
+    )

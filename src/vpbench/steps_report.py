@@ -1,0 +1,185 @@
+"""Documents and headline figures of a ``steps`` run: one per step, and the summary that
+answers what each migration taught (biggest gain, its cost in memory and writes, what broke).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vpbench.measure import EntryResult
+from vpbench.results import KIND_STEP, SCHEMA_VERSION, entry_document
+
+if TYPE_CHECKING:
+    from vpbench.steps import StepReport
+
+KIND_SUMMARY = "steps-summary"
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One figure the summary follows across steps: a scenario, or a workload's worst query."""
+
+    label: str
+    entry: str
+    before_p95_ms: float | None
+    after_p95_ms: float | None
+    before_p50_ms: float | None
+    after_p50_ms: float | None
+    target_ms: float | None
+
+    @property
+    def speedup(self) -> float | None:
+        if self.before_p50_ms and self.after_p50_ms:
+            return self.before_p50_ms / self.after_p50_ms
+        return None
+
+
+def _p(entry: EntryResult | None, stat: str) -> float | None:
+    latency = entry.latency if entry else None
+    return float(getattr(latency, stat)) if latency else None
+
+
+def headlines(step: StepReport) -> tuple[Headline, ...]:
+    """Each scenario, and the worst query (by p95 after) of workloads without scenarios."""
+    after = {(e.workload, e.name): e for e in step.after}
+    before = {(e.workload, e.name): e for e in step.before}
+    found: list[Headline] = []
+    for workload in dict.fromkeys(e.workload for e in step.after):
+        scenarios = [e for e in step.after if e.workload == workload and e.kind == "scenario"]
+        if scenarios:
+            chosen = scenarios
+            label = "{name} p95"
+        else:
+            queries = [e for e in step.after if e.workload == workload and e.kind == "query"]
+            chosen = [max(queries, key=lambda e: _p(e, "p95_ms") or 0.0)] if queries else []
+            label = workload + " worst p95"
+        for entry in chosen:
+            old = before.get((workload, entry.name))
+            new = after[(workload, entry.name)]
+            found.append(Headline(label.format(name=entry.name), entry.name, _p(old, "p95_ms"),
+                                  _p(new, "p95_ms"), _p(old, "p50_ms"), _p(new, "p50_ms"),
+                                  entry.target_ms))  # fmt: skip
+    return tuple(found)
+
+
+def index_bytes_added(step: StepReport) -> int:
+    return sum(c.added_bytes for c in step.costs if c.kind == "index")
+
+
+def write_change(step: StepReport) -> dict[str, float | None]:
+    """Relative change of insert throughput per table (-0.2 = 20% slower writes)."""
+    changes: dict[str, float | None] = {}
+    for table, old in step.writes_before.items():
+        new = step.writes_after.get(table)
+        changes[table] = new / old - 1 if old and new else None
+    return changes
+
+
+def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
+    migration = step.migration
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND_STEP,
+        "metadata": metadata,
+        "migration": {
+            "id": migration.id,
+            "title": migration.title,
+            "why": migration.why,
+            "fixes": list(migration.fixes),
+            "rewrites_table": migration.rewrites_table,
+            "changes_results": list(migration.changes_results),
+            "checksum": migration.checksum,
+        },
+        "backup_method": step.backup_method,
+        "up_seconds": step.up_seconds,
+        "checks": {
+            "passed": step.passed,
+            "reversible": step.reversible,
+            "reversibility_problems": list(step.reversibility_problems),
+            "data_intact": step.data_intact,
+            "rows_before": step.rows_before,
+            "rows_after": step.rows_after,
+            "quarantined": step.quarantined,
+            "equivalence": [
+                e.__dict__ | {"compared_columns": list(e.compared_columns)}
+                for e in step.equivalence
+            ],
+            "unexpected_changes": list(step.unexpected_changes),
+        },
+        "audit_before": step.audit_before.to_dict(),
+        "audit_after": step.audit_after.to_dict(),
+        "costs": [
+            c.__dict__ | {"added_bytes": c.added_bytes, "share_of_table": c.share_of_table}
+            for c in step.costs
+        ],
+        "writes_rows_per_s": {"before": step.writes_before, "after": step.writes_after},
+        "headlines": [h.__dict__ | {"speedup": h.speedup} for h in headlines(step)],
+        "before": [entry_document(e) for e in step.before],
+        "after": [entry_document(e) for e in step.after],
+    }
+
+
+def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> dict[str, Any]:
+    rows = []
+    for step in steps:
+        rows.append({
+            "migration": step.migration.id,
+            "title": step.migration.title,
+            "passed": step.passed,
+            "headlines": [h.__dict__ | {"speedup": h.speedup} for h in headlines(step)],
+            "audit_violations": [step.audit_before.total_violations,
+                                 step.audit_after.total_violations],
+            "index_bytes_added": index_bytes_added(step),
+            "write_change": write_change(step),
+            "reversible": step.reversible,
+            "data_intact": step.data_intact,
+            "unexpected_changes": list(step.unexpected_changes),
+            "document": step.path.name if step.path else None,
+        })  # fmt: skip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND_SUMMARY,
+        "profile": profile,
+        "seed": seed,
+        "steps": rows,
+        "answers": answers(steps),
+    }
+
+
+def answers(steps: Sequence[StepReport]) -> dict[str, str]:
+    """Plain-language answers to "what did each migration teach us"."""
+    if not steps:
+        return {}
+    gains = [(h.speedup or 0.0, h.label, s) for s in steps for h in headlines(s)]
+    speedup, label, best = max(gains, key=lambda g: g[0]) if gains else (0.0, "", steps[0])
+    costly = max(steps, key=index_bytes_added)
+    broken = [s for s in steps if not s.passed]
+    writes = {s.migration.id: write_change(s) for s in steps}
+    worst_write = min(
+        ((change, s, table) for s in steps for table, change in writes[s.migration.id].items()
+         if change is not None),
+        default=None,
+        key=lambda item: item[0],
+    )  # fmt: skip
+    return {
+        "biggest_gain": f"{best.migration.id}: {label} {speedup:.1f}x faster (p50)",
+        "memory_cost": f"{costly.migration.id} added {index_bytes_added(costly):,} bytes of "
+        "indexes (the most of any step)",
+        "write_cost": (
+            f"{worst_write[1].migration.id}: {worst_write[2]} inserts {worst_write[0]:+.0%}"
+            if worst_write
+            else "no write measurement"
+        ),
+        "what_broke": "; ".join(
+            f"{s.migration.id}: "
+            + ", ".join(
+                (["not reversible"] if not s.reversible else [])
+                + (["rows lost"] if not s.data_intact else [])
+                + [f"unexpected result change in {c}" for c in s.unexpected_changes]
+            )
+            for s in broken
+        )
+        or "nothing: every step was reversible, lost no row and changed no result unexpectedly",
+    }

@@ -1,0 +1,187 @@
+"""Migration ledger, up/down, checksums and failures against real PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from conftest import DatabaseFactory
+from vpbench.cli import main
+from vpbench.errors import FixtureError
+from vpbench.migrate import (
+    BASE,
+    MigrationError,
+    apply_step,
+    migration_states,
+    plan_down,
+    plan_up,
+    split_statements,
+)
+from vpbench.migrations import default_migrations_dir, discover_migrations
+from vpbench.profiles import get_profile
+from vpbench.seed import seed_database
+from vpbench.server import ServerTarget
+from vpbench.snapshot import schema_shape, snapshot_tables
+
+FIRST = "0001_quiz_attempt_links"
+
+
+@pytest.fixture
+def legacy(target: ServerTarget, session_prefix: str) -> Iterator[psycopg.Connection[Any]]:
+    name = f"{session_prefix}_migrate"
+    seed_database(target, name, get_profile("tiny"), seed=5)
+    with psycopg.connect(target.for_database(name), autocommit=True) as conn:
+        yield conn
+
+
+def copy_series(folder: Path, *ids: str) -> Path:
+    for migration_id in ids:
+        shutil.copytree(default_migrations_dir() / migration_id, folder / migration_id)
+    return folder
+
+
+def add_migration(folder: Path, name: str, up: str, down: str = "SELECT 1;") -> None:
+    (folder / name).mkdir()
+    (folder / name / "up.sql").write_text(up)
+    (folder / name / "down.sql").write_text(down)
+    (folder / name / "migration.toml").write_text(f'title = "{name}"\n')
+
+
+def test_up_down_and_the_ledger(legacy: psycopg.Connection[Any]) -> None:
+    migrations = discover_migrations()
+    assert [m.id for m in migrations][:2] == [FIRST, "0002_reflection_links"]
+    states = migration_states(legacy, migrations)
+    assert not any(s.applied for s in states)
+    for migration in plan_up(states, "0003_video_page_indexes"):
+        apply_step(legacy, migration, "up")
+    states = migration_states(legacy, migrations)
+    assert [s.migration.id for s in states if s.applied] == [m.id for m in migrations[:3]]
+    ledger = legacy.execute("SELECT id, checksum FROM vpbench.migrations ORDER BY id").fetchall()
+    assert ledger == [(m.id, m.checksum) for m in migrations[:3]]
+    assert [m.id for m in plan_down(states, None)] == ["0003_video_page_indexes"]
+    assert [m.id for m in plan_down(states, FIRST)] == [
+        "0003_video_page_indexes",
+        "0002_reflection_links",
+    ]
+    for migration in plan_down(states, BASE):
+        apply_step(legacy, migration, "down")
+    assert legacy.execute("SELECT count(*) FROM vpbench.migrations").fetchone() == (0,)
+    with pytest.raises(MigrationError, match="unknown migration '9999_nope'"):
+        plan_up(migration_states(legacy, migrations), "9999_nope")
+
+
+def test_an_edited_applied_migration_is_refused(
+    legacy: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    folder = copy_series(tmp_path, FIRST)
+    apply_step(legacy, discover_migrations(folder)[0], "up")
+    up = folder / FIRST / "up.sql"
+    up.write_text(up.read_text() + "\n-- a harmless edit is still an edit\n")
+    with pytest.raises(MigrationError, match=f"migration {FIRST} was edited after it was applied"):
+        migration_states(legacy, discover_migrations(folder))
+
+
+def test_a_missing_down_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    folder = copy_series(tmp_path, FIRST)
+    (folder / FIRST / "down.sql").unlink()
+    with pytest.raises(FixtureError, match=f"migration {FIRST} has no down.sql"):
+        discover_migrations(folder)
+
+
+def test_a_failing_step_rolls_back_and_names_file_and_line(
+    legacy: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    folder = copy_series(tmp_path, FIRST)
+    add_migration(
+        folder,
+        "0002_broken",
+        "ALTER TABLE reflections ADD COLUMN mood text;\n"
+        "UPDATE reflections SET mood = 'fine';\n"
+        "UPDATE reflections SET mood = no_such_column;\n",
+    )
+    migrations = discover_migrations(folder)
+    apply_step(legacy, migrations[0], "up")
+    shape, rows = schema_shape(legacy), snapshot_tables(legacy)
+    with pytest.raises(MigrationError) as error:
+        apply_step(legacy, migrations[1], "up")
+    assert str(error.value).startswith(
+        f"{folder / '0002_broken' / 'up.sql'}:3: migration 0002_broken up failed: "
+        'column "no_such_column" does not exist'
+    )
+    assert error.value.sqlstate == "42703"
+    assert schema_shape(legacy) == shape and snapshot_tables(legacy) == rows
+    states = migration_states(legacy, migrations)
+    assert [s.migration.id for s in states if s.applied] == [FIRST]
+
+
+def test_split_statements_respects_quotes_and_bodies() -> None:
+    script = (
+        "CREATE INDEX CONCURRENTLY a ON t (x);\n-- comment; here\n"
+        "DO $$ BEGIN PERFORM 1; END $$;\nSELECT ';' AS semi"
+    )
+    assert [s for s, _ in split_statements(script)] == [
+        "CREATE INDEX CONCURRENTLY a ON t (x)",
+        "DO $$ BEGIN PERFORM 1; END $$",
+        "SELECT ';' AS semi",
+    ]
+
+
+def test_non_transactional_migration_runs_statement_by_statement(
+    legacy: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    add_migration(
+        tmp_path,
+        "0001_concurrent_index",
+        "CREATE INDEX CONCURRENTLY reflections_kind_idx ON reflections (kind);\n"
+        "CREATE INDEX CONCURRENTLY reflections_created_idx ON reflections (created_at);\n",
+        "DROP INDEX CONCURRENTLY reflections_kind_idx;\n"
+        "DROP INDEX CONCURRENTLY reflections_created_idx;\n",
+    )
+    toml = tmp_path / "0001_concurrent_index" / "migration.toml"
+    toml.write_text(toml.read_text() + "transactional = false\n")
+    (migration,) = discover_migrations(tmp_path)
+    apply_step(legacy, migration, "up")
+    names = {r[0] for r in legacy.execute("SELECT indexname FROM pg_indexes").fetchall()}
+    assert {"reflections_kind_idx", "reflections_created_idx"} <= names
+    apply_step(legacy, migration, "down")
+    names = {r[0] for r in legacy.execute("SELECT indexname FROM pg_indexes").fetchall()}
+    assert "reflections_kind_idx" not in names
+
+
+def test_cli_migrate(
+    target: ServerTarget,
+    session_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    create_database: DatabaseFactory,
+) -> None:
+    name = f"{session_prefix}_cli_migrate"
+    seed_database(target, name, get_profile("tiny"), seed=6)
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+
+    def vpbench(*argv: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
+        captured = capsys.readouterr()
+        return int(exit_info.value.code or 0), captured.out, captured.err
+
+    code, out, _ = vpbench("migrate", "up", "0002_reflection_links", "--db", name)
+    assert code == 0 and f"up {FIRST}" in out and "up 0002_reflection_links" in out
+    code, out, _ = vpbench("migrate", "status", "--db", name)
+    assert code == 0 and "pending" in out and "0006_voice_memo_metadata" in out
+    code, out, _ = vpbench("migrate", "down", "--db", name)
+    assert code == 0 and "down 0002_reflection_links" in out
+    code, _, err = vpbench("migrate", "up", "9999_nope", "--db", name)
+    assert code == 1 and "unknown migration '9999_nope'" in err
+
+    conninfo = create_database("migrate_foreign")
+    foreign = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("CREATE TABLE mine (id int)")
+    code, _, err = vpbench("migrate", "down", "base", "--db", foreign)
+    assert code == 1 and "refusing to revert migrations in database" in err

@@ -1,0 +1,246 @@
+"""``vpbench steps`` end to end on tiny data: the reference series, an injected failure, and
+each check failing on a migration broken on purpose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import DatabaseFactory
+from vpbench.cli import main
+from vpbench.errors import UnsafeOperationError
+from vpbench.migrate import MigrationError
+from vpbench.profiles import get_profile
+from vpbench.results import load
+from vpbench.server import ServerTarget
+from vpbench.snapshot import snapshot_tables
+from vpbench.steps import StepsOptions, run_steps
+
+REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
+QUICK = StepsOptions(rounds=2, repeat=2, warmup=0, explain=1, write_batch=200)
+TINY = get_profile("tiny")
+
+HEADER_WORKLOAD = """\
+[params.video]
+source = "SELECT id::text FROM videos ORDER BY id"
+pool = 10
+
+[queries.video_header]
+target_ms = 50
+sql = "SELECT id, title FROM videos WHERE id = :video"
+"""
+
+
+def databases(target: ServerTarget, like: str) -> list[str]:
+    with psycopg.connect(target.conninfo) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [like])
+        return sorted(r[0] for r in rows.fetchall())
+
+
+def add_migration(folder: Path, name: str, up: str, down: str, extra: str = "") -> None:
+    (folder / name).mkdir(parents=True)
+    (folder / name / "up.sql").write_text(up)
+    (folder / name / "down.sql").write_text(down)
+    (folder / name / "migration.toml").write_text(f'title = "{name}"\n{extra}')
+
+
+def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_path: Path) -> None:
+    name = f"{session_prefix}_steps"
+    result = run_steps(
+        target,
+        name,
+        profile=TINY,
+        seed=2,
+        workload_paths=[REFERENCE / "video_page.toml", REFERENCE / "voice_memos.toml"],
+        out_dir=tmp_path,
+        options=QUICK,
+    )
+    assert result.passed, [
+        (s.migration.id, s.unexpected_changes, s.reversibility_problems) for s in result.steps
+    ]
+    ids = [s.migration.id for s in result.steps]
+    assert len(ids) == 6 and ids[0] == "0001_quiz_attempt_links"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{i}.json" for i in ids] + ["summary.json"]
+    )
+    first, _, indexes, _, scores, audio = result.steps
+    orphans = first.audit_before.check("orphaned_quiz_attempts").violations
+    assert orphans > 0 and first.audit_after.check("orphaned_quiz_attempts").violations == 0
+    assert first.quarantined["quiz_attempts"] == orphans
+    assert first.rows_before["quiz_attempts"] == first.rows_after["quiz_attempts"] + orphans
+    assert sum(c.added_bytes for c in indexes.costs if c.kind == "index") > 0
+    assert all(w is not None and w > 0 for w in indexes.writes_after.values())
+    assert scores.audit_after.check("stale_stored_scores").applicable is False
+    assert audio.audit_after.check("voice_memo_metadata_in_text").violations < (
+        audio.audit_before.check("voice_memo_metadata_in_text").violations
+    )
+    for step in result.steps:
+        assert step.backup_method == "template copy"
+        for entry in step.before + step.after:
+            assert len(entry.samples_ns) == QUICK.rounds * QUICK.repeat, entry.name
+    assert databases(target, f"{name}__%") == []  # backups dropped
+
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["kind"] == "steps-summary" and len(summary["steps"]) == 6
+    assert set(summary["answers"]) == {"biggest_gain", "memory_cost", "write_cost", "what_broke"}
+    assert summary["answers"]["what_broke"].startswith("nothing")
+    frames = load(tmp_path)
+    assert set(frames.entries["state"]) == {"before", "after"}
+    assert len(frames.samples) == sum(
+        len(e.samples_ns) for s in result.steps for e in s.before + s.after
+    )
+
+
+def test_a_failing_step_restores_the_backup(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    name = f"{session_prefix}_steps_fail"
+    migrations = tmp_path / "migrations"
+    add_migration(
+        migrations,
+        "0001_add_column",
+        "ALTER TABLE videos ADD COLUMN note text;",
+        "ALTER TABLE videos DROP COLUMN note;",
+    )
+    add_migration(
+        migrations, "0002_broken", "UPDATE videos SET note = 'x';\nSELECT 1/0;\n", "SELECT 1;"
+    )
+    workload = tmp_path / "header.toml"
+    workload.write_text(HEADER_WORKLOAD)
+    with pytest.raises(MigrationError) as error:
+        run_steps(
+            target,
+            name,
+            profile=TINY,
+            seed=1,
+            workload_paths=[workload],
+            migrations_dir=migrations,
+            out_dir=tmp_path / "out",
+            options=QUICK,
+        )
+    message = str(error.value)
+    assert (
+        "0002_broken/up.sql:2: migration 0002_broken up failed: division by zero in `SELECT 1/0;`"
+        in message
+    )
+    assert "restored from its backup (template copy)" in message
+    with psycopg.connect(target.for_database(name)) as conn:
+        assert conn.execute("SELECT count(*) FROM videos WHERE note IS NOT NULL").fetchone() == (0,)
+        ledger = conn.execute("SELECT id FROM vpbench.migrations").fetchall()
+        rows = snapshot_tables(conn)
+    assert ledger == [("0001_add_column",)]
+    assert rows["videos"].rows == TINY.videos
+    assert databases(target, f"{name}__%") == []  # the backup became the database
+    assert (tmp_path / "out" / "0001_add_column.json").is_file()
+
+
+def test_each_check_fails_on_a_broken_migration(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "migrations"
+    add_migration(
+        migrations,
+        "0001_down_forgets_index",
+        "CREATE INDEX videos_title_idx ON videos (title);",
+        "SELECT 1;",
+    )
+    add_migration(
+        migrations, "0002_deletes_rows", "DELETE FROM reflections WHERE kind = 'text';", "SELECT 1;"
+    )
+    add_migration(
+        migrations,
+        "0003_renames_videos",
+        "UPDATE videos SET title = title || ' (new)';",
+        "UPDATE videos SET title = left(title, -6);",
+    )
+    add_migration(
+        migrations,
+        "0004_renames_on_purpose",
+        "UPDATE videos SET title = title || ' (2)';",
+        "UPDATE videos SET title = left(title, -4);",
+        'changes_results = ["video_header"]\n',
+    )
+    workload = tmp_path / "header.toml"
+    workload.write_text(HEADER_WORKLOAD)
+    result = run_steps(
+        target,
+        f"{session_prefix}_steps_broken",
+        profile=TINY,
+        seed=1,
+        workload_paths=[workload],
+        migrations_dir=migrations,
+        out_dir=tmp_path / "out",
+        options=QUICK,
+    )
+    forgets, deletes, renames, on_purpose = result.steps
+    assert not forgets.reversible
+    assert any("videos_title_idx" in p for p in forgets.reversibility_problems)
+    assert forgets.data_intact and not forgets.unexpected_changes
+    assert not deletes.data_intact and not deletes.reversible
+    assert renames.reversible and renames.data_intact
+    assert renames.unexpected_changes and renames.unexpected_changes[0].startswith("video_header")
+    assert on_purpose.passed
+    assert not result.passed
+    summary = json.loads(result.summary_path.read_text())
+    broke = summary["answers"]["what_broke"]
+    assert "0001_down_forgets_index: not reversible" in broke
+    assert "0002_deletes_rows: not reversible, rows lost" in broke
+
+
+def test_cli_steps(
+    target: ServerTarget,
+    session_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    create_database: DatabaseFactory,
+) -> None:
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "steps",
+                "--profile",
+                "tiny",
+                "--db",
+                f"{session_prefix}_cli_steps",
+                "--rounds",
+                "1",
+                "--repeat",
+                "2",
+                "--to",
+                "0002_reflection_links",
+                "--out",
+                str(out),
+            ]
+        )
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0, captured.err
+    assert "0002_reflection_linkss" not in captured.out
+    for text in ("video_page p95", "voice_memos", "biggest gain", "what broke"):
+        assert text in captured.out
+    assert "step 2/2: 0002_reflection_links" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0001_quiz_attempt_links.json",
+        "0002_reflection_links.json",
+        "summary.json",
+    ]
+
+    conninfo = create_database("steps_foreign")
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("CREATE TABLE precious (id int)")
+    foreign = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    with pytest.raises(UnsafeOperationError, match="refusing to run steps on"):
+        run_steps(
+            target,
+            foreign,
+            profile=TINY,
+            seed=1,
+            workload_paths=[],
+            options=QUICK,
+            out_dir=tmp_path / "o2",
+        )
