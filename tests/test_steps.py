@@ -4,6 +4,11 @@ each check failing on a migration broken on purpose."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -85,7 +90,13 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
 
     summary = json.loads(result.summary_path.read_text())
     assert summary["kind"] == "steps-summary" and len(summary["steps"]) == 6
-    assert set(summary["answers"]) == {"biggest_gain", "memory_cost", "write_cost", "what_broke"}
+    assert set(summary["answers"]) == {
+        "biggest_gain",
+        "memory_cost",
+        "write_cost",
+        "what_broke",
+        "regressions",
+    }
     assert summary["answers"]["what_broke"].startswith("nothing")
     frames = load(tmp_path)
     assert set(frames.entries["state"]) == {"before", "after"}
@@ -244,3 +255,35 @@ def test_cli_steps(
             options=QUICK,
             out_dir=tmp_path / "o2",
         )
+
+
+def test_ctrl_c_mid_step_keeps_the_backup_and_a_consistent_ledger(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    name = f"{session_prefix}_steps_sigint"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vpbench", "steps", "--profile", "tiny", "--db", name,
+         "--rounds", "50", "--repeat", "20", "--out", str(tmp_path / "out")],
+        env={**os.environ, "VPBENCH_DSN": target.conninfo, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "measuring before and after" in line:
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == 130, rest
+    assert "Traceback" not in rest
+    backup = f"{name}__before_0001"
+    assert f"the state before this step is kept in database {backup}" in rest
+    assert databases(target, backup) == [backup]
+    with psycopg.connect(target.for_database(name)) as conn:
+        ledger = conn.execute("SELECT id FROM vpbench.migrations").fetchall()
+        quarantined = conn.execute("SELECT count(*) FROM quarantine.quiz_attempts").fetchone()
+    assert ledger == [("0001_quiz_attempt_links",)] and quarantined and quarantined[0] > 0
+    with psycopg.connect(target.for_database(backup)) as conn:
+        assert conn.execute("SELECT to_regclass('vpbench.migrations')").fetchone() == (None,)

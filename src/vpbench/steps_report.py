@@ -19,49 +19,64 @@ KIND_SUMMARY = "steps-summary"
 
 @dataclass(frozen=True)
 class Headline:
-    """One figure the summary follows across steps: a scenario, or a workload's worst query."""
+    """One figure the summary follows across steps: a scenario's p95, or the worst p95
+    among a workload's queries (each state's own worst)."""
 
     label: str
-    entry: str
+    entry_before: str
+    entry_after: str
     before_p95_ms: float | None
     after_p95_ms: float | None
-    before_p50_ms: float | None
-    after_p50_ms: float | None
     target_ms: float | None
 
     @property
     def speedup(self) -> float | None:
-        if self.before_p50_ms and self.after_p50_ms:
-            return self.before_p50_ms / self.after_p50_ms
+        """p95 before / p95 after (2.0 = twice as fast)."""
+        if self.before_p95_ms and self.after_p95_ms:
+            return self.before_p95_ms / self.after_p95_ms
         return None
 
 
-def _p(entry: EntryResult | None, stat: str) -> float | None:
+def _p95(entry: EntryResult | None) -> float | None:
     latency = entry.latency if entry else None
-    return float(getattr(latency, stat)) if latency else None
+    return latency.p95_ms if latency else None
+
+
+def _worst(entries: Sequence[EntryResult]) -> EntryResult | None:
+    return max(entries, key=lambda e: _p95(e) or 0.0) if entries else None
 
 
 def headlines(step: StepReport) -> tuple[Headline, ...]:
-    """Each scenario, and the worst query (by p95 after) of workloads without scenarios."""
-    after = {(e.workload, e.name): e for e in step.after}
-    before = {(e.workload, e.name): e for e in step.before}
+    """Each scenario, and the worst query of each workload that has no scenario."""
     found: list[Headline] = []
     for workload in dict.fromkeys(e.workload for e in step.after):
-        scenarios = [e for e in step.after if e.workload == workload and e.kind == "scenario"]
-        if scenarios:
-            chosen = scenarios
-            label = "{name} p95"
-        else:
-            queries = [e for e in step.after if e.workload == workload and e.kind == "query"]
-            chosen = [max(queries, key=lambda e: _p(e, "p95_ms") or 0.0)] if queries else []
-            label = workload + " worst p95"
-        for entry in chosen:
-            old = before.get((workload, entry.name))
-            new = after[(workload, entry.name)]
-            found.append(Headline(label.format(name=entry.name), entry.name, _p(old, "p95_ms"),
-                                  _p(new, "p95_ms"), _p(old, "p50_ms"), _p(new, "p50_ms"),
-                                  entry.target_ms))  # fmt: skip
+        old = [e for e in step.before if e.workload == workload]
+        new = [e for e in step.after if e.workload == workload]
+        scenarios = [e for e in new if e.kind == "scenario"]
+        for scenario in scenarios:
+            before = next((e for e in old if e.name == scenario.name), None)
+            found.append(Headline(f"{scenario.name} p95", scenario.name, scenario.name,
+                                  _p95(before), _p95(scenario), scenario.target_ms))  # fmt: skip
+        if not scenarios:
+            worst_old = _worst([e for e in old if e.kind == "query"])
+            worst_new = _worst([e for e in new if e.kind == "query"])
+            if worst_old and worst_new:
+                found.append(Headline(f"{workload} worst p95", worst_old.name, worst_new.name,
+                                      _p95(worst_old), _p95(worst_new),
+                                      worst_new.target_ms))  # fmt: skip
     return tuple(found)
+
+
+REGRESSION = 1.25
+"""A headline whose p95 grows by more than this factor is reported as a regression."""
+
+
+def regressions(step: StepReport) -> list[str]:
+    return [
+        f"{h.label} {h.before_p95_ms:.1f} -> {h.after_p95_ms:.1f} ms"
+        for h in headlines(step)
+        if h.before_p95_ms and h.after_p95_ms and h.after_p95_ms > h.before_p95_ms * REGRESSION
+    ]
 
 
 def index_bytes_added(step: StepReport) -> int:
@@ -136,6 +151,7 @@ def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> di
             "reversible": step.reversible,
             "data_intact": step.data_intact,
             "unexpected_changes": list(step.unexpected_changes),
+            "regressions": regressions(step),
             "document": step.path.name if step.path else None,
         })  # fmt: skip
     return {
@@ -163,8 +179,9 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
         default=None,
         key=lambda item: item[0],
     )  # fmt: skip
+    slower = [f"{s.migration.id}: {', '.join(regressions(s))}" for s in steps if regressions(s)]
     return {
-        "biggest_gain": f"{best.migration.id}: {label} {speedup:.1f}x faster (p50)",
+        "biggest_gain": f"{best.migration.id}: {label} {speedup:.1f}x faster",
         "memory_cost": f"{costly.migration.id} added {index_bytes_added(costly):,} bytes of "
         "indexes (the most of any step)",
         "write_cost": (
@@ -182,4 +199,5 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
             for s in broken
         )
         or "nothing: every step was reversible, lost no row and changed no result unexpectedly",
+        "regressions": "; ".join(slower) or f"none (no headline p95 grew more than {REGRESSION}x)",
     }

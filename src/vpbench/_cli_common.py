@@ -1,0 +1,104 @@
+"""What the CLI modules share: consoles, common options, parameter types, printing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
+from rich.table import Table
+
+from vpbench.server import DEFAULT_DATABASE
+
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000}
+WIDE_TABLE = 150
+"""Columns for wide tables when stdout is not a terminal (CI logs, pipes)."""
+
+
+def dsn_option(func: F) -> F:
+    return click.option(
+        "--dsn",
+        metavar="DSN",
+        help="PostgreSQL server to use (default: VPBENCH_DSN, DATABASE_URL, PG* variables, "
+        "else the embedded server).",
+    )(func)
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "dbname",
+        default=DEFAULT_DATABASE,
+        show_default=True,
+        help="Database vpbench works in (created and marked as vpbench's if missing).",
+    )(func)
+
+
+def migrations_option(func: F) -> F:
+    return click.option(
+        "--migrations",
+        "migrations_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Migrations folder (default: the reference series in fixtures/migrations).",
+    )(func)
+
+
+class Duration(click.ParamType[Any, int]):
+    """``500ms``, ``5s``, ``2m`` or a bare number of seconds, as milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = next((u for u in ("ms", "s", "m") if text.endswith(u)), "")
+        try:
+            amount = float(text.removesuffix(unit) if unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 500ms, 5s or 2m", param, ctx)
+        milliseconds = int(amount * DURATION_UNITS[unit or "s"])
+        if milliseconds <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return milliseconds
+
+
+def wide(table: Table) -> None:
+    """Print a wide table at full width even when stdout is not a terminal."""
+    (out if out.is_terminal else Console(width=WIDE_TABLE)).print(table)
+
+
+@contextmanager
+def progress_bars(banner: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A bar per table, shown from the first progress report on (so a refusal before any
+    work prints nothing but its error)."""
+    tasks: dict[str, TaskID] = {}
+    progress = Progress(
+        "[progress.description]{task.description:<14}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+    def update(table: str, done: int, total: int) -> None:
+        if not tasks:
+            err.print(banner, highlight=False)
+            progress.start()
+        if table not in tasks:
+            tasks[table] = progress.add_task(table, total=total)
+        progress.update(tasks[table], completed=done)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            progress.stop()
