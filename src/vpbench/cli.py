@@ -10,6 +10,7 @@ import click
 
 from vpbench import __version__
 from vpbench._cli_common import db_option, dsn_option, err, out, progress_bars
+from vpbench._cli_compare import ab, compare, report, trend
 from vpbench._cli_pipeline import migrate, run, steps
 from vpbench._embedded import EmbeddedPostgres
 from vpbench._render import audit_table, seed_table
@@ -150,6 +151,10 @@ def audit(dbname: str, dsn: str | None, as_json: bool, fail_on_violations: bool)
 cli.add_command(run)
 cli.add_command(migrate)
 cli.add_command(steps)
+cli.add_command(compare)
+cli.add_command(ab)
+cli.add_command(report)
+cli.add_command(trend)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

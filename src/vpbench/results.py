@@ -21,6 +21,7 @@ from vpbench.measure import EntryResult
 SCHEMA_VERSION = 1
 KIND_RUN = "run"
 KIND_STEP = "step"
+KIND_AB = "ab"
 
 
 class ResultsFormatError(VpbenchError):
@@ -142,8 +143,9 @@ class RunFrames:
 
 def _entry_groups(document: dict[str, Any]) -> list[tuple[str | None, list[dict[str, Any]]]]:
     """A run's entries, or a step's entries per state ("before" / "after")."""
-    if document.get("kind") == KIND_STEP:
-        return [("before", document["before"]), ("after", document["after"])]
+    if document.get("kind") in (KIND_STEP, KIND_AB):
+        labels = document.get("labels", {"before": "before", "after": "after"})
+        return [(labels["before"], document["before"]), (labels["after"], document["after"])]
     return [(None, document["entries"])]
 
 
@@ -154,7 +156,7 @@ def load(path_or_dir: str | Path) -> RunFrames:
     root = Path(path_or_dir)
     paths = sorted(root.rglob("*.json")) if root.is_dir() else [root]
     documents = [(p, read_document(p)) for p in paths]
-    documents = [(p, d) for p, d in documents if d.get("kind") in (KIND_RUN, KIND_STEP)]
+    documents = [(p, d) for p, d in documents if d.get("kind") in (KIND_RUN, KIND_STEP, KIND_AB)]
     if not documents:
         raise ResultsFormatError("no run results found", path=root)
     samples, entries, explains, runs = [], [], [], []

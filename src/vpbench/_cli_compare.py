@@ -1,0 +1,181 @@
+"""``vpbench compare``, ``ab``, ``report`` and ``trend``: judging and showing results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from vpbench._cli_common import dsn_option, migrations_option, out, wide
+from vpbench.ab import run_ab
+from vpbench.compare import DEFAULT_THRESHOLD, Threshold
+from vpbench.comparison import FAIL_ON, Comparison, compare_sides, load_sides
+from vpbench.report import build_report
+from vpbench.server import resolve_target
+from vpbench.steps import StepsOptions
+from vpbench.trend import build_trend
+
+VERDICT_STYLE = {"faster": "green", "slower": "red", "unchanged": "", "inconclusive": "yellow"}
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    table = Table(
+        title=f"{comparison.new.label} vs {comparison.base.label}"
+        + (" (paired session)" if comparison.paired_session else "")
+    )
+    for column in (
+        "entry",
+        "p50 base → new",
+        "p95 base → new",
+        "ratio [CI]",
+        "verdict",
+        "plan",
+        "target",
+    ):
+        table.add_column(column, justify="left" if column == "entry" else "right")
+    for row in comparison.rows:
+        estimate = row.judgement.estimate
+        style = VERDICT_STYLE[row.judgement.verdict]
+        verdict = f"[{style}]{row.judgement.verdict}[/]" if style else row.judgement.verdict
+        target = (
+            ""
+            if row.target_met_new is None
+            else ("met" if row.target_met_new else "[red]missed[/]")
+        )
+        table.add_row(
+            row.name,
+            f"{row.base_p50_ms or 0:.2f} → {row.new_p50_ms or 0:.2f}",
+            f"{row.base_p95_ms or 0:.2f} → {row.new_p95_ms or 0:.2f}",
+            f"{estimate.ratio:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]",
+            verdict,
+            {True: "changed", False: "same", None: ""}[row.plan_changed],
+            target,
+        )
+    return table
+
+
+def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:
+    return Threshold.parse(value) if value else DEFAULT_THRESHOLD
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--threshold",
+    callback=_threshold,
+    metavar="STAT:PCT",
+    help="Smallest change that counts, e.g. median:5% (default) or p95:10%.",
+)
+@click.option(
+    "--alpha",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Significance level.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON),
+    default="regression",
+    show_default=True,
+    help="What makes the exit status 1.",
+)
+@click.option("--force", is_flag=True, help="Compare runs whose profile, seed or server differ.")
+def compare(
+    runs: tuple[Path, ...],
+    threshold: Threshold,
+    alpha: float,
+    as_json: bool,
+    fail_on: str,
+    force: bool,
+) -> None:
+    """Judge NEW against BASE (two runs or folders), or the two states of one step or ab file."""
+    base, new, paired = load_sides(list(runs))
+    comparison = compare_sides(
+        base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
+    )
+    if as_json:
+        out.print_json(json.dumps(comparison.to_dict(), default=str))
+    else:
+        wide(comparison_table(comparison))
+    sys.exit(comparison.exit_code(fail_on))
+
+
+@click.command()
+@click.argument(
+    "workloads", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option("--a", "side_a", required=True, help="Database name on the server, or a DSN.")
+@click.option("--b", "side_b", required=True, help="Database name on the server, or a DSN.")
+@click.option("--rounds", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", "seed_value", default=1, show_default=True)
+@click.option("--label", help="Name for this session.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@migrations_option
+@dsn_option
+def ab(
+    workloads: tuple[Path, ...],
+    side_a: str,
+    side_b: str,
+    rounds: int,
+    repeat: int,
+    seed_value: int,
+    label: str | None,
+    out_dir: Path,
+    migrations_dir: Path | None,
+    dsn: str | None,
+) -> None:
+    """Measure two databases in alternating randomised rounds, then compare B with A."""
+    target = resolve_target(dsn)
+    options = StepsOptions(rounds=rounds, repeat=repeat, seed=seed_value)
+    outcome = run_ab(
+        target,
+        side_a,
+        side_b,
+        list(workloads),
+        options,
+        out_dir=out_dir,
+        migrations_dir=migrations_dir,
+        label=label,
+    )
+    base, new, paired = load_sides([outcome.path])
+    comparison = compare_sides(base, new, paired_session=paired)
+    wide(comparison_table(comparison))
+    out.print(f"results: {outcome.path}")
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threshold", callback=_threshold, metavar="STAT:PCT")
+@click.option(
+    "--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True)
+)
+@click.option("--force", is_flag=True, help="Compare runs whose profile, seed or server differ.")
+def report(
+    inputs: tuple[Path, ...], out_dir: Path, threshold: Threshold, alpha: float, force: bool
+) -> None:
+    """Markdown + PNG charts for a pull request, from a steps folder, a step/ab file or two runs."""
+    path = build_report(list(inputs), out_dir, threshold=threshold, alpha=alpha, force=force)
+    out.print(f"report: {path}")
+
+
+@click.command()
+@click.argument("history", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def trend(history: Path, out_dir: Path) -> None:
+    """p95 of each query across stored runs, with change points flagged."""
+    result = build_trend(history, out_dir)
+    flagged = sum(len(points) for points in result.change_points.values())
+    out.print(f"trend: {result.markdown} ({flagged} change point(s)); chart: {result.chart}")

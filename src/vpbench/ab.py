@@ -1,0 +1,84 @@
+"""``vpbench ab``: measure two databases (or servers) in one session, in alternating
+randomised rounds, so that machine drift hits both alike and timing can be compared."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from vpbench.migrations import applied_migrations
+from vpbench.results import KIND_AB, SCHEMA_VERSION, ensure_writable, entry_document, write_document
+from vpbench.run import known_migration_ids
+from vpbench.runinfo import collect_metadata
+from vpbench.sampling import load_pools
+from vpbench.server import ServerTarget
+from vpbench.steps import StepsOptions, measure_interleaved
+from vpbench.workload import load_workloads
+
+
+@dataclass(frozen=True)
+class AbOutcome:
+    path: Path
+    labels: tuple[str, str]
+
+
+def resolve_side(target: ServerTarget, value: str) -> tuple[str, str]:
+    """(conninfo, label) for a database name on the target server, or a DSN of its own."""
+    if "://" in value or "=" in value:
+        params = conninfo_to_dict(value)
+        label = (
+            f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname')}"
+        )
+        return value, label
+    return target.for_database(value), value
+
+
+def run_ab(
+    target: ServerTarget,
+    a: str,
+    b: str,
+    workload_paths: Sequence[Path],
+    options: StepsOptions,
+    *,
+    out_dir: Path,
+    migrations_dir: Path | None = None,
+    label: str | None = None,
+) -> AbOutcome:
+    """Measure both sides with the same parameters (pools drawn from A) and write one
+    ``ab`` document; ``vpbench compare`` on it judges B against A as a paired session."""
+    workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
+    ensure_writable(out_dir)
+    (conn_a, label_a), (conn_b, label_b) = resolve_side(target, a), resolve_side(target, b)
+    with psycopg.connect(conn_a, autocommit=True) as conn:
+        applied_a = applied_migrations(conn)
+        pools = {w.name: load_pools(conn, w) for w in workloads}
+        metadata = collect_metadata(
+            conn,
+            server=label_a,
+            label=label,
+            options=asdict(options),
+            workload_paths=[str(p) for p in workload_paths],
+            applied_migrations=applied_a,
+        )
+    with psycopg.connect(conn_b, autocommit=True) as conn:
+        applied_b = applied_migrations(conn)
+    entries_a, entries_b = measure_interleaved(
+        conn_a, conn_b, workloads, pools, applied_a, applied_b, options
+    )
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND_AB,
+        "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
+        "labels": {"before": label_a, "after": label_b},
+        "before": [entry_document(e) for e in entries_a],
+        "after": [entry_document(e) for e in entries_b],
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = write_document(document, out_dir / f"{stamp}-ab-{label or 'run'}.json")
+    return AbOutcome(path, (label_a, label_b))

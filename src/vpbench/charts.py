@@ -1,0 +1,459 @@
+"""PNG charts for pull-request reports: latency across the migration steps, before/after
+ratios, distributions, costs, integrity checks and nightly trends.
+
+Each public function takes a DataFrame, writes one PNG and returns its path. Figures are
+built with matplotlib's object API on an Agg canvas, never through pyplot, so no state is
+shared between calls and importing this module does not change the global backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+logger = logging.getLogger("vpbench")
+
+Floats = npt.NDArray[np.floating[Any]]
+
+# 10 x 5.5 in at 110 dpi is 1100 x 605 px: readable at the width of a GitHub PR comment.
+WIDTH_IN, HEIGHT_IN, MAX_HEIGHT_IN, DPI = 10.0, 5.5, 10.5, 110
+LABEL_LIMIT = 40
+LOG_SPAN = 20.0
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies; weak yellow last.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+VERDICT_STYLE = {  # colour and marker, so that a verdict survives a grey-scale print
+    "faster": ("#009E73", "o"),
+    "slower": ("#D55E00", "s"),
+    "unchanged": ("#7f7f7f", "D"),
+    "inconclusive": ("#56B4E9", "^"),
+}
+TARGET_NAMES = {100.0: "page target (100 ms)", 20.0: "query target (20 ms)"}
+OFFSET: dict[str, Any] = {"textcoords": "offset points", "fontsize": 8}
+TARGET_NOTE: dict[str, Any] = {  # target name at the left edge, readable over the data
+    "xycoords": ("axes fraction", "data"),
+    "xytext": (0, 2),
+    "va": "bottom",
+    "bbox": {"fc": "white", "ec": "none", "alpha": 0.75, "pad": 1},
+    **OFFSET,
+}
+LEGEND_RIGHT: dict[str, Any] = {  # outside the axes, so that a legend never hides data
+    "loc": "upper left",
+    "bbox_to_anchor": (1.01, 1.0),
+    "borderaxespad": 0,
+    "fontsize": 8,
+    "frameon": False,
+}
+CHANGE_STAR: dict[str, Any] = {"ls": "none", "marker": "*", "ms": 12, "c": "#777777", "mec": "k"}
+
+
+def steps_latency_chart(
+    frame: pd.DataFrame, path: Path, *, title: str = "Latency across the migration series"
+) -> Path:
+    """p95 (solid) and p50 (dotted) of each series across the steps, with the targets."""
+    return _save(_steps_figure(frame, title), path)
+
+
+def before_after_chart(
+    frame: pd.DataFrame, path: Path, *, title: str = "Before / after per query"
+) -> Path:
+    """Ratio new/base of the median per query, with its confidence interval and verdict."""
+    return _save(_before_after_figure(frame, title), path)
+
+
+def distribution_chart(
+    samples: pd.DataFrame, path: Path, *, title: str = "Latency distribution per query"
+) -> Path:
+    """Side-by-side box plots of each query's latencies in the two runs."""
+    return _save(_distribution_figure(samples, title), path)
+
+
+def cost_chart(frame: pd.DataFrame, path: Path, *, title: str = "Cost per migration step") -> Path:
+    """Index bytes added per step, and the change of insert throughput per table."""
+    return _save(_cost_figure(frame, title), path)
+
+
+def integrity_chart(
+    frame: pd.DataFrame, path: Path, *, title: str = "Integrity violations across steps"
+) -> Path:
+    """Heatmap of violations, checks x steps; n/a where a check does not apply."""
+    return _save(_integrity_figure(frame, title), path)
+
+
+def trend_chart(
+    frame: pd.DataFrame,
+    path: Path,
+    *,
+    change_points: Sequence[tuple[str, int]] = (),
+    title: str = "p95 across nightly runs",
+) -> Path:
+    """p95 per query across runs; change points are (query name, index into its series)."""
+    return _save(_trend_figure(frame, change_points, title), path)
+
+
+def _steps_figure(frame: pd.DataFrame, title: str) -> Figure:
+    _require(frame, ("step", "series", "p50_ms", "p95_ms", "target_ms"))
+    steps = _ordered(frame["step"])
+    x = frame["step"].astype(str).map({s: i for i, s in enumerate(steps)})
+    p50, p95 = _numeric(frame, "p50_ms"), _numeric(frame, "p95_ms")
+    fig, (ax,) = _figure(title)
+    _scale_y(ax, np.concatenate([p50.to_numpy(), p95.to_numpy()]))
+    series = frame["series"].astype(str)
+    for i, name in enumerate(_ordered(series)):
+        rows = x[series == name].sort_values(kind="stable").index
+        colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+        ax.plot(x[rows], p95[rows], color=colour, marker=marker, lw=2, label=_short(name))
+        ax.plot(x[rows], p50[rows], color=colour, marker=".", ls=":", lw=1.5)
+    _draw_targets(ax, frame)
+    _label_axes(ax, steps, "migration step", "latency (ms)")
+    styles = [
+        Line2D([], [], color="#555555", lw=2, label="p95 (solid)"),
+        Line2D([], [], color="#555555", lw=1.5, ls=":", label="p50 (dotted)"),
+    ]
+    _legend_right(ax, styles)
+    _mark_empty(ax, p95)
+    return fig
+
+
+def _before_after_figure(frame: pd.DataFrame, title: str) -> Figure:
+    _require(frame, ("name", "ratio", "ci_low", "ci_high", "verdict", "base_p50_ms", "new_p50_ms"))
+    verdicts = frame["verdict"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(verdicts) - set(VERDICT_STYLE))
+    if unknown:
+        raise ValueError(f"unknown verdict(s) {unknown}; expected one of {list(VERDICT_STYLE)}")
+    rows, size = len(frame), 9 if len(frame) < 20 else 7
+    fig, (ax,) = _figure(title, height=max(HEIGHT_IN, 0.3 * rows + 2.0))
+    ratio, low, high = (_numeric(frame, c).to_numpy() for c in ("ratio", "ci_low", "ci_high"))
+    every = np.concatenate([ratio, low, high])
+    finite = every[np.isfinite(every)]
+    log = finite.size > 0 and bool((finite > 0).all())
+    if log:
+        _set_log(ax, "x", np.append(finite, 1.0))
+    y = np.arange(rows)
+    for verdict, (colour, marker) in VERDICT_STYLE.items():
+        chosen = (verdicts == verdict).to_numpy() & np.isfinite(ratio)
+        if chosen.any():
+            r = ratio[chosen]
+            errors = np.nan_to_num(np.vstack([r - low[chosen], high[chosen] - r])).clip(min=0)
+            ax.errorbar(
+                r, y[chosen], xerr=errors, fmt=marker, c=colour, ms=7, capsize=3, label=verdict
+            )
+    ax.axvline(1.0, color="#333333", ls="--", lw=1, label="no change (1.0)", zorder=1)
+    ax.set_yticks(y, [_short(n) for n in frame["name"]], fontsize=size)
+    ax.set_ylim(rows - 0.5, -0.5)  # first query on top
+    ax.margins(x=0.08)
+    ax.grid(axis="x", color="#dddddd", lw=0.6)
+    base, new = _numeric(frame, "base_p50_ms"), _numeric(frame, "new_p50_ms")
+    right = ax.secondary_yaxis("right")
+    right.set_ticks(list(y), [f"{_ms(b)} → {_ms(a)} ms" for b, a in zip(base, new, strict=True)])
+    right.tick_params(labelsize=size)
+    right.set_ylabel("p50 base → new")
+    ax.set_xlabel("ratio new / base (log)" if log else "ratio new / base")
+    ax.set_ylabel("query")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=5, frameon=False)
+    _mark_empty(ax, pd.Series(ratio))
+    return fig
+
+
+def _distribution_figure(samples: pd.DataFrame, title: str) -> Figure:
+    _require(samples, ("name", "run", "latency_ms"))
+    names, runs = _ordered(samples["name"]), _ordered(samples["run"])
+    latency = _numeric(samples, "latency_ms")
+    fig, (ax,) = _figure(title)
+    _scale_y(ax, latency.to_numpy())
+    groups = latency.groupby([samples["name"].astype(str), samples["run"].astype(str)])
+    by_key = {key: group.dropna().to_numpy() for key, group in groups}
+    width = 0.8 / max(len(runs), 1)
+    handles: list[Artist] = []
+    for j, run in enumerate(runs):
+        colour, offset = PALETTE[j % len(PALETTE)], (j - (len(runs) - 1) / 2) * width
+        found = [(i + offset, by_key.get((name, run))) for i, name in enumerate(names)]
+        kept = [(position, v) for position, v in found if v is not None and v.size]
+        if kept:
+            positions, values = zip(*kept, strict=True)
+            ax.boxplot(values, positions=positions, widths=width * 0.85, **_box_style(colour))
+        handles.append(Patch(facecolor=to_rgba(colour, 0.45), edgecolor=colour, label=_short(run)))
+    _draw_targets(ax, samples)
+    xlabel = "query (box: p25-p75, line: median, whiskers: p5-p95)"
+    _label_axes(ax, names, xlabel, "latency (ms)")
+    ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
+    _legend_right(ax, handles, first=True)
+    _mark_empty(ax, latency)
+    return fig
+
+
+def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
+    changes = ("write_change_quiz_attempts", "write_change_reflections")
+    _require(frame, ("step", "index_bytes_added", *changes))
+    steps = _ordered(frame["step"])
+    rows = frame.assign(step=frame["step"].astype(str)).drop_duplicates("step", keep="last")
+    per_step = rows.set_index("step").reindex(steps)
+    fig, (top, bottom) = _figure(title, height=7.5, panels=2)
+    x = np.arange(len(steps))
+    added = _numeric(per_step, "index_bytes_added")
+    scale, unit = _byte_unit(float(added.abs().max()) if added.notna().any() else 0.0)
+    colours = [PALETTE[1] if v < 0 else PALETTE[0] for v in added.fillna(0)]
+    bars = top.bar(x, (added / scale).fillna(0), width=0.6, color=colours)
+    top.bar_label(bars, [_human_bytes(v) for v in added], fontsize=8, padding=2)
+    top.set_ylabel(f"index bytes added ({unit})")
+    top.set_title("Index size added per step (negative = space freed)", fontsize=10)
+    width = 0.8 / len(changes)
+    for j, column in enumerate(changes):
+        percent = _numeric(per_step, column) * 100
+        offset = (j - (len(changes) - 1) / 2) * width
+        table = column.removeprefix("write_change_")
+        bars = bottom.bar(
+            x + offset, percent.fillna(0), width * 0.9, color=PALETTE[4 + j], label=table
+        )
+        labels = ["n/a" if math.isnan(v) else f"{v:+.0f}%" if v else "0%" for v in percent]
+        bottom.bar_label(bars, labels, fontsize=7, padding=2)
+    bottom.set_title("Insert throughput per table (negative = slower inserts)", fontsize=10)
+    for panel in (top, bottom):
+        panel.axhline(0, color="#333333", lw=0.8)
+        panel.margins(y=0.18)
+        panel.grid(axis="y", color="#dddddd", lw=0.6)
+        panel.set_xlim(-0.6, max(len(steps), 1) - 0.4)
+        if np.ptp(panel.get_ylim()) < 1e-9:  # all zero or n/a: no 1e-17 axis
+            panel.set_ylim(-1, 1)
+    _label_axes(bottom, steps, "migration step", "insert throughput change (%)")
+    top.set_xticks(x, [])
+    _legend_right(bottom, [])
+    return fig
+
+
+def _integrity_figure(frame: pd.DataFrame, title: str) -> Figure:
+    _require(frame, ("step", "check", "violations"))
+    steps, checks = _ordered(frame["step"]), _ordered(frame["check"])
+    cells = frame.assign(step=frame["step"].astype(str), check=frame["check"].astype(str))
+    cells = cells.assign(violations=_numeric(frame, "violations"))
+    cells = cells.drop_duplicates(["check", "step"], keep="last")
+    table = cells.pivot(index="check", columns="step", values="violations")
+    counts = table.reindex(index=checks, columns=steps).to_numpy(dtype=float)
+    fig, (ax,) = _figure(title, height=max(4.5, 0.45 * len(checks) + 2.8))
+    _label_axes(ax, steps, "migration step", "integrity check")
+    if counts.size == 0:
+        _mark_empty(ax, pd.Series(dtype=float))
+        return fig
+    # Log shading, so that 3 violations stand out from 0 next to 30 000 elsewhere.
+    shade = np.log10(1 + np.clip(counts, 0, None))
+    top = max(float(np.nanmax(shade)) if np.isfinite(shade).any() else 1.0, 1.0)
+    cmap = colormaps["YlOrRd"].with_extremes(bad="#e6e6e6")
+    ax.imshow(np.ma.masked_invalid(shade), cmap=cmap, norm=Normalize(0, top), aspect="auto")
+    size = 10 if counts.shape[1] <= 8 else 8
+    for (row, col), value in np.ndenumerate(counts):
+        text = "n/a" if math.isnan(value) else f"{int(value):,}"
+        colour = "white" if shade[row, col] > 0.6 * top else "#222222"  # NaN compares False
+        ax.text(col, row, text, ha="center", va="center", fontsize=size, color=colour)
+    ax.set_yticks(range(len(checks)), [_short(c) for c in checks])
+    ax.set_xticks(np.arange(len(steps) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(checks) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=2)
+    ax.tick_params(which="both", length=0)
+    ax.set_title("rows violating each check (grey: not applicable at that step)", fontsize=9)
+    return fig
+
+
+def _trend_figure(
+    frame: pd.DataFrame, change_points: Sequence[tuple[str, int]], title: str
+) -> Figure:
+    _require(frame, ("run", "name", "p95_ms"))
+    runs = _ordered(frame["run"])
+    x = frame["run"].astype(str).map({r: i for i, r in enumerate(runs)})
+    p95 = _numeric(frame, "p95_ms")
+    fig, (ax,) = _figure(title)
+    _scale_y(ax, p95.to_numpy())
+    names = frame["name"].astype(str)
+    series: dict[str, tuple[Floats, Floats, str]] = {}
+    for i, name in enumerate(_ordered(names)):
+        rows = x[names == name].sort_values(kind="stable").index
+        colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+        xs, ys = np.asarray(x[rows], dtype=float), p95[rows].to_numpy(dtype=float)
+        series[name] = (xs, ys, colour)
+        ax.plot(xs, ys, color=colour, marker=marker, ms=4, lw=1.8, label=_short(name))
+    extra: list[Artist] = []
+    for name, index in change_points:
+        if name not in series or not 0 <= index < len(series[name][0]):
+            logger.warning("change point (%s, %d) is outside the plotted series", name, index)
+            continue
+        xs, ys, colour = series[name]
+        ax.plot(xs[index], ys[index], marker="*", ms=17, color=colour, mec="black", zorder=5)
+        before, after = _median(ys[:index]), _median(ys[index:])
+        text = "change" if math.isnan(before) else f"change: {_ms(before)} → {_ms(after)} ms"
+        # Put the note on the side the series left, where the line no longer runs.
+        below = not math.isnan(before) and after > before
+        box: dict[str, Any] = {"boxstyle": "round,pad=0.25", "fc": "white", "ec": colour}
+        ax.annotate(
+            text,
+            (xs[index], ys[index]),
+            xytext=(12, -22 if below else 14),
+            bbox=box,
+            arrowprops={"arrowstyle": "-", "color": colour},
+            zorder=6,
+            **OFFSET,
+        )
+        extra = [Line2D([], [], label="change point", **CHANGE_STAR)]
+    _draw_targets(ax, frame)
+    _label_axes(ax, runs, "run", "p95 latency (ms)")
+    _legend_right(ax, extra)
+    _mark_empty(ax, p95)
+    return fig
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"chart input is missing required column(s): {', '.join(missing)}")
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> pd.Series[float]:
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    """Distinct labels in order of first appearance."""
+    return list(dict.fromkeys(values.astype(str)))
+
+
+def _short(label: object, limit: int = LABEL_LIMIT) -> str:
+    text = str(label)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "?"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _median(values: Floats) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def _byte_unit(largest: float) -> tuple[float, str]:
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if largest >= scale:
+            return scale, unit
+    return 1.0, "bytes"
+
+
+def _human_bytes(value: float) -> str:
+    if math.isnan(value) or value == 0:
+        return "n/a" if math.isnan(value) else "0"
+    scale, unit = _byte_unit(abs(value))
+    return f"{value / scale:+.1f} {unit}" if scale > 1 else f"{value:+.0f} B"
+
+
+def _wants_log_scale(values: npt.ArrayLike) -> bool:
+    """Log scale when the finite values span more than LOG_SPAN times; zero or negative
+    values cannot be drawn on a log axis, so they keep a linear one."""
+    array = np.asarray(values, dtype=float).ravel()
+    array = array[np.isfinite(array)]
+    if array.size == 0 or array.min() <= 0:
+        return False
+    return bool(array.max() / array.min() > LOG_SPAN)
+
+
+def _scale_y(ax: Axes, values: Floats) -> None:
+    if _wants_log_scale(values):
+        _set_log(ax, "y", values)
+    ax.grid(axis="y", which="major", color="#dddddd", lw=0.6)
+
+
+def _set_log(ax: Axes, which: str, values: Floats) -> None:
+    finite = values[np.isfinite(values) & (values > 0)]
+    decades = math.log10(finite.max() / finite.min()) if finite.size else 0.0
+    # Denser ticks on short ranges, so that a log axis never shows a single label.
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0)
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_locator(LogLocator(base=10, subs=subs if decades <= 4 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _draw_targets(ax: Axes, frame: pd.DataFrame) -> None:
+    """A dashed line per distinct target, named in the legend and at the left edge."""
+    if "target_ms" not in frame.columns:
+        return
+    targets = sorted({float(t) for t in _numeric(frame, "target_ms").dropna() if t > 0})
+    for i, ms in enumerate(reversed(targets)):
+        label = TARGET_NAMES.get(ms, f"target {ms:g} ms")
+        colour = ("#222222", "#666666", "#999999")[i % 3]
+        ax.axhline(ms, color=colour, ls="--", lw=1.4, label=label, zorder=1)
+        ax.annotate(label, (0.005, ms), color=colour, **TARGET_NOTE)
+
+
+def _label_axes(ax: Axes, categories: Sequence[str], xlabel: str, ylabel: str) -> None:
+    """Category names as x ticks; slanted (more steeply when many) and thinned beyond 30,
+    so that neighbouring labels never overlap."""
+    short = [_short(c) for c in categories]
+    every = max(1, math.ceil(len(short) / 30))
+    ax.set_xticks(range(0, len(short), every), short[::every])
+    if len(short) > 6 or max(map(len, short), default=0) > 10:
+        slant = 45 if len(short) > 12 else 30
+        for tick in ax.get_xticklabels():
+            tick.set(rotation=slant, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def _legend_right(ax: Axes, extra: Sequence[Artist], *, first: bool = False) -> None:
+    handles: list[Artist] = list(ax.get_legend_handles_labels()[0])
+    handles = [*extra, *handles] if first else [*handles, *extra]
+    if handles:
+        ax.legend(handles=handles, **LEGEND_RIGHT)
+
+
+def _box_style(colour: str) -> dict[str, Any]:
+    return {
+        "whis": (5, 95),
+        "patch_artist": True,
+        "manage_ticks": False,
+        "boxprops": {"facecolor": to_rgba(colour, 0.45), "edgecolor": colour},
+        "medianprops": {"color": "black"},
+        "whiskerprops": {"color": colour},
+        "capprops": {"color": colour},
+        "flierprops": {"marker": ".", "ms": 3, "mec": colour, "alpha": 0.5},
+    }
+
+
+def _mark_empty(ax: Axes, values: pd.Series[float]) -> None:
+    if not np.isfinite(values.to_numpy(dtype=float)).any():
+        style: dict[str, Any] = {"ha": "center", "va": "center", "color": "#777777", "fontsize": 14}
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, **style)
+        ax.set_yticks([])
+
+
+def _figure(title: str, *, height: float = HEIGHT_IN, panels: int = 1) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(WIDTH_IN, min(height, MAX_HEIGHT_IN)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    return fig, [fig.add_subplot(panels, 1, i + 1) for i in range(panels)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Write through a temporary file, so that an interruption leaves no half-written PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    fig.savefig(partial, format="png", dpi=DPI)
+    partial.replace(path)
+    return path

@@ -1,0 +1,254 @@
+"""Compare two latency samples: a ratio with a confidence interval, a p-value, a verdict.
+
+Pure functions over arrays of milliseconds. On shared machines the median of one query can
+drift by half between batches minutes apart, so timing alone only decides a verdict when
+both samples come from one interleaved session; otherwise it needs a plan or buffer change.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats  # type: ignore[import-untyped, unused-ignore]
+
+from vpbench.errors import UsageError
+
+Statistic = Literal["median", "mean", "min", "p90", "p95", "p99"]
+Verdict = Literal["faster", "slower", "unchanged", "inconclusive"]
+
+FloatArray = npt.NDArray[np.float64]
+_Reducer = Callable[[FloatArray, int], FloatArray]
+
+_STATISTICS: dict[str, _Reducer] = {
+    "median": lambda x, axis: np.asarray(np.median(x, axis=axis), dtype=np.float64),
+    "mean": lambda x, axis: np.asarray(np.mean(x, axis=axis), dtype=np.float64),
+    "min": lambda x, axis: np.asarray(np.min(x, axis=axis), dtype=np.float64),
+    "p90": lambda x, axis: np.asarray(np.percentile(x, 90, axis=axis), dtype=np.float64),
+    "p95": lambda x, axis: np.asarray(np.percentile(x, 95, axis=axis), dtype=np.float64),
+    "p99": lambda x, axis: np.asarray(np.percentile(x, 99, axis=axis), dtype=np.float64),
+}
+_THRESHOLD_SPEC = re.compile(r"^(?:(?P<stat>[a-z0-9]+)\s*:)?\s*(?P<num>[^%\s]+)\s*(?P<pct>%)?$")
+
+
+def _samples(values: npt.ArrayLike) -> FloatArray:
+    """The values as a flat float array, NaNs (missing samples) dropped."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    return array[~np.isnan(array)]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The smallest change of one statistic worth reporting, e.g. ``p95:10%``."""
+
+    statistic: Statistic
+    fraction: float
+    """0.05 means 5 %"""
+
+    @classmethod
+    def parse(cls, spec: str) -> Threshold:
+        """``"p95:10%"``, ``"median:5%"``, ``"mean:0.1"`` or ``"5%"`` (median)."""
+
+        def invalid(why: str) -> UsageError:
+            return UsageError(f"invalid threshold {spec!r}: {why}; e.g. median:5% or p95:10%")
+
+        match = _THRESHOLD_SPEC.match(spec.strip().lower())
+        if match is None:
+            raise invalid("expected [statistic:]number[%]")
+        statistic = match["stat"] or "median"
+        if statistic not in _STATISTICS:
+            raise invalid(f"unknown statistic {statistic!r}, use one of {', '.join(_STATISTICS)}")
+        try:
+            number = float(match["num"])
+        except ValueError:
+            raise invalid(f"{match['num']!r} is not a number") from None
+        fraction = number / 100 if match["pct"] else number
+        if not math.isfinite(fraction) or fraction < 0:
+            raise invalid("the change must be a non-negative number")
+        if fraction >= 1:
+            raise invalid("the change must be below 100%")
+        return cls(cast(Statistic, statistic), fraction)
+
+    def value(self, samples: npt.ArrayLike) -> float:
+        """This statistic of the samples; NaN when there are none."""
+        return _statistic_of(self.statistic, _samples(samples))
+
+    def __str__(self) -> str:
+        return f"{self.statistic}:{self.fraction * 100:g}%"
+
+
+DEFAULT_THRESHOLD = Threshold("median", 0.05)
+
+
+def _statistic_of(statistic: Statistic, samples: FloatArray) -> float:
+    if samples.size == 0:
+        return math.nan
+    return float(_STATISTICS[statistic](samples, -1))
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """statistic(new) / statistic(base) with its bootstrap confidence interval."""
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+
+
+def bootstrap_ratio(
+    base: npt.ArrayLike,
+    new: npt.ArrayLike,
+    *,
+    statistic: Statistic = "median",
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> RatioEstimate:
+    """Ratio of the statistic of two independent samples, with a BCa bootstrap interval.
+
+    Falls back to the percentile interval where BCa is undefined (ties, ``min``). The interval
+    is NaN when either side has fewer than two samples. Deterministic for a given seed.
+    """
+    base_ms, new_ms = _samples(base), _samples(new)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = _statistic_of(statistic, new_ms) / _statistic_of(statistic, base_ms)
+    if base_ms.size < 2 or new_ms.size < 2:
+        return RatioEstimate(ratio, math.nan, math.nan, confidence)
+    reduce = _STATISTICS[statistic]
+
+    def ratio_of(base_resample: FloatArray, new_resample: FloatArray, axis: int) -> FloatArray:
+        return reduce(new_resample, axis) / reduce(base_resample, axis)
+
+    low = high = math.nan
+    for method in ("BCa", "percentile"):
+        # BCa warns and returns NaN on degenerate data; that is what the fallback is for.
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")
+            result = stats.bootstrap(
+                (base_ms, new_ms),
+                ratio_of,
+                n_resamples=resamples,
+                vectorized=True,
+                axis=-1,
+                confidence_level=confidence,
+                method=method,
+                rng=np.random.default_rng(seed),
+            )
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+        if not (math.isnan(low) or math.isnan(high)):
+            break
+    return RatioEstimate(ratio, low, high, confidence)
+
+
+def mann_whitney_p(base: npt.ArrayLike, new: npt.ArrayLike) -> float:
+    """Two-sided Mann-Whitney U p-value; 1.0 when a side has < 2 samples or all are equal."""
+    base_ms, new_ms = _samples(base), _samples(new)
+    if base_ms.size < 2 or new_ms.size < 2:
+        return 1.0
+    if np.ptp(np.concatenate([base_ms, new_ms])) == 0:
+        return 1.0
+    return float(stats.mannwhitneyu(base_ms, new_ms, alternative="two-sided").pvalue)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict on new versus base and the one-sentence reason for it."""
+
+    verdict: Verdict
+    estimate: RatioEstimate
+    p_value: float
+    reason: str
+
+
+def judge(
+    base: npt.ArrayLike,
+    new: npt.ArrayLike,
+    *,
+    threshold: Threshold = DEFAULT_THRESHOLD,
+    alpha: float = 0.05,
+    paired_session: bool = False,
+    plan_changed: bool | None = None,
+    buffers_ratio: float | None = None,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> Judgement:
+    """Judge whether ``new`` is faster, slower or unchanged against ``base``.
+
+    With r the ratio of ``threshold.statistic`` (new / base), [low, high] its bootstrap
+    interval, p the Mann-Whitney p-value and f ``threshold.fraction``:
+
+    - timing says *slower* when r > 1+f, low > 1 and p < alpha; *faster* when r < 1/(1+f),
+      high < 1 and p < alpha.
+    - That is the verdict when ``paired_session`` (both samples from one interleaved
+      session). Otherwise timing alone may be batch drift, so the verdict also needs a
+      deterministic signal: ``plan_changed is True``, or ``buffers_ratio`` (new / base shared
+      hit+read blocks) beyond the same threshold in the same direction; without one the
+      verdict is *inconclusive*.
+    - *unchanged* when the whole interval lies within [1/(1+f), 1+f]; else *inconclusive*.
+    - Empty input is *inconclusive* with a NaN ratio.
+    """
+    base_ms, new_ms = _samples(base), _samples(new)
+    estimate = bootstrap_ratio(
+        base_ms, new_ms, statistic=threshold.statistic, resamples=resamples, seed=seed
+    )
+    p_value = mann_whitney_p(base_ms, new_ms)
+    if base_ms.size == 0 or new_ms.size == 0:
+        return Judgement("inconclusive", estimate, p_value, "no samples to compare")
+    up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
+    signals = _signals(plan_changed, buffers_ratio)
+    summary = _summary(threshold.statistic, estimate, p_value, signals)
+    if estimate.ratio > up and estimate.low > 1 and p_value < alpha:
+        timing: Verdict | None = "slower"
+    elif estimate.ratio < down and estimate.high < 1 and p_value < alpha:
+        timing = "faster"
+    else:
+        timing = None
+    if timing is not None:
+        if paired_session:
+            return Judgement(timing, estimate, p_value, f"{summary}, paired session")
+        buffers_agree = buffers_ratio is not None and (
+            buffers_ratio > up if timing == "slower" else buffers_ratio < down
+        )
+        if plan_changed is True or buffers_agree:
+            return Judgement(timing, estimate, p_value, summary)
+        return Judgement(
+            "inconclusive",
+            estimate,
+            p_value,
+            f"{summary}; only noisy timing moved: runs not from one paired session "
+            "and no plan or buffer change confirms it",
+        )
+    if down <= estimate.low and estimate.high <= up:
+        return Judgement("unchanged", estimate, p_value, f"{summary}, within {threshold}")
+    return Judgement(
+        "inconclusive", estimate, p_value, f"{summary}, not clearly beyond {threshold}"
+    )
+
+
+def _signals(plan_changed: bool | None, buffers_ratio: float | None) -> list[str]:
+    signals = []
+    if plan_changed is True:
+        signals.append("plan changed")
+    if buffers_ratio is not None:
+        signals.append(f"buffers {buffers_ratio:.2f}x")
+    return signals
+
+
+def _summary(
+    statistic: Statistic, estimate: RatioEstimate, p_value: float, signals: list[str]
+) -> str:
+    """Ratio, interval, p-value and deterministic signals, e.g. for the reason sentence."""
+    parts = [
+        f"{statistic} {estimate.ratio:.2f}x ({estimate.confidence * 100:g}% CI "
+        f"{estimate.low:.2f}\u2013{estimate.high:.2f})",
+        f"p={p_value:.2g}",
+        *signals,
+    ]
+    return ", ".join(parts)
