@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from vpbench._cli_common import dsn_option, migrations_option, out, wide
-from vpbench.ab import run_ab
-from vpbench.compare import DEFAULT_THRESHOLD, Threshold
-from vpbench.comparison import FAIL_ON, Comparison, compare_sides, load_sides
-from vpbench.report import build_report
 from vpbench.server import resolve_target
-from vpbench.steps import StepsOptions
-from vpbench.trend import build_trend
+
+if TYPE_CHECKING:
+    from vpbench.compare import Threshold
+    from vpbench.comparison import Comparison
+
+# scipy and matplotlib take a second to import: the commands import them when they run, so
+# every other command (and Ctrl-C early in one) stays quick.
+FAIL_ON = ("regression", "target", "any")
 
 VERDICT_STYLE = {"faster": "green", "slower": "red", "unchanged": "", "inconclusive": "yellow"}
 
@@ -58,6 +61,8 @@ def comparison_table(comparison: Comparison) -> Table:
 
 
 def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:
+    from vpbench.compare import DEFAULT_THRESHOLD, Threshold
+
     return Threshold.parse(value) if value else DEFAULT_THRESHOLD
 
 
@@ -94,6 +99,8 @@ def compare(
     force: bool,
 ) -> None:
     """Judge NEW against BASE (two runs or folders), or the two states of one step or ab file."""
+    from vpbench.comparison import compare_sides, load_sides
+
     base, new, paired = load_sides(list(runs))
     comparison = compare_sides(
         base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
@@ -137,6 +144,10 @@ def ab(
     dsn: str | None,
 ) -> None:
     """Measure two databases in alternating randomised rounds, then compare B with A."""
+    from vpbench.ab import run_ab
+    from vpbench.comparison import compare_sides, load_sides
+    from vpbench.steps import StepsOptions
+
     target = resolve_target(dsn)
     options = StepsOptions(rounds=rounds, repeat=repeat, seed=seed_value)
     outcome = run_ab(
@@ -167,6 +178,8 @@ def report(
     inputs: tuple[Path, ...], out_dir: Path, threshold: Threshold, alpha: float, force: bool
 ) -> None:
     """Markdown + PNG charts for a pull request, from a steps folder, a step/ab file or two runs."""
+    from vpbench.report import build_report
+
     path = build_report(list(inputs), out_dir, threshold=threshold, alpha=alpha, force=force)
     out.print(f"report: {path}")
 
@@ -176,6 +189,8 @@ def report(
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def trend(history: Path, out_dir: Path) -> None:
     """p95 of each query across stored runs, with change points flagged."""
+    from vpbench.trend import build_trend
+
     result = build_trend(history, out_dir)
     flagged = sum(len(points) for points in result.change_points.values())
     out.print(f"trend: {result.markdown} ({flagged} change point(s)); chart: {result.chart}")

@@ -19,8 +19,6 @@ from vpbench.compare import DEFAULT_THRESHOLD, Judgement, Threshold, judge
 from vpbench.errors import VpbenchError
 from vpbench.results import KIND_AB, KIND_RUN, KIND_STEP, ResultsFormatError, read_document
 
-FAIL_ON = ("regression", "target", "any")
-
 
 class IncomparableError(VpbenchError):
     """The two runs differ in what makes timings comparable (profile, seed, server)."""

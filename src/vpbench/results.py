@@ -11,11 +11,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from vpbench.errors import VpbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 from vpbench.measure import EntryResult
 
 SCHEMA_VERSION = 1
@@ -153,6 +154,8 @@ def load(path_or_dir: str | Path) -> RunFrames:
     """Load run and step documents (a file, or a folder searched recursively) into
     DataFrames; ``samples`` has one row per timed execution, with the run and, for a step,
     the state ("before"/"after") it was measured in."""
+    import pandas as pd  # imported here: loading is the only part that needs it
+
     root = Path(path_or_dir)
     paths = sorted(root.rglob("*.json")) if root.is_dir() else [root]
     documents = [(p, read_document(p)) for p in paths]
