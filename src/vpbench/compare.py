@@ -16,7 +16,6 @@ from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 
 from vpbench.errors import UsageError
 
@@ -126,6 +125,8 @@ def bootstrap_ratio(
     def ratio_of(base_resample: FloatArray, new_resample: FloatArray, axis: int) -> FloatArray:
         return reduce(new_resample, axis) / reduce(base_resample, axis)
 
+    from scipy import stats  # type: ignore[import-untyped, unused-ignore]  # slow to import
+
     low = high = math.nan
     for method in ("BCa", "percentile"):
         # BCa warns and returns NaN on degenerate data; that is what the fallback is for.
@@ -154,6 +155,8 @@ def mann_whitney_p(base: npt.ArrayLike, new: npt.ArrayLike) -> float:
         return 1.0
     if np.ptp(np.concatenate([base_ms, new_ms])) == 0:
         return 1.0
+    from scipy import stats  # type: ignore[import-untyped, unused-ignore]  # slow to import
+
     return float(stats.mannwhitneyu(base_ms, new_ms, alternative="two-sided").pvalue)
 
 

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from vpbench.compare import Threshold, judge
 from vpbench.measure import EntryResult
 from vpbench.results import KIND_STEP, SCHEMA_VERSION, entry_document
 
@@ -55,28 +58,56 @@ def headlines(step: StepReport) -> tuple[Headline, ...]:
         scenarios = [e for e in new if e.kind == "scenario"]
         for scenario in scenarios:
             before = next((e for e in old if e.name == scenario.name), None)
-            found.append(Headline(f"{scenario.name} p95", scenario.name, scenario.name,
-                                  _p95(before), _p95(scenario), scenario.target_ms))  # fmt: skip
+            found.append(
+                Headline(
+                    f"{scenario.name} p95",
+                    scenario.name,
+                    scenario.name,
+                    _p95(before),
+                    _p95(scenario),
+                    scenario.target_ms,
+                )
+            )
         if not scenarios:
             worst_old = _worst([e for e in old if e.kind == "query"])
             worst_new = _worst([e for e in new if e.kind == "query"])
             if worst_old and worst_new:
-                found.append(Headline(f"{workload} worst p95", worst_old.name, worst_new.name,
-                                      _p95(worst_old), _p95(worst_new),
-                                      worst_new.target_ms))  # fmt: skip
+                found.append(
+                    Headline(
+                        f"{workload} worst p95",
+                        worst_old.name,
+                        worst_new.name,
+                        _p95(worst_old),
+                        _p95(worst_new),
+                        worst_new.target_ms,
+                    )
+                )
     return tuple(found)
 
 
-REGRESSION = 1.25
-"""A headline whose p95 grows by more than this factor is reported as a regression."""
+REGRESSION = Threshold("median", 0.10)
+"""A headline entry judged "slower" (paired session) by at least this much is a regression."""
 
 
 def regressions(step: StepReport) -> list[str]:
-    return [
-        f"{h.label} {h.before_p95_ms:.1f} -> {h.after_p95_ms:.1f} ms"
-        for h in headlines(step)
-        if h.before_p95_ms and h.after_p95_ms and h.after_p95_ms > h.before_p95_ms * REGRESSION
-    ]
+    """Headline entries the paired before/after measurement judges slower."""
+    before = {e.name: e for e in step.before}
+    after = {e.name: e for e in step.after}
+    found = []
+    for h in headlines(step):
+        old, new = before.get(h.entry_before), after.get(h.entry_after)
+        if old is None or new is None or h.entry_before != h.entry_after:
+            continue
+        judgement = judge(
+            np.asarray(old.samples_ns) / 1e6,
+            np.asarray(new.samples_ns) / 1e6,
+            threshold=REGRESSION,
+            paired_session=True,
+            resamples=1000,
+        )
+        if judgement.verdict == "slower":
+            found.append(f"{h.label} {h.before_p95_ms:.1f} -> {h.after_p95_ms:.1f} ms")
+    return found
 
 
 def index_bytes_added(step: StepReport) -> int:
@@ -139,21 +170,25 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
 def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> dict[str, Any]:
     rows = []
     for step in steps:
-        rows.append({
-            "migration": step.migration.id,
-            "title": step.migration.title,
-            "passed": step.passed,
-            "headlines": [h.__dict__ | {"speedup": h.speedup} for h in headlines(step)],
-            "audit_violations": [step.audit_before.total_violations,
-                                 step.audit_after.total_violations],
-            "index_bytes_added": index_bytes_added(step),
-            "write_change": write_change(step),
-            "reversible": step.reversible,
-            "data_intact": step.data_intact,
-            "unexpected_changes": list(step.unexpected_changes),
-            "regressions": regressions(step),
-            "document": step.path.name if step.path else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "migration": step.migration.id,
+                "title": step.migration.title,
+                "passed": step.passed,
+                "headlines": [h.__dict__ | {"speedup": h.speedup} for h in headlines(step)],
+                "audit_violations": [
+                    step.audit_before.total_violations,
+                    step.audit_after.total_violations,
+                ],
+                "index_bytes_added": index_bytes_added(step),
+                "write_change": write_change(step),
+                "reversible": step.reversible,
+                "data_intact": step.data_intact,
+                "unexpected_changes": list(step.unexpected_changes),
+                "regressions": regressions(step),
+                "document": step.path.name if step.path else None,
+            }
+        )
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND_SUMMARY,
@@ -174,11 +209,15 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
     broken = [s for s in steps if not s.passed]
     writes = {s.migration.id: write_change(s) for s in steps}
     worst_write = min(
-        ((change, s, table) for s in steps for table, change in writes[s.migration.id].items()
-         if change is not None),
+        (
+            (change, s, table)
+            for s in steps
+            for table, change in writes[s.migration.id].items()
+            if change is not None
+        ),
         default=None,
         key=lambda item: item[0],
-    )  # fmt: skip
+    )
     slower = [f"{s.migration.id}: {', '.join(regressions(s))}" for s in steps if regressions(s)]
     return {
         "biggest_gain": f"{best.migration.id}: {label} {speedup:.1f}x faster",
@@ -199,5 +238,5 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
             for s in broken
         )
         or "nothing: every step was reversible, lost no row and changed no result unexpectedly",
-        "regressions": "; ".join(slower) or f"none (no headline p95 grew more than {REGRESSION}x)",
+        "regressions": "; ".join(slower) or f"none (no headline judged slower by {REGRESSION})",
     }
