@@ -66,13 +66,14 @@ WHERE v.id = :video_id
 
 def install_delay(conninfo: str, delays_ms: dict[str, float]) -> None:
     """(Re)create vpbench_delay(name): sleeps delays_ms[name] milliseconds (0: returns)."""
-    cases = sql.SQL(" ").join(
+    whens = sql.SQL(" ").join(
         sql.SQL("WHEN {} THEN {}").format(sql.Literal(name), sql.Literal(ms / 1000))
         for name, ms in delays_ms.items()
     )
+    cases = sql.SQL("CASE name {} ELSE 0 END").format(whens) if delays_ms else sql.SQL("0")
     body = sql.SQL(
         "CREATE OR REPLACE FUNCTION vpbench_delay(name text) RETURNS int LANGUAGE plpgsql "
-        "VOLATILE AS $$ DECLARE seconds float8 := CASE name {cases} ELSE 0 END; BEGIN "
+        "VOLATILE AS $$ DECLARE seconds float8 := {cases}; BEGIN "
         "IF seconds > 0 THEN PERFORM pg_sleep(seconds); END IF; RETURN 1; END $$"
     ).format(cases=cases)
     with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -114,7 +114,7 @@ def test_bad_results_files(
     if content is not None:
         bad.write_text(content)
     code, _, err = vpbench("compare", LEGACY, bad)
-    assert code != 0 and message in err and str(bad) in err
+    assert code == 2 and message in err and str(bad) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
@@ -123,12 +123,12 @@ def test_incomparable_and_disjoint_runs(vpbench: Runner, tmp_path: Path) -> None
         tmp_path, MIGRATED, "seed.json", lambda d: d["metadata"]["seed"].update(seed=99)
     )
     code, _, err = vpbench("compare", LEGACY, other_seed)
-    assert code == 1 and "not comparable: seed 1 vs 99" in err and "--force" in err
+    assert code == 2 and "not comparable: seed 1 vs 99" in err and "--force" in err
     assert vpbench("compare", LEGACY, other_seed, "--force")[0] in (0, 1)
     renamed = edited(tmp_path, MIGRATED, "renamed.json", lambda d: [
         e.update(name="x_" + e["name"]) for e in d["entries"]])  # fmt: skip
     code, _, err = vpbench("compare", LEGACY, renamed)
-    assert code == 1 and "no query or scenario in common" in err
+    assert code == 2 and "no query or scenario in common" in err
     code, _, err = vpbench("compare", LEGACY, MIGRATED, "--threshold", "fast:5%")
     assert code == 2 and "invalid threshold" in err
 

@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 
 from vpbench.compare import DEFAULT_THRESHOLD, Judgement, Threshold, judge
-from vpbench.errors import VpbenchError
+from vpbench.errors import UsageError, VpbenchError
 from vpbench.results import KIND_AB, KIND_RUN, KIND_STEP, ResultsFormatError, read_document
 
 
 class IncomparableError(VpbenchError):
-    """The two runs differ in what makes timings comparable (profile, seed, server)."""
+    """The two runs cannot be compared: different profile, seed or server, or no entry in
+    common. An input error (exit status 2), not a regression."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def load_sides(paths: Sequence[Path]) -> tuple[Side, Side, bool]:
         )
         return sides[0], sides[1], True
     if len(paths) != 2:
-        raise VpbenchError("compare takes BASE and NEW (or one step/ab document)")
+        raise UsageError("compare takes BASE and NEW (or one step or ab document)")
     base, new = (_run_side(p) for p in paths)
     return base, new, False
 
@@ -210,7 +213,7 @@ def compare_sides(
         )
     common = [name for name in base.entries if name in new.entries]
     if not common:
-        raise VpbenchError(
+        raise IncomparableError(
             f"{base.path} and {new.path} have no query or scenario in common",
             hint="compare runs of the same workload",
         )

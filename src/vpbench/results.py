@@ -28,6 +28,8 @@ KIND_AB = "ab"
 class ResultsFormatError(VpbenchError):
     """A results file that cannot be read: not JSON, not ours, or from a newer vpbench."""
 
+    exit_code = 2
+
 
 def entry_document(entry: EntryResult) -> dict[str, Any]:
     latency = entry.latency
