@@ -32,6 +32,20 @@ def dsn_option(func: F) -> F:
     )(func)
 
 
+def count_option(
+    name: str, default: int, *, minimum: int, help: str, dest: str | None = None
+) -> Callable[[F], F]:
+    """An integer option with a lower bound and its default shown in --help."""
+    declarations = [name] if dest is None else [name, dest]
+    return click.option(
+        *declarations,
+        default=default,
+        show_default=True,
+        type=click.IntRange(min=minimum),
+        help=help,
+    )
+
+
 def db_option(func: F) -> F:
     return click.option(
         "--db",

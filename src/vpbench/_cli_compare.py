@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from vpbench._cli_common import dsn_option, migrations_option, out, wide
+from vpbench._cli_common import count_option, dsn_option, migrations_option, out, wide
 from vpbench.server import resolve_target
 
 if TYPE_CHECKING:
@@ -118,8 +118,8 @@ def compare(
 )
 @click.option("--a", "side_a", required=True, help="Database name on the server, or a DSN.")
 @click.option("--b", "side_b", required=True, help="Database name on the server, or a DSN.")
-@click.option("--rounds", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1))
+@count_option("--rounds", 6, minimum=1, help="Alternating A/B rounds.")
+@count_option("--repeat", 5, minimum=1, help="Timed executions per entry, side and round.")
 @click.option("--seed", "seed_value", default=1, show_default=True)
 @click.option("--label", help="Name for this session.")
 @click.option(

@@ -10,6 +10,7 @@ import click
 
 from vpbench._cli_common import (
     Duration,
+    count_option,
     db_option,
     dsn_option,
     err,
@@ -35,35 +36,12 @@ from vpbench.steps_report import answers
 @click.command()
 @click.argument("workloads", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--label", help="Name for this run (stored in the results and the file name).")
-@click.option(
-    "--warmup",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Untimed executions per client first.",
+@count_option("--warmup", 5, minimum=0, help="Untimed executions per client first.")
+@count_option("--repeat", 30, minimum=1, help="Timed executions per client.")
+@count_option(
+    "--explain", 5, minimum=0, help="EXPLAIN (ANALYZE, BUFFERS) executions.", dest="explain_runs"
 )
-@click.option(
-    "--repeat",
-    default=30,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Timed executions per client.",
-)
-@click.option(
-    "--explain",
-    "explain_runs",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="EXPLAIN (ANALYZE, BUFFERS) executions.",
-)
-@click.option(
-    "--clients",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Concurrent sessions, like pgbench -c.",
-)
+@count_option("--clients", 1, minimum=1, help="Concurrent sessions, like pgbench -c.")
 @click.option(
     "--timeout",
     "timeout_ms",
@@ -242,20 +220,8 @@ def _migrate(
     help="Results folder (default: results/steps-<timestamp>/).",
 )
 @click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
-@click.option(
-    "--rounds",
-    default=6,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Alternating before/after rounds per step.",
-)
-@click.option(
-    "--repeat",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Timed executions per entry, state and round.",
-)
+@count_option("--rounds", 6, minimum=1, help="Alternating before/after rounds per step.")
+@count_option("--repeat", 5, minimum=1, help="Timed executions per entry, state and round.")
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
 @db_option
