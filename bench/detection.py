@@ -3,7 +3,8 @@
     python bench/detection.py [--profile small] [--sessions 35] [--apart-pairs 35] [--gap 20]
 
 On one seeded database A and its template copy B (identical data):
-- A/A interleaved: ``vpbench ab`` sessions A vs B, every query judged (paired session);
+- A/A interleaved: ``vpbench ab`` sessions of A against itself, every query judged
+  (paired session);
 - A/A apart: ``vpbench run`` on A twice, ``--gap`` seconds apart, judged as runs collected
   apart (timing alone may only be "inconclusive");
 - injected slowdown: B's ``vpbench_delay()`` sleeps 20% of each query's median on A, then
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                 outcome = run_ab(
                     target,
                     DATABASE,
-                    copy.name,
+                    DATABASE,
                     [workload],
                     StepsOptions(**{**options.__dict__, "seed": session + 1}),
                     out_dir=folder / "aa",
