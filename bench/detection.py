@@ -82,14 +82,18 @@ def install_delay(conninfo: str, delays_ms: dict[str, float]) -> None:
 
 
 def verdicts(path_or_pair: list[Path], paired: bool) -> list[str]:
+    """``query:verdict`` for every entry the two sides share."""
     base, new, is_paired = load_sides(path_or_pair)
     comparison = compare_sides(base, new, paired_session=paired and is_paired)
-    return [row.judgement.verdict for row in comparison.rows]
+    return [f"{row.name}:{row.judgement.verdict}" for row in comparison.rows]
 
 
 def rate(found: list[str], verdict: str) -> str:
-    hits = sum(v == verdict for v in found)
-    return f"{hits}/{len(found)} = {hits / len(found):.1%}" if found else "n/a"
+    hits = [v.split(":")[0] for v in found if v.endswith(f":{verdict}")]
+    if not found:
+        return "n/a"
+    where = f" ({', '.join(sorted(hits))})" if hits else ""
+    return f"{len(hits)}/{len(found)} = {len(hits) / len(found):.1%}{where}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="small")
     parser.add_argument("--sessions", type=int, default=35)
     parser.add_argument("--apart-pairs", type=int, default=35)
+    parser.add_argument("--slow-sessions", type=int, help="ab sessions with the slowdown")
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between apart runs")
     parser.add_argument("--dsn")
     args = parser.parse_args(argv)
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                 + ", ".join(f"{n} {0.2 * m:.3f} (20% of {m:.3f})" for n, m in medians.items())
             )
             slowed: list[str] = []
-            for session in range(args.sessions):
+            slow_sessions = args.sessions if args.slow_sessions is None else args.slow_sessions
+            for session in range(slow_sessions):
                 outcome = run_ab(
                     target,
                     DATABASE,
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
                 slowed += verdicts([outcome.path], paired=True)
             print(
                 f"20% slowdown with ab: detected (slower) {rate(slowed, 'slower')}; "
-                f"verdicts {dict((v, slowed.count(v)) for v in set(slowed))}"
+                f"verdicts {dict((v, slowed.count(v)) for v in sorted(set(slowed)))}"
             )
         finally:
             drop_backup(target, copy)

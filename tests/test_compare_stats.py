@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from vpbench.compare import (
     Threshold,
     bootstrap_ratio,
     judge,
+    judge_pairs,
     mann_whitney_p,
 )
 from vpbench.errors import UsageError
@@ -214,3 +216,37 @@ def test_empty_input_is_inconclusive(base: list[float], new: list[float]) -> Non
     assert isinstance(judgement, Judgement)
     assert judgement.verdict == "inconclusive"
     assert math.isnan(judgement.estimate.ratio)
+
+
+def _session(
+    rng: np.random.Generator, slowdown: float, rounds: int = 6, block: int = 5
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    """An interleaved session: per-round machine drift and per-sample parameters shared by
+    both sides, plus independent 5% noise per execution."""
+    drift = np.repeat(rng.lognormal(0.0, 0.15, rounds), block)
+    params = rng.lognormal(0.0, 0.5, rounds * block)
+    base = 20.0 * drift * params * rng.normal(1.0, 0.05, rounds * block)
+    new = 20.0 * slowdown * drift * params * rng.normal(1.0, 0.05, rounds * block)
+    return base, new
+
+
+def test_paired_judge_a_a_false_positives() -> None:
+    verdicts = [
+        judge_pairs(*_session(np.random.default_rng(seed), 1.0), block=5, resamples=400).verdict
+        for seed in range(200)
+    ]
+    assert verdicts.count("slower") + verdicts.count("faster") <= 2  # <= 1%
+
+
+def test_paired_judge_detects_a_20_percent_slowdown() -> None:
+    verdicts = [
+        judge_pairs(*_session(np.random.default_rng(seed), 1.2), block=5, resamples=400).verdict
+        for seed in range(200)
+    ]
+    assert verdicts.count("slower") >= 190  # >= 95%
+    assert "faster" not in verdicts
+
+
+def test_paired_judge_needs_rounds() -> None:
+    assert judge_pairs([1.0, 2.0], [1.0, 2.0], block=5).verdict == "inconclusive"
+    assert judge_pairs([], [], block=5).verdict == "inconclusive"

@@ -22,7 +22,7 @@ from vpbench.profiles import get_profile
 from vpbench.results import load
 from vpbench.server import ServerTarget
 from vpbench.snapshot import snapshot_tables
-from vpbench.steps import StepsOptions, run_steps
+from vpbench.steps import StepsOptions, balanced_orders, run_steps
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 QUICK = StepsOptions(rounds=2, repeat=2, warmup=0, explain=1, write_batch=200)
@@ -287,3 +287,15 @@ def test_ctrl_c_mid_step_keeps_the_backup_and_a_consistent_ledger(
     assert ledger == [("0001_quiz_attempt_links",)] and quarantined and quarantined[0] > 0
     with psycopg.connect(target.for_database(backup)) as conn:
         assert conn.execute("SELECT to_regclass('vpbench.migrations')").fetchone() == (None,)
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 5, 6, 30])
+def test_interleaving_puts_each_state_first_equally_often(rounds: int) -> None:
+    orders = balanced_orders(rounds, seed=3)
+    assert len(orders) == rounds
+    assert all(sorted(order) == ["after", "before"] for order in orders)
+    firsts = [order[0] for order in orders]
+    assert abs(firsts.count("before") - firsts.count("after")) <= rounds % 2
+    assert orders == balanced_orders(rounds, seed=3)
+    if rounds >= 6:
+        assert orders != balanced_orders(rounds, seed=4)  # random within the balance

@@ -258,3 +258,56 @@ def _summary(
         *signals,
     ]
     return ", ".join(parts)
+
+
+def judge_pairs(
+    base: npt.ArrayLike,
+    new: npt.ArrayLike,
+    *,
+    block: int,
+    threshold: Threshold = DEFAULT_THRESHOLD,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Judgement:
+    """Judge an interleaved session using its pairing.
+
+    ``base[i]`` and ``new[i]`` ran in the same round with the same parameters, and each
+    run of ``block`` consecutive pairs shares a round. The statistic is the median of the
+    paired log ratios (parameter-to-parameter variation cancels out); its interval comes
+    from a cluster bootstrap over whole rounds (samples within a round share that round's
+    machine state, so they are not independent), and p is twice the share of bootstrap
+    medians on the other side of no change. Verdict rules are those of ``judge`` with the
+    threshold's fraction applied to this ratio.
+    """
+    base_ms, new_ms = _samples(base), _samples(new)
+    count = min(base_ms.size, new_ms.size)
+    valid = (base_ms[:count] > 0) & (new_ms[:count] > 0)
+    logs = np.log(new_ms[:count][valid] / base_ms[:count][valid])
+    rounds = [logs[i : i + block] for i in range(0, logs.size, max(block, 1))]
+    if logs.size < 2 or len(rounds) < 2:
+        nan = RatioEstimate(math.nan, math.nan, math.nan, confidence)
+        return Judgement("inconclusive", nan, 1.0, "too few paired samples")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(rounds), size=(resamples, len(rounds)))
+    medians = np.array([np.median(np.concatenate([rounds[j] for j in row])) for row in picks])
+    tail = (1 - confidence) / 2
+    low, high = np.exp(np.quantile(medians, [tail, 1 - tail]))
+    ratio = float(np.exp(np.median(logs)))
+    p_value = min(1.0, 2.0 * min(float(np.mean(medians <= 0)), float(np.mean(medians >= 0))))
+    estimate = RatioEstimate(ratio, float(low), float(high), confidence)
+    up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
+    summary = (
+        f"paired median ratio {ratio:.2f}x ({confidence:.0%} CI {low:.2f}-{high:.2f}, "
+        f"{len(rounds)} rounds), p={p_value:.3g}"
+    )
+    if ratio > up and low > up and p_value < alpha:
+        return Judgement("slower", estimate, p_value, summary)
+    if ratio < down and high < down and p_value < alpha:
+        return Judgement("faster", estimate, p_value, summary)
+    if down <= low and high <= up:
+        return Judgement("unchanged", estimate, p_value, f"{summary}, within {threshold}")
+    return Judgement(
+        "inconclusive", estimate, p_value, f"{summary}, not clearly beyond {threshold}"
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vpbench.compare import DEFAULT_THRESHOLD, Judgement, Threshold, judge
+from vpbench.compare import DEFAULT_THRESHOLD, Judgement, Threshold, judge, judge_pairs
 from vpbench.errors import UsageError, VpbenchError
 from vpbench.results import KIND_AB, KIND_RUN, KIND_STEP, ResultsFormatError, read_document
 
@@ -212,6 +212,9 @@ def compare_sides(
             f"runs are not comparable: {'; '.join(reasons)}", hint="pass --force to compare anyway"
         )
     common = [name for name in base.entries if name in new.entries]
+    # An interleaved session stores its samples round by round, in the same parameter
+    # order on both sides: compare them pair by pair, clustered by round.
+    block = base.metadata.get("options", {}).get("repeat") if paired_session else None
     if not common:
         raise IncomparableError(
             f"{base.path} and {new.path} have no query or scenario in common",
@@ -224,15 +227,19 @@ def compare_sides(
         plan_changed = _plan_changed(old, cur)
         old_buffers, new_buffers = _buffers(old), _buffers(cur)
         ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
-        judgement = judge(
-            old_ms,
-            new_ms,
-            threshold=threshold,
-            alpha=alpha,
-            paired_session=paired_session,
-            plan_changed=plan_changed,
-            buffers_ratio=ratio,
-            seed=seed,
+        judgement = (
+            judge_pairs(old_ms, new_ms, block=block, threshold=threshold, alpha=alpha, seed=seed)
+            if block is not None and old_ms.size == new_ms.size
+            else judge(
+                old_ms,
+                new_ms,
+                threshold=threshold,
+                alpha=alpha,
+                paired_session=paired_session,
+                plan_changed=plan_changed,
+                buffers_ratio=ratio,
+                seed=seed,
+            )
         )
         rows.append(
             EntryComparison(

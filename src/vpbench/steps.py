@@ -266,6 +266,19 @@ def _pools(conninfo: str, workloads: Sequence[Workload]) -> dict[str, dict[str, 
         return {w.name: load_pools(conn, w) for w in workloads}
 
 
+def balanced_orders(rounds: int, seed: int) -> list[tuple[str, str]]:
+    """Which state runs first in each round: every pair of rounds holds one "before" first
+    and one "after" first, in random order. The second run of a round meets caches the
+    first one warmed for the same parameters, so an unbalanced order would favour a side."""
+    shuffler = random.Random(seed)
+    orders: list[tuple[str, str]] = []
+    while len(orders) < rounds:
+        pair = [("before", "after"), ("after", "before")]
+        shuffler.shuffle(pair)
+        orders += pair
+    return orders[:rounds]
+
+
 def measure_interleaved(
     before: str,
     after: str,
@@ -275,14 +288,14 @@ def measure_interleaved(
     applied_after: Sequence[str],
     options: StepsOptions,
 ) -> tuple[tuple[EntryResult, ...], tuple[EntryResult, ...]]:
-    """Rounds alternate between the two states in a random order per round; both states
-    draw the same parameters in a round. EXPLAIN runs happen in the first round."""
-    shuffler = random.Random(options.seed)
+    """Rounds alternate between the two states, each state first in half of the rounds
+    (random ABBA order); both states draw the same parameters in a round. EXPLAIN runs
+    happen in the first round."""
+    sides = {"before": (before, applied_before), "after": (after, applied_after)}
     merged: dict[str, tuple[EntryResult, ...]] = {}
-    for round_number in range(options.rounds):
-        states = [("before", before, applied_before), ("after", after, applied_after)]
-        shuffler.shuffle(states)
-        for state, conninfo, applied in states:
+    for round_number, order in enumerate(balanced_orders(options.rounds, options.seed)):
+        for state in order:
+            conninfo, applied = sides[state]
             run_options = RunOptions(
                 warmup=options.warmup, repeat=options.repeat,
                 explain=options.explain if round_number == 0 else 0,
