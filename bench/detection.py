@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     install_delay(a, {})
     copy = create_backup(target, DATABASE, "bench_b")
     b = target.for_database(copy.name)
-    options = StepsOptions(rounds=6, repeat=5, warmup=1, explain=1, seed=1)
+    options = StepsOptions(rounds=10, repeat=3, warmup=1, explain=1, seed=1)
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         workload = folder / "detection.toml"

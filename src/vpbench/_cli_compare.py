@@ -118,8 +118,8 @@ def compare(
 )
 @click.option("--a", "side_a", required=True, help="Database name on the server, or a DSN.")
 @click.option("--b", "side_b", required=True, help="Database name on the server, or a DSN.")
-@count_option("--rounds", 6, minimum=1, help="Alternating A/B rounds.")
-@count_option("--repeat", 5, minimum=1, help="Timed executions per entry, side and round.")
+@count_option("--rounds", 10, minimum=1, help="Alternating A/B rounds.")
+@count_option("--repeat", 3, minimum=1, help="Timed executions per entry, side and round.")
 @click.option("--seed", "seed_value", default=1, show_default=True)
 @click.option("--label", help="Name for this session.")
 @click.option(

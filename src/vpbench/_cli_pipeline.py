@@ -220,8 +220,8 @@ def _migrate(
     help="Results folder (default: results/steps-<timestamp>/).",
 )
 @click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
-@count_option("--rounds", 6, minimum=1, help="Alternating before/after rounds per step.")
-@count_option("--repeat", 5, minimum=1, help="Timed executions per entry, state and round.")
+@count_option("--rounds", 10, minimum=1, help="Alternating before/after rounds per step.")
+@count_option("--repeat", 3, minimum=1, help="Timed executions per entry, state and round.")
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
 @db_option

@@ -51,9 +51,9 @@ StepsEvent = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StepsOptions:
-    rounds: int = 6
+    rounds: int = 10
     """alternating before/after rounds; samples per state = rounds * repeat"""
-    repeat: int = 5
+    repeat: int = 3
     warmup: int = 1
     explain: int = 3
     timeout_ms: int = 30_000
