@@ -81,6 +81,8 @@ class StepReport:
     rows_before: dict[str, int]
     rows_after: dict[str, int]
     quarantined: dict[str, int]
+    round_size: int
+    """samples per entry, state and round (pairs are judged round by round)"""
     path: Path | None = None
 
     @property
@@ -253,6 +255,7 @@ def _run_step(
         rows_before={t: snapshot[t].rows for t in APPLICATION_TABLES},
         rows_after=rows_after,
         quarantined={t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
+        round_size=options.repeat,
     )
 
 

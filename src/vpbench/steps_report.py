@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vpbench.compare import Threshold, judge
+from vpbench.compare import Threshold, judge_pairs
 from vpbench.measure import EntryResult
 from vpbench.results import KIND_STEP, SCHEMA_VERSION, entry_document
 
@@ -98,11 +98,11 @@ def regressions(step: StepReport) -> list[str]:
         old, new = before.get(h.entry_before), after.get(h.entry_after)
         if old is None or new is None or h.entry_before != h.entry_after:
             continue
-        judgement = judge(
+        judgement = judge_pairs(
             np.asarray(old.samples_ns) / 1e6,
             np.asarray(new.samples_ns) / 1e6,
+            block=step.round_size,
             threshold=REGRESSION,
-            paired_session=True,
             resamples=1000,
         )
         if judgement.verdict == "slower":
