@@ -21,6 +21,7 @@ from vpbench._embedded import EmbeddedPostgres
 from vpbench.server import ServerTarget
 
 DatabaseFactory = Callable[[str], str]
+pytest_plugins = ["pytester"]
 
 
 def traversable_tempdir(prefix: str) -> Path:
