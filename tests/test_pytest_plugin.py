@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
 FAST_WORKLOAD = """\
@@ -49,8 +50,15 @@ def run_bench(
 def test_benchmark_json_carries_vpbench_info(
     pytester: pytest.Pytester, server_dsn: str, session_prefix: str
 ) -> None:
-    result = run_bench(pytester, server_dsn, session_prefix, "--benchmark-json=out.json")
+    result = run_bench(
+        pytester, server_dsn, session_prefix, "--benchmark-json=out.json", "--vpbench-drop-db"
+    )
     result.assert_outcomes(passed=1)
+    with psycopg.connect(server_dsn) as conn:
+        left = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [f"{session_prefix}_plugin"]
+        ).fetchone()
+    assert left is None  # --vpbench-drop-db dropped it
     (bench,) = json.loads(Path(pytester.path / "out.json").read_text())["benchmarks"]
     info = bench["extra_info"]
     assert info["vpbench_target_ms"] == 1000

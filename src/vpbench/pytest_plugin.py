@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from vpbench.databases import drop_database
 from vpbench.errors import VpbenchError
 from vpbench.fixtures import fixtures_dir
 from vpbench.measure import EXPLAIN, PreparedStatements
@@ -54,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--vpbench-db", help="Database (default: vpbench_pytest_<profile>_<seed>).")
     group.addoption(
+        "--vpbench-drop-db",
+        action="store_true",
+        help="Drop the database at the end (default: keep it for the next session).",
+    )
+    group.addoption(
         "--vpbench-enforce-targets",
         action="store_true",
         help="Fail a benchmark whose p95 misses its target.",
@@ -72,8 +78,15 @@ def _usage(message: str) -> pytest.UsageError:
 
 
 @pytest.fixture(scope="session")
-def vpbench_db(pytestconfig: pytest.Config) -> BenchDatabase:
+def vpbench_db(pytestconfig: pytest.Config) -> Iterator[BenchDatabase]:
     """A seeded, migrated database, reused while profile, seed and migrations match."""
+    database = _prepare_database(pytestconfig)
+    yield database
+    if pytestconfig.getoption("--vpbench-drop-db"):
+        drop_database(resolve_target(pytestconfig.getoption("--vpbench-dsn")), database.name)
+
+
+def _prepare_database(pytestconfig: pytest.Config) -> BenchDatabase:
     option = pytestconfig.getoption
     try:
         profile = get_profile(option("--vpbench-profile"))
