@@ -48,20 +48,22 @@ def server_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def session_prefix() -> str:
-    return f"vpbench_test_{secrets.token_hex(4)}"
-
-
-@pytest.fixture(scope="session")
-def target(server_dsn: str, session_prefix: str) -> Iterator[ServerTarget]:
-    """The test server as vpbench sees it; drops every database of this session afterwards."""
-    yield ServerTarget(server_dsn, "test server")
+def session_prefix(server_dsn: str) -> Iterator[str]:
+    """Names this session's databases start with; every one of them is dropped at the end."""
+    prefix = f"vpbench_test_{secrets.token_hex(4)}"
+    yield prefix
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{session_prefix}%"]
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{prefix}%"]
         ).fetchall()
         for (name,) in rows:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def target(server_dsn: str, session_prefix: str) -> ServerTarget:
+    """The test server as vpbench sees it (this session's databases are dropped at the end)."""
+    return ServerTarget(server_dsn, "test server")
 
 
 @pytest.fixture(scope="session")
