@@ -11,7 +11,6 @@ seeded database. Target: vpbench p50 within 1.10x of pgbench at 1 client.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from vpbench._embedded import EmbeddedPostgres
+from vpbench.backup import postgres_program
 from vpbench.databases import database_state
 from vpbench.measure import RunOptions
 from vpbench.profiles import get_profile
@@ -52,19 +51,15 @@ def statements(conninfo: str) -> dict[str, str]:
     }
 
 
-def pgbench_binary() -> str:
-    bundled = EmbeddedPostgres().bin_path("pgbench")
-    return str(bundled) if bundled.is_file() else shutil.which("pgbench") or "pgbench"
-
-
 def pgbench_p50_ms(conninfo: str, sql: str, repeat: int, clients: int, folder: Path) -> float:
     """p50 latency from pgbench's per-transaction log (-l), in milliseconds."""
     script = folder / "script.sql"
     script.write_text(sql + ";\n")
     params = conninfo_to_dict(conninfo)
     prefix = folder / f"log{time.monotonic_ns()}"
+    pgbench = postgres_program("pgbench")
     subprocess.run(
-        [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients),
+        [pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients),
          "-t", str(repeat), "-f", str(script), "-l", f"--log-prefix={prefix}",
          "-h", str(params.get("host", "127.0.0.1")), "-p", str(params.get("port", 5432)),
          "-U", str(params.get("user", "postgres")), str(params["dbname"])],
@@ -118,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not database_state(target, DATABASE).exists:
         seed_database(target, DATABASE, get_profile(args.profile), seed=1)
     conninfo = target.for_database(DATABASE)
-    print(f"server {target.describe(DATABASE)} ({target.source}); pgbench: {pgbench_binary()}")
+    where = f"{target.describe(DATABASE)} ({target.source})"
+    print(f"server {where}; pgbench: {postgres_program('pgbench')}")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)

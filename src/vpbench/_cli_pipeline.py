@@ -22,7 +22,7 @@ from vpbench._cli_common import (
 from vpbench._render import migration_table, run_table, steps_table
 from vpbench.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.errors import RunInterruptedError
-from vpbench.fixtures import fixtures_dir
+from vpbench.fixtures import default_workload_paths
 from vpbench.measure import RunOptions
 from vpbench.migrate import apply_step, migration_states, plan_down, plan_up
 from vpbench.migrations import discover_migrations
@@ -242,7 +242,7 @@ def steps(
 ) -> None:
     """The main job: seed, then apply every migration measured, audited and checked."""
     chosen = get_profile(profile)
-    paths = list(workload_paths) or sorted((fixtures_dir().parent / "workloads").glob("*.toml"))
+    paths = list(workload_paths) or default_workload_paths()
     options = StepsOptions(rounds=rounds, repeat=repeat, seed=seed_value, keep_backups=keep_backups)
     target = resolve_target(dsn)
     began = time.monotonic()

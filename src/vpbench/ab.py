@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from vpbench.migrations import applied_migrations
-from vpbench.results import KIND_AB, SCHEMA_VERSION, ensure_writable, entry_document, write_document
+from vpbench.results import (
+    KIND_AB,
+    SCHEMA_VERSION,
+    ensure_writable,
+    entry_document,
+    utc_stamp,
+    write_document,
+)
 from vpbench.run import known_migration_ids
 from vpbench.runinfo import collect_metadata
 from vpbench.sampling import load_pools
@@ -79,6 +85,5 @@ def run_ab(
         "before": [entry_document(e) for e in entries_a],
         "after": [entry_document(e) for e in entries_b],
     }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = write_document(document, out_dir / f"{stamp}-ab-{label or 'run'}.json")
+    path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
     return AbOutcome(path, (label_a, label_b))

@@ -112,7 +112,9 @@ def _mark_backup(conn: psycopg.Connection[Any], name: str, source: str) -> None:
     )
 
 
-def _tool(program: str) -> str:
+def postgres_program(program: str) -> str:
+    """A PostgreSQL client program: the embedded server's copy (any server version it
+    can talk to), else the one on PATH."""
     bundled = EmbeddedPostgres().bin_path(program)
     found = str(bundled) if bundled.is_file() else shutil.which(program)
     if not found:
@@ -133,8 +135,8 @@ def _dump_and_restore(target: ServerTarget, source: str, name: str) -> None:
     with tempfile.TemporaryDirectory(prefix="vpbench-dump-") as folder:
         dump = Path(folder) / "backup.dump"
         for command in (
-            [_tool("pg_dump"), *options, "--format=custom", f"--file={dump}", source],
-            [_tool("pg_restore"), *options, "--no-owner", f"--dbname={name}", str(dump)],
+            [postgres_program("pg_dump"), *options, "--format=custom", f"--file={dump}", source],
+            [postgres_program("pg_restore"), *options, "--no-owner", f"--dbname={name}", str(dump)],
         ):
             done = subprocess.run(
                 command, capture_output=True, text=True, env={**_base_env(), **env}, check=False

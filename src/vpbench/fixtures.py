@@ -22,6 +22,11 @@ def fixtures_dir() -> Path:
     return path
 
 
+def default_workload_paths() -> list[Path]:
+    """The reference workload files (``workloads/*.toml`` beside ``fixtures/``)."""
+    return sorted((fixtures_dir().parent / "workloads").glob("*.toml"))
+
+
 def legacy_schema_sql() -> str:
     """The reference legacy schema: what the learning app's database looks like today."""
     path = fixtures_dir() / "schema" / "legacy.sql"

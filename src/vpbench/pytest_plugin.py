@@ -22,7 +22,7 @@ import pytest
 
 from vpbench.databases import drop_database
 from vpbench.errors import VpbenchError
-from vpbench.fixtures import fixtures_dir
+from vpbench.fixtures import default_workload_paths
 from vpbench.measure import EXPLAIN, PreparedStatements
 from vpbench.migrate import apply_step, migration_states, plan_up
 from vpbench.migrations import applied_migrations, discover_migrations
@@ -130,9 +130,7 @@ def _reusable(conninfo: str, profile: str, seed: int) -> bool:
 
 @pytest.fixture(scope="session")
 def vpbench_workload(pytestconfig: pytest.Config) -> tuple[Workload, ...]:
-    paths = pytestconfig.getoption("--vpbench-workload") or sorted(
-        (fixtures_dir().parent / "workloads").glob("*.toml")
-    )
+    paths = pytestconfig.getoption("--vpbench-workload") or default_workload_paths()
     try:
         return load_workloads([Path(p) for p in paths], [m.id for m in discover_migrations()])
     except VpbenchError as exc:

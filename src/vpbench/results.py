@@ -76,8 +76,13 @@ def run_document(metadata: dict[str, Any], entries: tuple[EntryResult, ...]) -> 
     }
 
 
+def utc_stamp(when: datetime | None = None) -> str:
+    """A sortable UTC timestamp for file and folder names: 20261125T215727Z."""
+    return (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
 def run_file_name(label: str | None, when: datetime | None = None) -> str:
-    stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp(when)
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in label or "run")
     return f"{stamp}-{safe}.json"
 

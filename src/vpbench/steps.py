@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from vpbench.measure import EntryResult, RunOptions, measure_workloads, merge_en
 from vpbench.migrate import MigrationError, apply_step, migration_states, plan_up
 from vpbench.migrations import Migration, applied_migrations, discover_migrations
 from vpbench.profiles import DirtyRates, Profile
-from vpbench.results import ensure_writable, write_document
+from vpbench.results import ensure_writable, utc_stamp, write_document
 from vpbench.runinfo import collect_metadata
 from vpbench.sampling import ParameterPool, load_pools
 from vpbench.seed import seed_database
 from vpbench.server import ServerTarget, connect
-from vpbench.snapshot import APPLICATION_TABLES, schema_shape, snapshot_tables
+from vpbench.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
 from vpbench.stepchecks import (
     WRITE_TABLES,
     Equivalence,
@@ -129,7 +128,7 @@ def run_steps(
     say = on_event or (lambda message: None)
     migrations = discover_migrations(migrations_dir)
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
-    out = ensure_writable(out_dir or Path("results") / f"steps-{_stamp()}")
+    out = ensure_writable(out_dir or Path("results") / f"steps-{utc_stamp()}")
     state = database_state(target, dbname)
     if state.exists and not state.marked:
         with connect(target, dbname) as conn:
@@ -151,10 +150,6 @@ def run_steps(
         summary_document(reports, profile.name, seed), out / "summary.json"
     )
     return StepsResult(tuple(reports), out, summary_path, time.perf_counter() - began)
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _metadata(
@@ -209,7 +204,7 @@ def _run_step(
             audit_after = run_audit(conn)
             sizes_after = relation_sizes(conn)
             writes_after = {t: write_throughput(conn, t, options.write_batch) for t in WRITE_TABLES}
-            rows_after = {t: s.rows for t, s in snapshot_tables(conn).items()}
+            rows_after = row_counts(conn)
             quarantine_after = quarantined_rows(conn)
         say("  measuring before and after in alternating rounds")
         pools = _pools(target.for_database(backup.name), workloads)
