@@ -210,12 +210,7 @@ def judge(
     up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
     signals = _signals(plan_changed, buffers_ratio)
     summary = _summary(threshold.statistic, estimate, p_value, signals)
-    if estimate.ratio > up and estimate.low > up and p_value < alpha:
-        timing: Verdict | None = "slower"
-    elif estimate.ratio < down and estimate.high < down and p_value < alpha:
-        timing = "faster"
-    else:
-        timing = None
+    timing = _timing_verdict(estimate, p_value, threshold, alpha)
     if timing is not None:
         if paired_session:
             return Judgement(timing, estimate, p_value, f"{summary}, paired session")
@@ -231,6 +226,27 @@ def judge(
             f"{summary}; only noisy timing moved: runs not from one paired session "
             "and no plan or buffer change confirms it",
         )
+    return _no_clear_change(estimate, p_value, threshold, summary)
+
+
+def _timing_verdict(
+    estimate: RatioEstimate, p_value: float, threshold: Threshold, alpha: float
+) -> Verdict | None:
+    """Slower or faster when the ratio and its whole interval are beyond the threshold and
+    the difference is significant; None otherwise."""
+    up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
+    if estimate.ratio > up and estimate.low > up and p_value < alpha:
+        return "slower"
+    if estimate.ratio < down and estimate.high < down and p_value < alpha:
+        return "faster"
+    return None
+
+
+def _no_clear_change(
+    estimate: RatioEstimate, p_value: float, threshold: Threshold, summary: str
+) -> Judgement:
+    """Unchanged when the whole interval lies within the threshold, else inconclusive."""
+    up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
     if down <= estimate.low and estimate.high <= up:
         return Judgement("unchanged", estimate, p_value, f"{summary}, within {threshold}")
     return Judgement(
@@ -297,17 +313,11 @@ def judge_pairs(
     ratio = float(np.exp(np.median(logs)))
     p_value = min(1.0, 2.0 * min(float(np.mean(medians <= 0)), float(np.mean(medians >= 0))))
     estimate = RatioEstimate(ratio, float(low), float(high), confidence)
-    up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
     summary = (
         f"paired median ratio {ratio:.2f}x ({confidence:.0%} CI {low:.2f}-{high:.2f}, "
         f"{len(rounds)} rounds), p={p_value:.3g}"
     )
-    if ratio > up and low > up and p_value < alpha:
-        return Judgement("slower", estimate, p_value, summary)
-    if ratio < down and high < down and p_value < alpha:
-        return Judgement("faster", estimate, p_value, summary)
-    if down <= low and high <= up:
-        return Judgement("unchanged", estimate, p_value, f"{summary}, within {threshold}")
-    return Judgement(
-        "inconclusive", estimate, p_value, f"{summary}, not clearly beyond {threshold}"
-    )
+    timing = _timing_verdict(estimate, p_value, threshold, alpha)
+    if timing is not None:
+        return Judgement(timing, estimate, p_value, summary)
+    return _no_clear_change(estimate, p_value, threshold, summary)
