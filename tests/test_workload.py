@@ -217,3 +217,24 @@ def test_sources_that_fail_or_return_nothing(tmp_path: Path, attempts_db: str) -
         pytest.raises(SamplerError, match="returned no rows"),
     ):
         load_pool(conn, workload.params["viewer"])
+
+
+def test_an_integer_range_is_drawn_without_rows(tmp_path: Path, attempts_db: str) -> None:
+    text = (
+        "[params.aid]\nrange = [1, 1000000]\n\n[params.rank]\nrange = [1, 50]\n"
+        'distribution = "zipf"\n\n[queries.q]\nsql = "SELECT :aid::int + :rank::int"\n'
+    )
+    workload = load_workload(write(tmp_path, text), [])
+    with psycopg.connect(attempts_db) as conn:
+        pools = load_pools(conn, workload)
+    assert pools["aid"].rows == () and pools["aid"].size == 1_000_000
+    draws = ParameterStream(pools, ["aid", "rank"], 1, "q")
+    values = [draws.draw() for _ in range(2000)]
+    aids = [v["aid"] for v in values]
+    assert all(1 <= a <= 1_000_000 for a in aids) and len(set(aids)) > 1990
+    ranks = [v["rank"] for v in values]
+    assert min(ranks) == 1 and max(ranks) <= 50
+    assert ranks.count(1) > ranks.count(2) > ranks.count(10)  # zipf favours the low end
+    bad = write(tmp_path, text.replace("[1, 50]", "[50, 1]"))
+    with pytest.raises(WorkloadError, match=r"w.toml:4: .*'range' \[50, 1\]: low must not exceed"):
+        load_workload(bad, [])

@@ -31,12 +31,27 @@ class ParameterPool:
 
     parameter: Parameter
     rows: tuple[tuple[Any, ...], ...]
-    cdf: npt.NDArray[np.float64]
+    cdf: npt.NDArray[np.float64] | None
+    """cumulative weights for a skewed pool; None for a uniform one"""
+
+    @property
+    def size(self) -> int:
+        span = self.parameter.span
+        return span[1] - span[0] + 1 if span else len(self.rows)
 
     def draw(self, rng: np.random.Generator) -> dict[str, Any]:
-        index = int(np.searchsorted(self.cdf, rng.random(), side="right"))
-        row = self.rows[min(index, len(self.rows) - 1)]
-        return dict(zip(self.parameter.provides, row, strict=True))
+        # A uniform pick needs no search, and a range no rows: searching or touching a
+        # million-entry pool between timed executions evicts enough of the client's cache
+        # to slow the next execution by 3-5 us (bench/overhead.py).
+        share = rng.random()
+        if self.cdf is None:
+            index = int(share * self.size)
+        else:
+            index = int(np.searchsorted(self.cdf, share, side="right"))
+        index = min(index, self.size - 1)
+        if self.parameter.span:
+            return {self.parameter.provides[0]: self.parameter.span[0] + index}
+        return dict(zip(self.parameter.provides, self.rows[index], strict=True))
 
 
 def _plain(value: Any) -> Any:
@@ -48,8 +63,10 @@ def _plain(value: Any) -> Any:
 def load_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> ParameterPool:
     """Run the parameter's source (or take its values) and build the sampling pool."""
     where = f"{parameter.path}:{parameter.line}" if parameter.line else parameter.path
-    if parameter.source is None:
-        rows: list[tuple[Any, ...]] = [(v,) for v in parameter.values or ()]
+    if parameter.span is not None:
+        rows: list[tuple[Any, ...]] = []
+    elif parameter.source is None:
+        rows = [(v,) for v in parameter.values or ()]
     else:
         try:
             cursor = conn.execute(parameter.source)
@@ -73,8 +90,10 @@ def load_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> ParameterP
                 f"{where}: parameter source {parameter.name!r} returned no rows",
                 hint="is the database seeded? (vpbench seed)",
             )
-    ranks = np.arange(1, len(rows) + 1, dtype=np.float64)
-    weights = ranks**-parameter.skew if parameter.distribution == "zipf" else np.ones_like(ranks)
+    pool = ParameterPool(parameter, tuple(rows), None)
+    if parameter.distribution != "zipf":
+        return pool
+    weights = np.arange(1, pool.size + 1, dtype=np.float64) ** -parameter.skew
     cdf = np.cumsum(weights)
     return ParameterPool(parameter, tuple(rows), cdf / cdf[-1])
 

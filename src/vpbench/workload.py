@@ -79,6 +79,7 @@ class ParamSpec(_Strict):
     source: str | None = None
     values: list[Scalar] | None = Field(default=None, min_length=1)
     value: Scalar | None = None
+    range: list[int] | None = Field(default=None, min_length=2, max_length=2)
     provides: list[str] | None = Field(default=None, min_length=1)
     distribution: Literal["uniform", "zipf"] = "uniform"
     skew: float = Field(default=1.1, gt=0)
@@ -86,11 +87,16 @@ class ParamSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ParamSpec:
-        kinds = [k for k in ("source", "values", "value") if getattr(self, k) is not None]
+        kinds = [k for k in ("source", "values", "value", "range") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of 'source' (SQL), 'values' (a list) or 'value'")
+            raise ValueError(
+                "give exactly one of 'source' (SQL), 'values' (a list), 'value' or 'range' "
+                "([low, high] integers)"
+            )
         if self.provides is not None and self.source is None:
             raise ValueError("'provides' only applies to a 'source' query")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError(f"'range' {self.range}: low must not exceed high")
         return self
 
 
@@ -150,6 +156,8 @@ class Parameter:
     provides: tuple[str, ...]
     source: str | None
     values: tuple[Scalar, ...] | None
+    span: tuple[int, int] | None
+    """``range = [low, high]``: every integer from low to high, like pgbench's random()"""
     distribution: str
     skew: float
     pool: int
@@ -303,6 +311,7 @@ def _check(
             else (p.value,)
             if p.value is not None
             else None,
+            span=(p.range[0], p.range[1]) if p.range is not None else None,
             distribution=p.distribution,
             skew=p.skew,
             pool=p.pool,
