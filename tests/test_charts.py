@@ -75,8 +75,8 @@ def cost_frame() -> pd.DataFrame:
         {
             "step": STEPS,
             "index_bytes_added": [0, 0, 0, 48_500_000, 12_000_000, -3_400_000, 2_100_000],
-            "write_change_quiz_attempts": [np.nan, -0.04, 0.0, -0.21, -0.06, 0.09, 0.0],
-            "write_change_reflections": [np.nan, 0.0, -0.08, -0.17, 0.0, 0.0, -0.11],
+            "wal_change_quiz_attempts": [np.nan, -0.04, 0.0, -0.21, -0.06, 0.09, 0.0],
+            "wal_change_reflections": [np.nan, 0.0, -0.08, -0.17, 0.0, 0.0, -0.11],
         }
     )
 
@@ -207,7 +207,7 @@ CASES: list[tuple[str, ChartCall, Callable[[], pd.DataFrame]]] = [
     ("step", charts.steps_latency_chart, steps_frame),
     ("ci_high", charts.before_after_chart, comparison_frame),
     ("latency_ms", charts.distribution_chart, samples_frame),
-    ("write_change_reflections", charts.cost_chart, cost_frame),
+    ("wal_change_reflections", charts.cost_chart, cost_frame),
     ("violations", charts.integrity_chart, integrity_frame),
     ("p95_ms", charts.trend_chart, trend_frame),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import pytest
 
 from vpbench.cli import main
 from vpbench.errors import VpbenchError
-from vpbench.measure import RunOptions
+from vpbench.measure import PreparedStatements, RunOptions
 from vpbench.migrate import apply_step
 from vpbench.migrations import discover_migrations
 from vpbench.profiles import get_profile
@@ -24,6 +25,7 @@ from vpbench.run import run_workloads
 from vpbench.sampling import SamplerError
 from vpbench.seed import seed_database
 from vpbench.server import ServerTarget
+from vpbench.workload import parse_sql
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 QUICK = RunOptions(warmup=1, repeat=6, explain=2, clients=1, timeout_ms=5_000, seed=3)
@@ -303,3 +305,33 @@ def test_reference_workloads_after_every_migration(
     indexes = by_name["memos_for_video"].plan_summaries["memos_for_video"].indexes_used
     assert indexes  # the voice-memo queries now use an index
     assert by_name["video_page[app]"].status == "ok"
+
+
+def test_prepared_names_never_carry_over_to_a_new_connection(
+    target: ServerTarget, legacy_db: str
+) -> None:
+    """Connections opened and closed one after another often get the same id(); a cache
+    keyed by id() then skips PREPARE on the new one and fails with 26000."""
+    statements = PreparedStatements()
+    sql = parse_sql("SELECT count(*) FROM videos WHERE position > :after")
+    for after in range(30):
+        conn = psycopg.connect(target.for_database(legacy_db), autocommit=True)
+        assert statements.execute(conn, sql, {"after": after}) == 1
+        conn.close()
+        del conn
+        gc.collect()
+
+
+def test_single_client_throughput_leaves_out_the_warm_up(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    workload = write(
+        tmp_path,
+        '[params.nap]\nvalue = 0.02\n\n[queries.nap]\nsql = "SELECT pg_sleep(:nap)"\n',
+    )
+    options = RunOptions(warmup=15, repeat=5, explain=0, clients=1, seed=1)
+    (entry,) = run_workloads(target, legacy_db, [workload], options, out_dir=tmp_path).entries
+    assert entry.throughput_per_s is not None
+    # 5 timed naps of 20 ms: about 50/s. With the 15 warm-up naps counted, 12.5/s.
+    timed_rate = len(entry.samples_ns) / (sum(entry.samples_ns) / 1e9)
+    assert 0.8 * timed_rate <= entry.throughput_per_s <= 1.05 * timed_rate

@@ -16,16 +16,21 @@ import pytest
 
 from conftest import DatabaseFactory
 from vpbench.cli import main
+from vpbench.compare import Threshold
 from vpbench.errors import UnsafeOperationError
+from vpbench.interleave import PairedOptions, balanced_orders
 from vpbench.migrate import MigrationError
 from vpbench.profiles import get_profile
 from vpbench.results import load
 from vpbench.server import ServerTarget
 from vpbench.snapshot import snapshot_tables
-from vpbench.steps import StepsOptions, balanced_orders, run_steps
+from vpbench.steps import StepsOptions, run_steps
+from vpbench.steps_report import entry_judgement, index_bytes_added, regressions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
-QUICK = StepsOptions(rounds=2, repeat=2, warmup=0, explain=1, write_batch=200)
+QUICK = StepsOptions(
+    paired=PairedOptions(rounds=2, max_rounds=2, repeat=2, warmup=0, explain=1), write_repeat=2
+)
 TINY = get_profile("tiny")
 
 HEADER_WORKLOAD = """\
@@ -77,7 +82,10 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert first.quarantined["quiz_attempts"] == orphans
     assert first.rows_before["quiz_attempts"] == first.rows_after["quiz_attempts"] + orphans
     assert sum(c.added_bytes for c in indexes.costs if c.kind == "index") > 0
-    assert all(w is not None and w > 0 for w in indexes.writes_after.values())
+    for cost in indexes.writes:  # the new indexes are entries every insert adds
+        assert cost.before and cost.after and cost.after.indexes > cost.before.indexes
+        assert cost.after.wal_bytes > cost.before.wal_bytes > 0
+        assert len(cost.before_ns) == len(cost.after_ns) == 2 * 2
     assert scores.audit_after.check("stale_stored_scores").applicable is False
     assert audio.audit_after.check("voice_memo_metadata_in_text").violations < (
         audio.audit_before.check("voice_memo_metadata_in_text").violations
@@ -85,7 +93,7 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     for step in result.steps:
         assert step.backup_method == "template copy"
         for entry in step.before + step.after:
-            assert len(entry.samples_ns) == QUICK.rounds * QUICK.repeat, entry.name
+            assert len(entry.samples_ns) == 2 * 2, entry.name
     assert databases(target, f"{name}__%") == []  # backups dropped
 
     summary = json.loads(result.summary_path.read_text())
@@ -220,7 +228,9 @@ def test_cli_steps(
                 "--db",
                 f"{session_prefix}_cli_steps",
                 "--rounds",
-                "1",
+                "2",
+                "--max-rounds",
+                "2",
                 "--repeat",
                 "2",
                 "--to",
@@ -271,7 +281,7 @@ def test_ctrl_c_mid_step_keeps_the_backup_and_a_consistent_ledger(
     )  # fmt: skip
     assert process.stderr is not None
     for line in process.stderr:
-        if "measuring before and after" in line:
+        if "in paired rounds" in line:
             break
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
@@ -281,6 +291,7 @@ def test_ctrl_c_mid_step_keeps_the_backup_and_a_consistent_ledger(
     backup = f"{name}__before_0001"
     assert f"the state before this step is kept in database {backup}" in rest
     assert databases(target, backup) == [backup]
+    assert databases(target, f"{name}__after%") == []  # the measured copy is dropped
     with psycopg.connect(target.for_database(name)) as conn:
         ledger = conn.execute("SELECT id FROM vpbench.migrations").fetchall()
         quarantined = conn.execute("SELECT count(*) FROM quarantine.quiz_attempts").fetchone()
@@ -299,3 +310,114 @@ def test_interleaving_puts_each_state_first_equally_often(rounds: int) -> None:
     assert orders == balanced_orders(rounds, seed=3)
     if rounds >= 6:
         assert orders != balanced_orders(rounds, seed=4)  # random within the balance
+
+
+NULL_CHECK = StepsOptions(
+    paired=PairedOptions(rounds=4, max_rounds=4, repeat=3, explain=2),
+    write_repeat=3,
+    # Timing verdicts are checked at 5% by bench/null_steps.py over hundreds of judgements;
+    # here a wide threshold keeps the test about structure: a biased instrument (the old
+    # write probe's bloat read 1.33x) still fails it, noise never does.
+    threshold=Threshold("median", 0.20),
+)
+
+
+LEGACY_PAGE = """\
+[workload]
+name = "legacy_page"
+
+[params.viewer]
+source = '''
+SELECT user_id::text AS user_id, video_id::text AS video_id FROM quiz_attempts
+GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 50
+'''
+provides = ["user_id", "video_id"]
+distribution = "zipf"
+
+[queries.attempts]
+sql = '''
+SELECT id, score, percentage, completed_at FROM quiz_attempts
+WHERE user_id = :user_id AND video_id = :video_id ORDER BY completed_at DESC LIMIT 20
+'''
+
+[queries.reflections]
+sql = '''
+SELECT id, kind, created_at FROM reflections
+WHERE user_id = :user_id ORDER BY created_at DESC LIMIT 50
+'''
+
+[queries.voice_memos]
+sql = '''
+SELECT r.id, u.display_name, substring(r.content from '^Voice memo \\(([0-9]+)s') AS seconds
+FROM reflections r JOIN users u ON u.id = r.user_id
+WHERE r.video_id::text = :video_id AND r.kind = 'voice' ORDER BY r.created_at DESC LIMIT 10
+'''
+
+[scenarios.page]
+queries = ["attempts", "reflections", "voice_memos"]
+"""
+
+
+def _noop_and_index(folder: Path) -> Path:
+    add_migration(folder, "0001_noop", "SELECT 1;", "SELECT 1;")
+    add_migration(
+        folder,
+        "0002_index_reflections",
+        "CREATE INDEX reflections_created_at_idx ON reflections (created_at);",
+        "DROP INDEX reflections_created_at_idx;",
+    )
+    return folder
+
+
+def test_a_migration_that_changes_nothing_reads_zero(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    workload = tmp_path / "legacy_page.toml"
+    workload.write_text(LEGACY_PAGE)
+    result = run_steps(
+        target,
+        f"{session_prefix}_null",
+        profile=TINY,
+        seed=4,
+        workload_paths=[workload],
+        migrations_dir=_noop_and_index(tmp_path / "migrations"),
+        out_dir=tmp_path / "out",
+        options=NULL_CHECK,
+    )
+    noop, index = result.steps
+    # Deterministic: nothing grew, plans and buffers are the same, so is every write figure.
+    assert noop.costs == () and index_bytes_added(noop) == 0
+    assert not noop.settled_after.changed  # nothing for VACUUM or ANALYZE to redo
+    for before, after in zip(noop.before, noop.after, strict=True):
+        assert before.plan_summaries.keys() == after.plan_summaries.keys()
+        for query, summary in before.plan_summaries.items():
+            assert after.plan_summaries[query].fingerprint == summary.fingerprint, query
+        assert [e.shared_hit_blocks + e.shared_read_blocks for e in before.explains] == [
+            e.shared_hit_blocks + e.shared_read_blocks for e in after.explains
+        ], before.name
+    assert [w.table for w in noop.writes] == ["quiz_attempts", "reflections"]
+    for cost in noop.writes:
+        assert cost.error is None and cost.before is not None and cost.before == cost.after
+        assert not cost.changed and cost.wal_change == 0
+    # No verdict either way, so the summary names the no-op for nothing.
+    for entry in noop.after:
+        old = next(e for e in noop.before if e.name == entry.name)
+        assert entry_judgement(noop, old, entry).verdict not in ("faster", "slower"), entry.name
+    assert not regressions(noop)
+    summary = json.loads(result.summary_path.read_text())
+    answers = summary["answers"]
+    assert "0001_noop" not in " ".join(answers.values())
+    assert answers["biggest_gain"].startswith("no change")
+    assert answers["regressions"].startswith("none")
+
+    # The twin: one index on reflections must read as a cost, in bytes and in WAL per insert.
+    assert index_bytes_added(index) > 0
+    assert answers["memory_cost"].startswith("0002_index_reflections added")
+    by_table = {w.table: w for w in index.writes}
+    reflections, quiz = by_table["reflections"], by_table["quiz_attempts"]
+    assert reflections.before and reflections.after
+    assert reflections.after.indexes == reflections.before.indexes + 1
+    assert reflections.after.wal_bytes > reflections.before.wal_bytes
+    assert reflections.after.wal_records == reflections.before.wal_records + 1
+    assert quiz.before == quiz.after  # the other table's writes did not change
+    assert answers["write_cost"].startswith("0002_index_reflections: reflections inserts write +")

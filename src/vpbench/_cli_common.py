@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeE
 from rich.table import Table
 
 from vpbench.server import DEFAULT_DATABASE
+
+if TYPE_CHECKING:
+    from vpbench.compare import Threshold
 
 out = Console()
 err = Console(stderr=True)
@@ -83,6 +86,44 @@ class Duration(click.ParamType[Any, int]):
         if milliseconds <= 0:
             self.fail(f"{value!r} must be positive", param, ctx)
         return milliseconds
+
+
+def parse_threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:
+    """``--threshold STAT:PCT``: the smallest change a verdict is given for."""
+    from vpbench.compare import DEFAULT_THRESHOLD, Threshold
+
+    return Threshold.parse(value) if value else DEFAULT_THRESHOLD
+
+
+def threshold_option(func: F) -> F:
+    return click.option(
+        "--threshold",
+        callback=parse_threshold,
+        metavar="STAT:PCT",
+        help="Smallest change that counts, e.g. median:5% (default) or p95:10%.",
+    )(func)
+
+
+def paired_options(func: F) -> F:
+    """--rounds, --max-rounds, --repeat and --budget of a paired session."""
+    decorators = [
+        count_option("--rounds", 10, minimum=2, help="Paired rounds every entry gets."),
+        count_option(
+            "--max-rounds", 30, minimum=2, help="Rounds an imprecise entry may get at most."
+        ),
+        count_option("--repeat", 3, minimum=1, help="Pairs per entry and round."),
+        click.option(
+            "--budget",
+            "budget_ms",
+            default="60s",
+            show_default=True,
+            type=Duration(),
+            help="No extra round starts after this much measuring.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
 
 
 def wide(table: Table) -> None:

@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from vpbench._cli_common import count_option, dsn_option, migrations_option, out, wide
+from vpbench._cli_common import (
+    dsn_option,
+    migrations_option,
+    out,
+    paired_options,
+    threshold_option,
+    wide,
+)
 from vpbench.server import resolve_target
 
 if TYPE_CHECKING:
@@ -25,22 +33,24 @@ VERDICT_STYLE = {"faster": "green", "slower": "red", "unchanged": "", "inconclus
 
 
 def comparison_table(comparison: Comparison) -> Table:
+    from vpbench.units import detectable, ratio_interval
+
+    caption = (
+        "ratio [95% CI] of the median (paired: of after/before pairs, interval over rounds); "
+        f"a verdict needs the whole interval beyond {comparison.threshold}; sees: the "
+        "smallest change this comparison could have detected (80% power)"
+    )
+    if comparison.confounder:
+        caption += f". Between the runs: {comparison.confounder}"
     table = Table(
         title=f"{comparison.new.label} vs {comparison.base.label}"
-        + (" (paired session)" if comparison.paired_session else "")
+        + (" (paired session)" if comparison.paired_session else " (runs collected apart)"),
+        caption=caption,
     )
-    for column in (
-        "entry",
-        "p50 base → new",
-        "p95 base → new",
-        "ratio [CI]",
-        "verdict",
-        "plan",
-        "target",
-    ):
+    for column in ("entry", "p50 base → new", "p95 base → new", "ratio [CI]", "verdict", "sees",
+                   "plan", "target"):  # fmt: skip
         table.add_column(column, justify="left" if column == "entry" else "right")
     for row in comparison.rows:
-        estimate = row.judgement.estimate
         style = VERDICT_STYLE[row.judgement.verdict]
         verdict = f"[{style}]{row.judgement.verdict}[/]" if style else row.judgement.verdict
         target = (
@@ -49,31 +59,21 @@ def comparison_table(comparison: Comparison) -> Table:
             else ("met" if row.target_met_new else "[red]missed[/]")
         )
         table.add_row(
-            row.name,
-            f"{row.base_p50_ms or 0:.2f} → {row.new_p50_ms or 0:.2f}",
-            f"{row.base_p95_ms or 0:.2f} → {row.new_p95_ms or 0:.2f}",
-            f"{estimate.ratio:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]",
+            escape(row.name),
+            f"{row.base_p50_ms or 0:.2f} → {row.new_p50_ms or 0:.2f} ms",
+            f"{row.base_p95_ms or 0:.2f} → {row.new_p95_ms or 0:.2f} ms",
+            ratio_interval(row.judgement),
             verdict,
+            detectable(row.judgement),
             {True: "changed", False: "same", None: ""}[row.plan_changed],
             target,
         )
     return table
 
 
-def _threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:
-    from vpbench.compare import DEFAULT_THRESHOLD, Threshold
-
-    return Threshold.parse(value) if value else DEFAULT_THRESHOLD
-
-
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--threshold",
-    callback=_threshold,
-    metavar="STAT:PCT",
-    help="Smallest change that counts, e.g. median:5% (default) or p95:10%.",
-)
+@threshold_option
 @click.option(
     "--alpha",
     default=0.05,
@@ -118,8 +118,7 @@ def compare(
 )
 @click.option("--a", "side_a", required=True, help="Database name on the server, or a DSN.")
 @click.option("--b", "side_b", required=True, help="Database name on the server, or a DSN.")
-@count_option("--rounds", 10, minimum=1, help="Alternating A/B rounds.")
-@count_option("--repeat", 3, minimum=1, help="Timed executions per entry, side and round.")
+@paired_options
 @click.option("--seed", "seed_value", default=1, show_default=True)
 @click.option("--label", help="Name for this session.")
 @click.option(
@@ -136,20 +135,28 @@ def ab(
     side_a: str,
     side_b: str,
     rounds: int,
+    max_rounds: int,
     repeat: int,
+    budget_ms: int,
     seed_value: int,
     label: str | None,
     out_dir: Path,
     migrations_dir: Path | None,
     dsn: str | None,
 ) -> None:
-    """Measure two databases in alternating randomised rounds, then compare B with A."""
+    """Measure two databases pair by pair in one session, then compare B with A."""
     from vpbench.ab import run_ab
     from vpbench.comparison import compare_sides, load_sides
-    from vpbench.steps import StepsOptions
+    from vpbench.interleave import PairedOptions
 
     target = resolve_target(dsn)
-    options = StepsOptions(rounds=rounds, repeat=repeat, seed=seed_value)
+    options = PairedOptions(
+        rounds=rounds,
+        max_rounds=max(rounds, max_rounds),
+        repeat=repeat,
+        seed=seed_value,
+        budget_seconds=budget_ms / 1000,
+    )
     outcome = run_ab(
         target,
         side_a,
@@ -169,7 +176,7 @@ def ab(
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--threshold", callback=_threshold, metavar="STAT:PCT")
+@threshold_option
 @click.option(
     "--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True)
 )

@@ -16,13 +16,18 @@ from vpbench._cli_common import (
     err,
     migrations_option,
     out,
+    paired_options,
     progress_bars,
+    threshold_option,
     wide,
 )
 from vpbench._render import migration_table, run_table, steps_table
+from vpbench.compare import Threshold
 from vpbench.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.errors import RunInterruptedError
 from vpbench.fixtures import default_workload_paths
+from vpbench.interleave import PairedOptions
+from vpbench.maintenance import flush_statistics, settle
 from vpbench.measure import RunOptions
 from vpbench.migrate import apply_step, migration_states, plan_down, plan_up
 from vpbench.migrations import discover_migrations
@@ -200,6 +205,15 @@ def _migrate(
                 f"{direction} {migration.id} ({step.seconds:.2f}s) — {migration.title}",
                 highlight=False,
             )
+        if plan:
+            flush_statistics(conn)
+            settled = settle(conn)
+            if settled.changed:
+                out.print(
+                    f"settled: vacuumed {len(settled.vacuumed)}, analysed "
+                    f"{len(settled.analyzed)} table(s), so autovacuum has nothing left to change",
+                    highlight=False,
+                )
 
 
 @click.command()
@@ -220,8 +234,8 @@ def _migrate(
     help="Results folder (default: results/steps-<timestamp>/).",
 )
 @click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
-@count_option("--rounds", 10, minimum=1, help="Alternating before/after rounds per step.")
-@count_option("--repeat", 3, minimum=1, help="Timed executions per entry, state and round.")
+@paired_options
+@threshold_option
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
 @db_option
@@ -234,7 +248,10 @@ def steps(
     out_dir: Path | None,
     to: str | None,
     rounds: int,
+    max_rounds: int,
     repeat: int,
+    budget_ms: int,
+    threshold: Threshold,
     keep_backups: bool,
     force: bool,
     dbname: str,
@@ -243,7 +260,14 @@ def steps(
     """The main job: seed, then apply every migration measured, audited and checked."""
     chosen = get_profile(profile)
     paths = list(workload_paths) or default_workload_paths()
-    options = StepsOptions(rounds=rounds, repeat=repeat, seed=seed_value, keep_backups=keep_backups)
+    paired = PairedOptions(
+        rounds=rounds,
+        max_rounds=max(rounds, max_rounds),
+        repeat=repeat,
+        seed=seed_value,
+        budget_seconds=budget_ms / 1000,
+    )
+    options = StepsOptions(paired=paired, threshold=threshold, keep_backups=keep_backups)
     target = resolve_target(dsn)
     began = time.monotonic()
 

@@ -11,7 +11,9 @@ from vpbench.migrate import MigrationState
 from vpbench.run import RunOutcome
 from vpbench.seed import SeedResult
 from vpbench.steps import StepsResult
-from vpbench.steps_report import headlines, index_bytes_added, write_change
+from vpbench.steps_report import Headline, headlines, index_bytes_added
+from vpbench.units import detectable, human_bytes, ratio_interval
+from vpbench.writecost import WriteCost
 
 AUDIT_EXAMPLES_SHOWN = 3
 
@@ -118,31 +120,65 @@ def _arrow(before: float | None, after: float | None) -> str:
     return f"{milliseconds(before)} → {milliseconds(after)}"
 
 
+VERDICT_STYLE = {"faster": "green", "slower": "red", "unchanged": "", "inconclusive": "yellow"}
+
+
+def _verdict(verdict: str) -> str:
+    style = VERDICT_STYLE.get(verdict, "")
+    return f"[{style}]{verdict}[/]" if style else verdict
+
+
+def _headline_cell(headline: Headline) -> str:
+    lines = [f"{_arrow(headline.before_p95_ms, headline.after_p95_ms)} ms"]
+    if headline.judgement is not None:
+        judgement = headline.judgement
+        lines.append(
+            f"{ratio_interval(judgement)} {_verdict(judgement.verdict)} "
+            f"[dim](sees {detectable(judgement)})[/]"
+        )
+    return "\n".join(lines)
+
+
+def _write_cell(cost: WriteCost) -> str:
+    if cost.error or cost.before is None or cost.after is None:
+        return f"{cost.table}: [yellow]{cost.error or 'not measured'}[/]"
+    wal = f"{human_bytes(cost.before.wal_bytes)} → {human_bytes(cost.after.wal_bytes)}"
+    line = f"{cost.table}: WAL {wal}/row"
+    if cost.before.indexes != cost.after.indexes:
+        line += f", {cost.before.indexes} → {cost.after.indexes} indexes"
+    return line
+
+
 def steps_table(result: StepsResult) -> Table:
-    """Per step: headline p95s before → after, speed-up, audit, index bytes, writes, checks."""
-    table = Table(title=f"steps ({len(result.steps)} migrations)")
+    """Per step: headline p95s before → after with the paired ratio, its interval, verdict
+    and detectable change; audit; index bytes; what an insert costs; checks."""
+    table = Table(
+        title=f"steps ({len(result.steps)} migrations)",
+        caption="ratio [95% CI]: median of paired after/before ratios, interval over rounds; "
+        "a verdict needs the whole interval beyond the threshold; sees ±x%: the smallest "
+        "change the step could have detected (80% power)",
+    )
     labels = list(dict.fromkeys(h.label for s in result.steps for h in headlines(s)))
-    table.add_column("step")
+    longest = max((len(s.migration.id) for s in result.steps), default=4)
+    table.add_column("step", min_width=min(longest, 30), overflow="fold")
     for label in labels:
-        table.add_column(f"{label} ms", justify="right")
-    for column in ("speed-up", "violations", "index bytes", "writes", "reversible", "checks"):
+        table.add_column(label, justify="right")
+    for column in ("violations", "index size", "inserts", "reversible", "checks"):
         table.add_column(column, justify="right")
     for step in result.steps:
         found = {h.label: h for h in headlines(step)}
         cells = [step.migration.id]
+        cells += [_headline_cell(found[label]) if label in found else "" for label in labels]
+        inserts = []
+        for cost in step.writes:
+            inserts.append(_write_cell(cost))
+            if cost.before_ns:
+                timing = cost.judgement(step.threshold)
+                inserts.append(f"  insert {ratio_interval(timing)} {_verdict(timing.verdict)}")
         cells += [
-            _arrow(found[label].before_p95_ms, found[label].after_p95_ms) if label in found else ""
-            for label in labels
-        ]
-        speedups = [f"{h.speedup:.1f}x" for h in found.values() if h.speedup]
-        writes = [
-            f"{t.split('_')[0]} {c:+.0%}" for t, c in write_change(step).items() if c is not None
-        ]
-        cells += [
-            " / ".join(speedups),
             f"{step.audit_before.total_violations:,} → {step.audit_after.total_violations:,}",
-            f"{index_bytes_added(step):+,}",
-            ", ".join(writes),
+            human_bytes(index_bytes_added(step), signed=True),
+            "\n".join(inserts),
             "[green]yes[/]" if step.reversible else "[red]no[/]",
             "[green]pass[/]" if step.passed else "[red]FAIL[/]",
         ]

@@ -1,5 +1,5 @@
-"""``vpbench ab``: measure two databases (or servers) in one session, in alternating
-randomised rounds, so that machine drift hits both alike and timing can be compared."""
+"""``vpbench ab``: measure two databases (or servers) in one paired session, execution by
+execution, so that machine drift hits both alike and timing can be compared."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from vpbench.interleave import PairedOptions, measure_paired
 from vpbench.migrations import applied_migrations
 from vpbench.results import (
     KIND_AB,
@@ -24,7 +25,6 @@ from vpbench.run import known_migration_ids
 from vpbench.runinfo import collect_metadata
 from vpbench.sampling import load_pools
 from vpbench.server import ServerTarget
-from vpbench.steps import StepsOptions, measure_interleaved
 from vpbench.workload import load_workloads
 
 
@@ -50,7 +50,7 @@ def run_ab(
     a: str,
     b: str,
     workload_paths: Sequence[Path],
-    options: StepsOptions,
+    options: PairedOptions,
     *,
     out_dir: Path,
     migrations_dir: Path | None = None,
@@ -74,16 +74,15 @@ def run_ab(
         )
     with psycopg.connect(conn_b, autocommit=True) as conn:
         applied_b = applied_migrations(conn)
-    entries_a, entries_b = measure_interleaved(
-        conn_a, conn_b, workloads, pools, applied_a, applied_b, options
-    )
+    session = measure_paired(conn_a, conn_b, workloads, pools, applied_a, applied_b, options)
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND_AB,
         "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
         "labels": {"before": label_a, "after": label_b},
-        "before": [entry_document(e) for e in entries_a],
-        "after": [entry_document(e) for e in entries_b],
+        "session": {"rounds": session.rounds, "seconds": session.seconds},
+        "before": [entry_document(e) for e in session.before],
+        "after": [entry_document(e) for e in session.after],
     }
     path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
     return AbOutcome(path, (label_a, label_b))

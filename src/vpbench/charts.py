@@ -200,7 +200,7 @@ def _distribution_figure(samples: pd.DataFrame, title: str) -> Figure:
 
 
 def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
-    changes = ("write_change_quiz_attempts", "write_change_reflections")
+    changes = ("wal_change_quiz_attempts", "wal_change_reflections")
     _require(frame, ("step", "index_bytes_added", *changes))
     steps = _ordered(frame["step"])
     rows = frame.assign(step=frame["step"].astype(str)).drop_duplicates("step", keep="last")
@@ -218,13 +218,13 @@ def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
     for j, column in enumerate(changes):
         percent = _numeric(per_step, column) * 100
         offset = (j - (len(changes) - 1) / 2) * width
-        table = column.removeprefix("write_change_")
+        table = column.removeprefix("wal_change_")
         bars = bottom.bar(
             x + offset, percent.fillna(0), width * 0.9, color=PALETTE[4 + j], label=table
         )
         labels = ["n/a" if math.isnan(v) else f"{v:+.0f}%" if v else "0%" for v in percent]
         bottom.bar_label(bars, labels, fontsize=7, padding=2)
-    bottom.set_title("Insert throughput per table (negative = slower inserts)", fontsize=10)
+    bottom.set_title("WAL written per inserted row (positive = costlier writes)", fontsize=10)
     for panel in (top, bottom):
         panel.axhline(0, color="#333333", lw=0.8)
         panel.margins(y=0.18)
@@ -232,7 +232,7 @@ def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
         panel.set_xlim(-0.6, max(len(steps), 1) - 0.4)
         if np.ptp(panel.get_ylim()) < 1e-9:  # all zero or n/a: no 1e-17 axis
             panel.set_ylim(-1, 1)
-    _label_axes(bottom, steps, "migration step", "insert throughput change (%)")
+    _label_axes(bottom, steps, "migration step", "WAL bytes per row, change (%)")
     top.set_xticks(x, [])
     _legend_right(bottom, [])
     return fig

@@ -12,7 +12,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -168,6 +168,27 @@ class Judgement:
     estimate: RatioEstimate
     p_value: float
     reason: str
+    mde: float
+    """minimum detectable effect: the smallest true change (0.12 = 12%) this measurement
+    would have called slower or faster with 80% probability (NaN when unknown)"""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; NaN (unknown) becomes None."""
+        estimate = self.estimate
+
+        def known(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
+        return {
+            "verdict": self.verdict,
+            "ratio": known(estimate.ratio),
+            "ci_low": known(estimate.low),
+            "ci_high": known(estimate.high),
+            "confidence": estimate.confidence,
+            "p_value": known(self.p_value),
+            "mde": known(self.mde),
+            "reason": self.reason,
+        }
 
 
 def judge(
@@ -179,6 +200,7 @@ def judge(
     paired_session: bool = False,
     plan_changed: bool | None = None,
     buffers_ratio: float | None = None,
+    confounder: str | None = None,
     seed: int = 0,
     resamples: int = 2000,
 ) -> Judgement:
@@ -196,7 +218,9 @@ def judge(
       session). Otherwise timing alone may be batch drift, so the verdict also needs a
       deterministic signal: ``plan_changed is True``, or ``buffers_ratio`` (new / base shared
       hit+read blocks) beyond the same threshold in the same direction; without one the
-      verdict is *inconclusive*.
+      verdict is *inconclusive*. ``confounder`` names something else that changed plans and
+      buffers between the runs (``"VACUUM or ANALYZE of public.reflections"``): the
+      deterministic signals then confirm nothing and the verdict is *inconclusive* too.
     - *unchanged* when the whole interval lies within [1/(1+f), 1+f]; else *inconclusive*.
     - Empty input is *inconclusive* with a NaN ratio.
     """
@@ -205,28 +229,35 @@ def judge(
         base_ms, new_ms, statistic=threshold.statistic, resamples=resamples, seed=seed
     )
     p_value = mann_whitney_p(base_ms, new_ms)
+    mde = minimum_detectable_effect(estimate, threshold)
     if base_ms.size == 0 or new_ms.size == 0:
-        return Judgement("inconclusive", estimate, p_value, "no samples to compare")
+        return Judgement("inconclusive", estimate, p_value, "no samples to compare", mde)
     up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
     signals = _signals(plan_changed, buffers_ratio)
     summary = _summary(threshold.statistic, estimate, p_value, signals)
     timing = _timing_verdict(estimate, p_value, threshold, alpha)
     if timing is not None:
         if paired_session:
-            return Judgement(timing, estimate, p_value, f"{summary}, paired session")
+            return Judgement(timing, estimate, p_value, f"{summary}, paired session", mde)
         buffers_agree = buffers_ratio is not None and (
             buffers_ratio > up if timing == "slower" else buffers_ratio < down
         )
-        if plan_changed is True or buffers_agree:
-            return Judgement(timing, estimate, p_value, summary)
+        if (plan_changed is True or buffers_agree) and confounder is None:
+            return Judgement(timing, estimate, p_value, summary, mde)
+        why = (
+            f"{confounder} ran between the runs, so plan and buffer changes may come from "
+            "that rather than from the change under test"
+            if confounder and (plan_changed is True or buffers_agree)
+            else "no plan or buffer change confirms it"
+        )
         return Judgement(
             "inconclusive",
             estimate,
             p_value,
-            f"{summary}; only noisy timing moved: runs not from one paired session "
-            "and no plan or buffer change confirms it",
+            f"{summary}; only noisy timing moved: runs not from one paired session and {why}",
+            mde,
         )
-    return _no_clear_change(estimate, p_value, threshold, summary)
+    return _no_clear_change(estimate, p_value, threshold, summary, mde)
 
 
 def _timing_verdict(
@@ -243,14 +274,14 @@ def _timing_verdict(
 
 
 def _no_clear_change(
-    estimate: RatioEstimate, p_value: float, threshold: Threshold, summary: str
+    estimate: RatioEstimate, p_value: float, threshold: Threshold, summary: str, mde: float
 ) -> Judgement:
     """Unchanged when the whole interval lies within the threshold, else inconclusive."""
     up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
     if down <= estimate.low and estimate.high <= up:
-        return Judgement("unchanged", estimate, p_value, f"{summary}, within {threshold}")
+        return Judgement("unchanged", estimate, p_value, f"{summary}, within {threshold}", mde)
     return Judgement(
-        "inconclusive", estimate, p_value, f"{summary}, not clearly beyond {threshold}"
+        "inconclusive", estimate, p_value, f"{summary}, not clearly beyond {threshold}", mde
     )
 
 
@@ -276,48 +307,110 @@ def _summary(
     return ", ".join(parts)
 
 
+def paired_ratio(
+    base: npt.ArrayLike,
+    new: npt.ArrayLike,
+    clusters: npt.ArrayLike,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[RatioEstimate, float, int] | None:
+    """The median of the paired ratios ``new[i] / base[i]`` with a cluster-bootstrap interval.
+
+    Samples with the same ``clusters`` value (their round) share that round's machine state,
+    so whole clusters are resampled, not single pairs. Returns the estimate, the two-sided
+    p-value of "no change" (twice the share of bootstrap medians on the other side of 1) and
+    the number of clusters; None with fewer than two pairs or two clusters."""
+    base_ms = np.asarray(base, dtype=np.float64).ravel()
+    new_ms = np.asarray(new, dtype=np.float64).ravel()
+    ids = np.asarray(clusters).ravel()
+    count = min(base_ms.size, new_ms.size, ids.size)
+    base_ms, new_ms, ids = base_ms[:count], new_ms[:count], ids[:count]
+    with np.errstate(invalid="ignore"):
+        valid = (base_ms > 0) & (new_ms > 0)
+    logs, ids = np.log(new_ms[valid] / base_ms[valid]), ids[valid]
+    labels, inverse = np.unique(ids, return_inverse=True)
+    if logs.size < 2 or labels.size < 2:
+        return None
+    # One row per cluster, padded with NaN, so the bootstrap is a single fancy index.
+    sizes = np.bincount(inverse)
+    grid = np.full((labels.size, int(sizes.max())), np.nan)
+    order = np.argsort(inverse, kind="stable")
+    offsets = np.arange(logs.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    grid[inverse[order], offsets] = logs[order]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, labels.size, size=(resamples, labels.size))
+    medians = np.nanmedian(grid[picks].reshape(resamples, -1), axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.exp(np.quantile(medians, [tail, 1 - tail]))
+    p_value = min(1.0, 2.0 * min(float(np.mean(medians <= 0)), float(np.mean(medians >= 0))))
+    estimate = RatioEstimate(float(np.exp(np.median(logs))), float(low), float(high), confidence)
+    return estimate, p_value, int(labels.size)
+
+
 def judge_pairs(
     base: npt.ArrayLike,
     new: npt.ArrayLike,
     *,
-    block: int,
+    clusters: npt.ArrayLike | None = None,
+    block: int | None = None,
     threshold: Threshold = DEFAULT_THRESHOLD,
     alpha: float = 0.05,
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
 ) -> Judgement:
-    """Judge an interleaved session using its pairing.
+    """Judge a paired session using its pairing.
 
-    ``base[i]`` and ``new[i]`` ran in the same round with the same parameters, and each
-    run of ``block`` consecutive pairs shares a round. The statistic is the median of the
-    paired log ratios (parameter-to-parameter variation cancels out); its interval comes
-    from a cluster bootstrap over whole rounds (samples within a round share that round's
-    machine state, so they are not independent), and p is twice the share of bootstrap
-    medians on the other side of no change. Verdict rules are those of ``judge`` with the
-    threshold's fraction applied to this ratio.
+    ``base[i]`` and ``new[i]`` ran next to each other with the same parameters, in round
+    ``clusters[i]`` (or, without ``clusters``, each run of ``block`` consecutive pairs is one
+    round). The statistic is the median of the paired ratios (parameter-to-parameter and
+    round-to-round variation cancel out); its interval comes from a cluster bootstrap over
+    whole rounds, and p is twice the share of bootstrap medians on the other side of no
+    change (see ``paired_ratio``). Verdict rules are those of ``judge`` with the threshold's
+    fraction applied to this ratio.
     """
-    base_ms, new_ms = _samples(base), _samples(new)
-    count = min(base_ms.size, new_ms.size)
-    valid = (base_ms[:count] > 0) & (new_ms[:count] > 0)
-    logs = np.log(new_ms[:count][valid] / base_ms[:count][valid])
-    rounds = [logs[i : i + block] for i in range(0, logs.size, max(block, 1))]
-    if logs.size < 2 or len(rounds) < 2:
+    size = min(np.asarray(base).size, np.asarray(new).size)
+    if clusters is None:
+        clusters = np.arange(size) // max(block or 1, 1)
+    found = paired_ratio(base, new, clusters, confidence=confidence, resamples=resamples, seed=seed)
+    if found is None:
         nan = RatioEstimate(math.nan, math.nan, math.nan, confidence)
-        return Judgement("inconclusive", nan, 1.0, "too few paired samples")
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(rounds), size=(resamples, len(rounds)))
-    medians = np.array([np.median(np.concatenate([rounds[j] for j in row])) for row in picks])
-    tail = (1 - confidence) / 2
-    low, high = np.exp(np.quantile(medians, [tail, 1 - tail]))
-    ratio = float(np.exp(np.median(logs)))
-    p_value = min(1.0, 2.0 * min(float(np.mean(medians <= 0)), float(np.mean(medians >= 0))))
-    estimate = RatioEstimate(ratio, float(low), float(high), confidence)
+        return Judgement("inconclusive", nan, 1.0, "too few paired samples", math.nan)
+    estimate, p_value, rounds = found
+    mde = minimum_detectable_effect(estimate, threshold)
     summary = (
-        f"paired median ratio {ratio:.2f}x ({confidence:.0%} CI {low:.2f}-{high:.2f}, "
-        f"{len(rounds)} rounds), p={p_value:.3g}"
+        f"paired median ratio {estimate.ratio:.2f}x ({confidence:.0%} CI "
+        f"{estimate.low:.2f}-{estimate.high:.2f}, {rounds} rounds), p={p_value:.3g}"
     )
     timing = _timing_verdict(estimate, p_value, threshold, alpha)
     if timing is not None:
-        return Judgement(timing, estimate, p_value, summary)
-    return _no_clear_change(estimate, p_value, threshold, summary)
+        return Judgement(timing, estimate, p_value, summary, mde)
+    return _no_clear_change(estimate, p_value, threshold, summary, mde)
+
+
+MDE_POWER_Z = 0.8416
+"""z of the power the minimum detectable effect is quoted at (80%)."""
+
+
+def minimum_detectable_effect(estimate: RatioEstimate, threshold: Threshold) -> float:
+    """The smallest true change (0.12 = 12%) this measurement would call slower (or faster)
+    four times in five, given the width of its confidence interval.
+
+    A verdict needs the whole interval beyond the threshold f. With h the interval's
+    half-width on the log scale and the estimate normal with sd h/z (z = 1.96 at 95%), a
+    true ratio r is called slower with probability 0.8 when log r - h - 0.84 h/z = log(1+f),
+    so MDE = (1+f) * exp(h * (1 + 0.84/z)) - 1. NaN when the interval is unknown.
+    """
+    if not (estimate.low > 0 and estimate.high > 0):
+        return math.nan
+    half = (math.log(estimate.high) - math.log(estimate.low)) / 2
+    z = float(_normal_quantile(0.5 + estimate.confidence / 2))
+    return (1 + threshold.fraction) * math.exp(half * (1 + MDE_POWER_Z / z)) - 1
+
+
+def _normal_quantile(probability: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(probability)

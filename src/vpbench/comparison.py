@@ -74,6 +74,7 @@ class EntryComparison:
             "p_value": self.judgement.p_value,
             "verdict": self.judgement.verdict,
             "reason": self.judgement.reason,
+            "mde": self.judgement.mde,
             "plan_changed": self.plan_changed,
             "base_buffers": self.base_buffers,
             "new_buffers": self.new_buffers,
@@ -95,6 +96,8 @@ class Comparison:
     threshold: Threshold
     alpha: float
     rows: tuple[EntryComparison, ...]
+    confounder: str | None = None
+    """maintenance between runs collected apart that deterministic signals cannot see past"""
 
     def regressions(self) -> tuple[EntryComparison, ...]:
         return tuple(r for r in self.rows if r.judgement.verdict == "slower")
@@ -121,6 +124,7 @@ class Comparison:
             "paired_session": self.paired_session,
             "threshold": str(self.threshold),
             "alpha": self.alpha,
+            "confounder": self.confounder,
             "verdicts": counts,
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -196,6 +200,44 @@ def incomparable_reasons(base: Side, new: Side) -> list[str]:
     return reasons
 
 
+def maintenance_between(base: Side, new: Side) -> str | None:
+    """What, besides the change under test, altered plans and buffers between two runs of
+    the same database at the same migration state: VACUUM or ANALYZE (by hand or by
+    autovacuum) of some table, or a reseed. None when nothing did, or when the runs
+    measured different databases or schema states (their counters do not compare)."""
+    old_db, new_db = base.metadata.get("database") or {}, new.metadata.get("database") or {}
+    same_place = (
+        _server(base) == _server(new)
+        and old_db.get("name") is not None
+        and old_db.get("name") == new_db.get("name")
+        and base.metadata.get("applied_migrations") == new.metadata.get("applied_migrations")
+    )
+    if not same_place:
+        return None
+    seeded = [side.metadata.get("seed", {}).get("seeded_at") for side in (base, new)]
+    if old_db.get("oid") != new_db.get("oid") or seeded[0] != seeded[1]:
+        return "a reseed of the database (new rows, new statistics)"
+    old_tables, new_tables = old_db.get("maintenance", {}), new_db.get("maintenance", {})
+    touched = [
+        f"{name} ({', '.join(work)})"
+        for name, old in old_tables.items()
+        if (current := new_tables.get(name)) is not None
+        and (
+            work := [
+                kind
+                for kind, key in (("VACUUM", "vacuums"), ("ANALYZE", "analyzes"))
+                if current.get(key) != old.get(key)
+            ]
+        )
+    ]
+    return f"maintenance of {', '.join(touched)}" if touched else None
+
+
+def _server(side: Side) -> str:
+    """``host:port/db`` of the run, without how it was reached."""
+    return str(side.metadata.get("server", "")).split(" (", 1)[0]
+
+
 def compare_sides(
     base: Side,
     new: Side,
@@ -212,14 +254,12 @@ def compare_sides(
             f"runs are not comparable: {'; '.join(reasons)}", hint="pass --force to compare anyway"
         )
     common = [name for name in base.entries if name in new.entries]
-    # An interleaved session stores its samples round by round, in the same parameter
-    # order on both sides: compare them pair by pair, clustered by round.
-    block = base.metadata.get("options", {}).get("repeat") if paired_session else None
     if not common:
         raise IncomparableError(
             f"{base.path} and {new.path} have no query or scenario in common",
             hint="compare runs of the same workload",
         )
+    confounder = None if paired_session else maintenance_between(base, new)
     rows = []
     for name in common:
         old, cur = base.entries[name], new.entries[name]
@@ -227,9 +267,14 @@ def compare_sides(
         plan_changed = _plan_changed(old, cur)
         old_buffers, new_buffers = _buffers(old), _buffers(cur)
         ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
+        # An interleaved session stores its samples pair by pair (same index, same round,
+        # same parameters on both sides): judge them that way, clustered by round.
+        rounds = old.get("rounds")
         judgement = (
-            judge_pairs(old_ms, new_ms, block=block, threshold=threshold, alpha=alpha, seed=seed)
-            if block is not None and old_ms.size == new_ms.size
+            judge_pairs(
+                old_ms, new_ms, clusters=rounds, threshold=threshold, alpha=alpha, seed=seed
+            )
+            if paired_session and rounds and old_ms.size == new_ms.size == len(rounds)
             else judge(
                 old_ms,
                 new_ms,
@@ -238,6 +283,7 @@ def compare_sides(
                 paired_session=paired_session,
                 plan_changed=plan_changed,
                 buffers_ratio=ratio,
+                confounder=confounder,
                 seed=seed,
             )
         )
@@ -256,7 +302,7 @@ def compare_sides(
                 cur.get("target_ms") if cur.get("target_ms") is not None else old.get("target_ms"),
             )
         )
-    return Comparison(base, new, paired_session, threshold, alpha, tuple(rows))
+    return Comparison(base, new, paired_session, threshold, alpha, tuple(rows), confounder)
 
 
 def _samples(entry: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:

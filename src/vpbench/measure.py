@@ -13,7 +13,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -85,6 +86,9 @@ class EntryResult:
     plan_summaries: dict[str, PlanSummary] = field(default_factory=dict)
     """per query name (one entry for a query)"""
     member_samples_ns: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    rounds: tuple[int, ...] = ()
+    """in a paired session, the round each sample ran in (its partner on the other side
+    has the same index)"""
 
     @property
     def latency(self) -> LatencySummary | None:
@@ -117,17 +121,21 @@ class PreparedStatements:
     versions measure that cost)."""
 
     def __init__(self) -> None:
-        self._names: dict[tuple[int, str], bytes] = {}
+        # Keyed by the libpq connection object itself, held weakly: a new connection never
+        # inherits names prepared on a closed one (an id() can be reused).
+        self._names: weakref.WeakKeyDictionary[Any, dict[str, bytes]] = weakref.WeakKeyDictionary()
 
     def execute(self, conn: psycopg.Connection[Any], sql: SqlText, params: dict[str, Any]) -> int:
         """Run ``sql`` and return the number of rows it produced."""
         pgconn = conn.pgconn
-        key = (id(pgconn), sql.positional)
-        name = self._names.get(key)
+        names = self._names.get(pgconn)
+        if names is None:
+            names = self._names[pgconn] = {}
+        name = names.get(sql.positional)
         if name is None:
             name = f"vpbench_{next(_statement_numbers)}".encode()
             _check(conn, pgconn.prepare(name, sql.positional.encode()))
-            self._names[key] = name
+            names[sql.positional] = name
         values: list[Any] = [_encode(params[p]) for p in sql.params]  # None is SQL NULL
         result = _check(conn, pgconn.exec_prepared(name, values))
         return int(result.ntuples)
@@ -158,34 +166,36 @@ def measure_workloads(
     *,
     applied_migrations: Sequence[str] = (),
     progress: MeasureProgress | None = None,
-    pools: Mapping[str, dict[str, ParameterPool]] | None = None,
-    include_apps: bool = True,
 ) -> tuple[EntryResult, ...]:
-    """Measure every query, scenario and app version of ``workloads`` in file order.
-
-    ``pools`` (by workload name) reuses parameter pools loaded elsewhere, e.g. from the
-    "before" database so that both states of a step draw the same parameters."""
+    """Measure every query, scenario and app version of ``workloads`` in file order."""
+    # Parameter pools come through a connection of their own: a session that has just
+    # received a million rows answers every later round trip ~8 us slower (measured with
+    # bench/overhead.py), and it is the timed session.
+    with open_session(conninfo, options.timeout_ms) as conn:
+        pools = {workload.name: load_pools(conn, workload) for workload in workloads}
     results: list[EntryResult] = []
-    with _session(conninfo, options) as conn:
+    with open_session(conninfo, options.timeout_ms) as conn:
         for workload in workloads:
-            loaded = pools[workload.name] if pools else load_pools(conn, workload)
-            runner = _EntryRunner(conninfo, conn, options, loaded, applied_migrations, progress)
+            runner = _EntryRunner(
+                conninfo, conn, options, pools[workload.name], applied_migrations, progress
+            )
             for query in workload.queries.values():
                 results.append(runner.query(query))
-                if query.app and include_apps:
+                if query.app:
                     results.append(runner.app(query.name, query.app, query, query.sql.params))
             for scenario in workload.scenarios.values():
                 members = [workload.queries[name] for name in scenario.queries]
                 results.append(runner.scenario(scenario, members))
-                if scenario.app and include_apps:
+                if scenario.app:
                     needed = {p for q in members for p in q.sql_for(applied_migrations)[1].params}
                     results.append(runner.app(scenario.name, scenario.app, scenario, needed))
     return tuple(results)
 
 
-def _session(conninfo: str, options: RunOptions) -> psycopg.Connection[Any]:
+def open_session(conninfo: str, timeout_ms: int) -> psycopg.Connection[Any]:
+    """An autocommit connection for measuring: ``statement_timeout`` set, named vpbench."""
     conn = psycopg.connect(conninfo, autocommit=True)
-    conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{options.timeout_ms}ms"])
+    conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{timeout_ms}ms"])
     conn.execute("SELECT set_config('application_name', 'vpbench', false)")
     return conn
 
@@ -232,15 +242,13 @@ class _EntryRunner:
         stream = self._stream(sql.params, f"{query.name}/explain")
         for i in range(self.options.explain):
             try:
-                document = self.conn.execute(EXPLAIN + sql.runnable, stream.draw()).fetchone()
+                document, current = explain(self.conn, sql, stream.draw())
             except psycopg.errors.QueryCanceled:
                 break
             except psycopg.Error as exc:
                 return _failed(timed, exc)
-            assert document is not None
-            current = summarise_plan(document[0])
-            plan, summary = (document[0], current) if plan is None else (plan, summary)
-            explains.append(_explain_run(current))
+            plan, summary = (document, current) if plan is None else (plan, summary)
+            explains.append(explain_run(current))
             self._tick(query.name, self.options.executions() - self.options.explain + i + 1)
         summaries = {query.name: summary} if summary else {}
         return _replace(timed, explains=tuple(explains), plan=plan, plan_summaries=summaries)
@@ -274,17 +282,15 @@ class _EntryRunner:
             runs: list[ExplainRun] = []
             try:
                 for query, _, sql in chosen:
-                    row = self.conn.execute(EXPLAIN + sql.runnable, params).fetchone()
-                    assert row is not None
-                    current = summarise_plan(row[0])
-                    plans.setdefault(query.name, row[0])
+                    document, current = explain(self.conn, sql, params)
+                    plans.setdefault(query.name, document)
                     summaries.setdefault(query.name, current)
-                    runs.append(_explain_run(current))
+                    runs.append(explain_run(current))
             except psycopg.errors.QueryCanceled:
                 break
             except psycopg.Error as exc:
                 return _failed(timed, exc)
-            explains.append(_combine(runs))
+            explains.append(combine_explains(runs))
             self._tick(scenario.name, self.options.executions() - self.options.explain + i + 1)
         return _replace(timed, explains=tuple(explains), plan=plans, plan_summaries=summaries,
                         member_samples_ns=members_timed)  # fmt: skip
@@ -316,19 +322,27 @@ class _EntryRunner:
 
         def one_client(
             index: int, conn: psycopg.Connection[Any], start: threading.Barrier | None
-        ) -> tuple[list[int], int, str | None]:
+        ) -> tuple[list[int], int, str | None, float]:
+            """Samples, timeouts, error and the seconds the timed executions took."""
             stream = self._stream(needed, f"{name}#{index}")
+            # Drawn up front: Python work between executions keeps the client's core busy,
+            # and the scheduler then wakes the server process on the other core, which
+            # makes each round trip slower than pgbench's (bench/overhead.py).
+            warmups = [stream.draw() for _ in range(self.options.warmup)]
+            draws = [stream.draw() for _ in range(self.options.repeat)]
             samples: list[int] = []
             timeouts = 0
+            began = time.perf_counter()
             try:
-                for _ in range(self.options.warmup):
-                    _run_once(conn, execute, stream.draw())
+                for params in warmups:
+                    _run_once(conn, execute, params)
                     self._count(name, done, lock)
                 if start:
                     start.wait()
-                for _ in range(self.options.repeat):
+                began = time.perf_counter()
+                for params in draws:
                     try:
-                        samples.append(_run_once(conn, execute, stream.draw()))
+                        samples.append(_run_once(conn, execute, params))
                     except _StatementTimeoutError:
                         timeouts += 1
                         if timeouts >= MAX_TIMEOUTS:
@@ -337,16 +351,17 @@ class _EntryRunner:
             except _StatementTimeoutError:
                 timeouts += 1
             except psycopg.Error as exc:
-                return samples, timeouts, _message(exc)
-            return samples, timeouts, None
+                return samples, timeouts, error_message(exc), time.perf_counter() - began
+            return samples, timeouts, None, time.perf_counter() - began
 
-        began = time.perf_counter()
         if clients == 1:
             outcomes = [one_client(0, self.conn, None)]
-            wall = time.perf_counter() - began
+            wall = outcomes[0][3]  # the timed executions only, not the warm-up
         else:
             barrier = threading.Barrier(clients + 1)
-            connections = [_session(self.conninfo, self.options) for _ in range(clients)]
+            connections = [
+                open_session(self.conninfo, self.options.timeout_ms) for _ in range(clients)
+            ]
             try:
                 with ThreadPoolExecutor(max_workers=clients) as pool:
                     futures = [
@@ -372,28 +387,6 @@ class _EntryRunner:
             self._tick(name, done[0])
 
 
-def merge_entries(first: EntryResult, second: EntryResult) -> EntryResult:
-    """One entry from two measurements of it (e.g. two rounds of an interleaved session)."""
-    statuses = ("error", "timeout", "ok")
-    status = min(first.status, second.status, key=statuses.index)
-    members = {
-        name: first.member_samples_ns.get(name, ()) + second.member_samples_ns.get(name, ())
-        for name in {**first.member_samples_ns, **second.member_samples_ns}
-    }
-    return replace(
-        first,
-        status=status,
-        error=first.error or second.error,
-        samples_ns=first.samples_ns + second.samples_ns,
-        timeouts=first.timeouts + second.timeouts,
-        wall_seconds=first.wall_seconds + second.wall_seconds,
-        explains=first.explains + second.explains,
-        plan=first.plan if first.plan is not None else second.plan,
-        plan_summaries=first.plan_summaries or second.plan_summaries,
-        member_samples_ns=members,
-    )
-
-
 def _run_once(
     conn: psycopg.Connection[Any],
     execute: Callable[[psycopg.Connection[Any], dict[str, Any]], None],
@@ -407,12 +400,23 @@ def _run_once(
     return time.perf_counter_ns() - began
 
 
-def _explain_run(summary: PlanSummary) -> ExplainRun:
+def explain(
+    conn: psycopg.Connection[Any], sql: SqlText, params: dict[str, Any]
+) -> tuple[Any, PlanSummary]:
+    """EXPLAIN (ANALYZE, BUFFERS) ``sql`` once: the JSON document and its summary."""
+    row = conn.execute(EXPLAIN + sql.runnable, params).fetchone()
+    assert row is not None
+    return row[0], summarise_plan(row[0])
+
+
+def explain_run(summary: PlanSummary) -> ExplainRun:
     return ExplainRun(summary.execution_ms, summary.planning_ms, summary.shared_hit_blocks,
                       summary.shared_read_blocks, summary.fingerprint)  # fmt: skip
 
 
-def _combine(runs: Sequence[ExplainRun]) -> ExplainRun:
+def combine_explains(runs: Sequence[ExplainRun]) -> ExplainRun:
+    """One EXPLAIN run of a scenario from its queries' runs: times and buffers add up."""
+
     def total(values: list[float | None]) -> float | None:
         return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
@@ -426,14 +430,15 @@ def _combine(runs: Sequence[ExplainRun]) -> ExplainRun:
     )
 
 
-def _message(exc: psycopg.Error) -> str:
+def error_message(exc: psycopg.Error) -> str:
+    """The server's message on one line, with its SQLSTATE."""
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
     return f"{text} [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else text
 
 
 def _failed(entry: EntryResult, exc: psycopg.Error) -> EntryResult:
-    return _replace(entry, status="error", error=_message(exc))
+    return _replace(entry, status="error", error=error_message(exc))
 
 
 def _replace(entry: EntryResult, **changes: Any) -> EntryResult:

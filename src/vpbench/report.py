@@ -20,6 +20,7 @@ from vpbench import charts
 from vpbench.compare import DEFAULT_THRESHOLD, Threshold
 from vpbench.comparison import Comparison, compare_sides, load_sides
 from vpbench.results import ensure_writable, read_document
+from vpbench.units import detectable, human_bytes
 
 REPORT = "report.md"
 
@@ -70,34 +71,33 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
     charts.integrity_chart(_integrity_frame(steps), out / "steps-integrity.png")
     lines = [_steps_headline(summary, latency), ""]
     lines += ["![latency across the migration series](steps-latency.png)", ""]
+    labels = _headline_labels(summary)
     lines += [
         "| step | "
-        + " | ".join(_headline_labels(summary))
-        + " | speed-up | violations | index bytes | inserts | reversible | checks |"
+        + " | ".join(labels)
+        + " | violations | index size | inserts | reversible | checks |"
     ]
-    lines += ["|---" * (len(_headline_labels(summary)) + 7) + "|"]
+    lines += ["|---" * (len(labels) + 6) + "|"]
     for row in summary["steps"]:
         heads = {h["label"]: h for h in row["headlines"]}
         cells = [f"`{row['migration']}`"]
-        cells += [
-            f"{_ms(heads[label]['before_p95_ms'])} → {_ms(heads[label]['after_p95_ms'])} ms"
-            if label in heads
-            else ""
-            for label in _headline_labels(summary)
-        ]
-        cells.append(" / ".join(f"{h['speedup']:.1f}x" for h in row["headlines"] if h["speedup"]))
+        cells += [_headline_cell(heads[label]) if label in heads else "" for label in labels]
         before, after = row["audit_violations"]
-        writes = ", ".join(
-            f"{t.split('_')[0]} {c:+.0%}" for t, c in row["write_change"].items() if c is not None
-        )
         cells += [
             f"{before:,} → {after:,}",
-            f"{row['index_bytes_added']:+,}",
-            writes,
+            human_bytes(row["index_bytes_added"], signed=True),
+            "<br>".join(_write_cell(w) for w in row.get("writes", [])),
             "yes" if row["reversible"] else "**no**",
             "pass" if row["passed"] else "**FAIL**",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Each cell: p95 before → after; the paired ratio (median of after/before pairs) with "
+        f"its 95% interval over rounds, and the verdict at {threshold}; *sees ±x%*: the "
+        "smallest change the step could have detected. Inserts: WAL per inserted row "
+        "(deterministic) and the paired insert time.",
+    ]
     lines += ["", "### What the series taught", ""]
     lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in summary["answers"].items()]
     lines += [
@@ -116,6 +116,38 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         lines += [document["migration"]["why"].strip(), ""]
         lines += [*_comparison_table(comparison), ""]
     return "\n".join(lines)
+
+
+def _verdict_text(judgement: dict[str, Any]) -> str:
+    verdict = str(judgement["verdict"])
+    return f"**{verdict}**" if verdict in ("faster", "slower") else verdict
+
+
+def _interval(judgement: dict[str, Any]) -> str:
+    if judgement.get("ratio") is None:
+        return ""
+    return f"{judgement['ratio']:.2f}x [{judgement['ci_low']:.2f}, {judgement['ci_high']:.2f}]"
+
+
+def _headline_cell(headline: dict[str, Any]) -> str:
+    cell = f"{_ms(headline['before_p95_ms'])} → {_ms(headline['after_p95_ms'])} ms"
+    judgement = headline.get("judgement")
+    if judgement:
+        seen = f", sees ±{judgement['mde']:.0%}" if judgement.get("mde") is not None else ""
+        cell += f"<br>{_interval(judgement)} {_verdict_text(judgement)}{seen}"
+    return cell
+
+
+def _write_cell(write: dict[str, Any]) -> str:
+    if write.get("error") or write.get("wal_bytes_before") is None:
+        return f"{write['table']}: {write.get('error') or 'not measured'}"
+    cell = (
+        f"{write['table']}: WAL {human_bytes(write['wal_bytes_before'])} → "
+        f"{human_bytes(write['wal_bytes_after'])}/row"
+    )
+    if write.get("timing"):
+        cell += f", insert {_interval(write['timing'])} {_verdict_text(write['timing'])}"
+    return cell
 
 
 def _headline_labels(summary: dict[str, Any]) -> list[str]:
@@ -145,17 +177,19 @@ def _latency_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _cost_frame(summary: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
+    """Index bytes added and the change of WAL bytes per inserted row, per step and table."""
+    rows = []
+    for row in summary["steps"]:
+        wal = {w["table"]: w.get("wal_change") for w in row.get("writes", [])}
+        rows.append(
             {
                 "step": row["migration"],
                 "index_bytes_added": row["index_bytes_added"],
-                "write_change_quiz_attempts": row["write_change"].get("quiz_attempts"),
-                "write_change_reflections": row["write_change"].get("reflections"),
+                "wal_change_quiz_attempts": wal.get("quiz_attempts"),
+                "wal_change_reflections": wal.get("reflections"),
             }
-            for row in summary["steps"]
-        ]
-    )
+        )
+    return pd.DataFrame(rows)
 
 
 def _integrity_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
@@ -197,8 +231,8 @@ def _steps_headline(summary: dict[str, Any], latency: pd.DataFrame) -> str:
 def _comparison_table(comparison: Comparison) -> list[str]:
     lines = [
         "| query | p50 before → after (ms) | p95 before → after (ms) | ratio [95% CI] | "
-        "verdict | plan changed | buffers | target |",
-        "|---|---|---|---|---|---|---|---|",
+        "verdict | sees | plan changed | buffers | target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison.rows:
         estimate = row.judgement.estimate
@@ -215,6 +249,7 @@ def _comparison_table(comparison: Comparison) -> list[str]:
             f"| `{row.name}` | {_ms(row.base_p50_ms)} → {_ms(row.new_p50_ms)} | "
             f"{_ms(row.base_p95_ms)} → {_ms(row.new_p95_ms)} | {estimate.ratio:.2f} "
             f"[{estimate.low:.2f}, {estimate.high:.2f}] | {verdict} | "
+            f"{detectable(row.judgement)} | "
             f"{'yes' if row.plan_changed else 'no' if row.plan_changed is False else '-'} | "
             f"{_ms(row.base_buffers)} → {_ms(row.new_buffers)} | {target} |"
         )
@@ -260,7 +295,14 @@ def _comparison_report(comparison: Comparison, out: Path) -> str:
         + "."
     )
     lines = [headline, "", *_comparison_table(comparison)]
-    lines += ["", f"Verdicts need {comparison.threshold} and p < {comparison.alpha}.", ""]
+    lines += [
+        "",
+        f"Verdicts need the whole 95% interval beyond {comparison.threshold} and p < "
+        f"{comparison.alpha}; *sees*: the smallest change this comparison could have "
+        "detected (80% power)."
+        + (f" Between the runs: {comparison.confounder}." if comparison.confounder else ""),
+        "",
+    ]
     lines += [
         "![before / after per query](before-after.png)",
         "",

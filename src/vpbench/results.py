@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     import pandas as pd
 from vpbench.measure import EntryResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
+documents and summaries describe write cost per table ("writes")."""
 KIND_RUN = "run"
 KIND_STEP = "step"
 KIND_AB = "ab"
@@ -52,6 +54,7 @@ def entry_document(entry: EntryResult) -> dict[str, Any]:
         "server_p50_ms": entry.server_p50_ms,
         "samples_ns": list(entry.samples_ns),
         "member_samples_ns": {k: list(v) for k, v in entry.member_samples_ns.items()},
+        "rounds": list(entry.rounds),
         "explains": [
             {
                 "execution_ms": e.execution_ms,
@@ -131,7 +134,32 @@ def read_document(path: Path) -> dict[str, Any]:
             path=path,
             hint="upgrade vpbench",
         )
-    return document
+    upgraded: dict[str, Any] = document
+    while upgraded["schema_version"] < SCHEMA_VERSION:
+        upgraded = _UPGRADES[upgraded["schema_version"]](upgraded)
+    return upgraded
+
+
+def _upgrade_1_to_2(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 paired sessions kept ``options.repeat`` samples per round, in order; its
+    step documents timed one batch insert per state (rows/s), which version 2 replaces by
+    per-table write costs it cannot recompute (they become unknown)."""
+    upgraded = dict(document, schema_version=2)
+    if document.get("kind") in (KIND_STEP, KIND_AB):
+        block = max(int(document.get("metadata", {}).get("options", {}).get("repeat") or 1), 1)
+        for state in ("before", "after"):
+            upgraded[state] = [
+                {**e, "rounds": [i // block for i in range(len(e.get("samples_ns") or []))]}
+                for e in document.get(state, [])
+            ]
+    if document.get("kind") == KIND_STEP:
+        upgraded.setdefault("writes", [])
+    if document.get("kind") == "steps-summary":
+        upgraded["steps"] = [{**row, "writes": row.get("writes", [])} for row in document["steps"]]
+    return upgraded
+
+
+_UPGRADES = {1: _upgrade_1_to_2}
 
 
 _ENTRY_FIELDS = ("workload", "status", "variant", "target_ms", "clients", "timeouts",

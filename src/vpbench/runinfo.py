@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from vpbench import __version__
+from vpbench.maintenance import OWN_SCHEMA, maintenance_state
 
 SETTINGS = (
     "shared_buffers",
@@ -69,6 +70,24 @@ def seed_info(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     return {"profile": row[0], "seed": row[1], "dirty_rates": row[2], "seeded_at": row[3]}
 
 
+def database_info(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Which database this is (its OID tells a recreated database from the same name) and
+    each table's VACUUM/ANALYZE counters, so ``compare`` can tell whether maintenance ran
+    between two runs of it."""
+    row = conn.execute(
+        "SELECT oid, datname FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    return {
+        "oid": int(row[0]) if row else None,
+        "name": row[1] if row else None,
+        "maintenance": {
+            name: table.to_dict()
+            for name, table in maintenance_state(conn).items()
+            if not name.startswith(f"{OWN_SCHEMA}.")
+        },
+    }
+
+
 def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -90,6 +109,7 @@ def collect_metadata(
         "server": server,
         "postgres": server_info(conn),
         "seed": seed_info(conn),
+        "database": database_info(conn),
         "applied_migrations": list(applied_migrations),
         "options": options,
         "workloads": [{"path": p, "sha256": file_digest(p)} for p in workload_paths],

@@ -1,8 +1,11 @@
 """Seed a database with the legacy reference schema and generated data.
 
-The whole reseed (drop, create, COPY, ANALYZE, ledger row) is one transaction: an error or
-Ctrl-C rolls it back and leaves the database exactly as it was, never half-loaded. Tables
-created in the same transaction are loaded with ``COPY ... FREEZE``.
+The whole reseed (drop, create, COPY, ledger row) is one transaction: an error or Ctrl-C
+rolls it back and leaves the database exactly as it was, never half-loaded. Tables created
+in the same transaction are loaded with ``COPY ... FREEZE``. After the commit the database
+is settled (VACUUM (ANALYZE), see ``vpbench.maintenance``): otherwise autovacuum would
+re-analyse every table a minute later and plans measured before and after that could
+differ.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from vpbench.databases import ensure_database, mark_database, refuse_unless_owne
 from vpbench.errors import SeedError
 from vpbench.fixtures import legacy_schema_sql
 from vpbench.generate import TableSpec, build_dataset
+from vpbench.maintenance import flush_statistics, settle
 from vpbench.profiles import DirtyRates, Profile
 from vpbench.server import ServerTarget, connect
 
@@ -95,7 +99,6 @@ def seed_database(
             _recreate_schemas(conn)
             for table in dataset.tables:
                 loads.append(_load_table(conn, table, seed, dirty_counts, progress))
-            conn.execute("ANALYZE")
             _write_ledger(conn, profile, seed, dirty, dirty_counts, loads)
             if not state.marked:
                 mark_database(conn, dbname)
@@ -105,6 +108,9 @@ def seed_database(
             raise SeedError(
                 f"seeding {dbname!r} failed and was rolled back: {exc}", sqlstate=exc.sqlstate
             ) from exc
+        conn.autocommit = True
+        flush_statistics(conn)
+        settle(conn)
     seconds = time.perf_counter() - started
     log.info("seeded %s (%s, seed %d) in %.1fs", dbname, profile.name, seed, seconds)
     return SeedResult(dbname, profile.name, seed, tuple(loads), dirty_counts, seconds)

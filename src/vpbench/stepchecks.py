@@ -1,11 +1,10 @@
-"""The checks ``steps`` runs around each migration: write cost, storage cost, result
-equivalence and row accounting. Each is a function of one or two connections."""
+"""The checks ``steps`` runs around each migration: storage cost, result equivalence and
+row accounting. Each is a function of one or two connections."""
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,6 @@ from psycopg import sql
 from vpbench.sampling import ParameterPool, ParameterStream
 from vpbench.workload import Query, SqlText
 
-WRITE_TABLES = ("quiz_attempts", "reflections")
 QUARANTINE_TABLES = {"quiz_attempts": "quarantine.quiz_attempts",
                      "reflections": "quarantine.reflections"}  # fmt: skip
 _ORDER_BY = re.compile(r"\border\s+by\b", re.I)
@@ -84,35 +82,6 @@ def relation_costs(
         costs.append(RelationCost(name, known.kind, old.bytes if old else 0,
                                   new.bytes if new else 0, table_after))  # fmt: skip
     return tuple(costs)
-
-
-def write_throughput(conn: psycopg.Connection[Any], table: str, batch: int) -> float | None:
-    """Rows/s inserting ``batch`` copies of existing rows (fresh ids) into ``table``, in a
-    transaction that is rolled back: what indexes, constraints and FKs cost a write."""
-    columns = [
-        r[0]
-        for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            [table],
-        ).fetchall()
-    ]
-    if "id" not in columns:
-        return None
-    values = [sql.SQL("gen_random_uuid()") if c == "id" else sql.Identifier(c) for c in columns]
-    statement = sql.SQL(
-        "INSERT INTO {t} ({cols}) SELECT {vals} FROM {t} ORDER BY id LIMIT {n}"
-    ).format(
-        t=sql.Identifier(table),
-        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        vals=sql.SQL(", ").join(values),
-        n=sql.Literal(batch),
-    )
-    with conn.transaction(force_rollback=True):
-        began = time.perf_counter()
-        inserted = conn.execute(statement).rowcount
-        seconds = time.perf_counter() - began
-    return inserted / seconds if seconds > 0 and inserted > 0 else None
 
 
 def quarantined_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:

@@ -1,16 +1,22 @@
 """``vpbench steps``: the main job. Seed the legacy database, then for every pending
-migration: back up, apply, audit, measure before (the backup) and after in alternating
-rounds, and check reversibility, result equivalence, storage and write cost and that no row
-was lost. One results document per step, plus a summary.
+migration: settle and back up the database, apply the migration, settle it again and copy
+it, then measure the copy of the state before (the backup) against the copy of the state
+after in one paired session, check result equivalence, what an insert costs on each,
+reversibility, storage and that no row was lost. One results document per step, plus a
+summary.
+
+Both measured states are template copies of a settled database (VACUUMed and ANALYZEd
+where rows changed), made the same way and checkpointed, so a migration that changes
+nothing measures two identical databases. Nothing measured is written to: write probes
+roll back, and the original database is only migrated, settled and reverted.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +24,12 @@ import psycopg
 
 from vpbench.audit import AuditReport, run_audit
 from vpbench.backup import Backup, create_backup, drop_backup, restore_backup
+from vpbench.compare import DEFAULT_THRESHOLD, Threshold
 from vpbench.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.errors import StepsInterruptedError, VpbenchError
-from vpbench.measure import EntryResult, RunOptions, measure_workloads, merge_entries
+from vpbench.interleave import PairedOptions, PairedSession, measure_paired
+from vpbench.maintenance import Settled, flush_statistics, run_checkpoint, settle
+from vpbench.measure import EntryResult
 from vpbench.migrate import MigrationError, apply_step, migration_states, plan_up
 from vpbench.migrations import Migration, applied_migrations, discover_migrations
 from vpbench.profiles import DirtyRates, Profile
@@ -31,34 +40,39 @@ from vpbench.seed import seed_database
 from vpbench.server import ServerTarget, connect
 from vpbench.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
 from vpbench.stepchecks import (
-    WRITE_TABLES,
     Equivalence,
     RelationCost,
     compare_results,
     quarantined_rows,
     relation_costs,
     relation_sizes,
-    write_throughput,
 )
 from vpbench.steps_report import step_document, summary_document
 from vpbench.workload import Workload, load_workloads
+from vpbench.writecost import WriteCost, measure_write_costs
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 StepsEvent = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class StepsOptions:
-    rounds: int = 10
-    """alternating before/after rounds; samples per state = rounds * repeat"""
-    repeat: int = 3
-    warmup: int = 1
-    explain: int = 3
-    timeout_ms: int = 30_000
-    seed: int = 1
-    write_batch: int = 2_000
+    paired: PairedOptions = field(default_factory=PairedOptions)
+    """how the two states are measured against each other"""
+    write_repeat: int = 5
+    """timed inserts per table, side and round"""
+    threshold: Threshold = DEFAULT_THRESHOLD
+    """the smallest change a verdict (faster, slower, regression) is given for"""
     keep_backups: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paired": self.paired.__dict__,
+            "write_repeat": self.write_repeat,
+            "threshold": str(self.threshold),
+            "keep_backups": self.keep_backups,
+        }
 
 
 @dataclass(frozen=True)
@@ -70,18 +84,21 @@ class StepReport:
     audit_after: AuditReport
     before: tuple[EntryResult, ...]
     after: tuple[EntryResult, ...]
+    rounds: int
+    """paired rounds the session ran (entries stop earlier once precise)"""
+    measure_seconds: float
     reversible: bool
     reversibility_problems: tuple[str, ...]
     equivalence: tuple[Equivalence, ...]
     unexpected_changes: tuple[str, ...]
     costs: tuple[RelationCost, ...]
-    writes_before: dict[str, float | None]
-    writes_after: dict[str, float | None]
+    writes: tuple[WriteCost, ...]
     rows_before: dict[str, int]
     rows_after: dict[str, int]
     quarantined: dict[str, int]
-    round_size: int
-    """samples per entry, state and round (pairs are judged round by round)"""
+    settled_before: Settled
+    settled_after: Settled
+    threshold: Threshold = DEFAULT_THRESHOLD
     path: Path | None = None
 
     @property
@@ -164,7 +181,7 @@ def _metadata(
             conn,
             server=f"{target.describe(dbname)} ({target.source})",
             label=migration.id,
-            options=options.__dict__,
+            options=options.to_dict(),
             workload_paths=[str(p) for p in workload_paths],
             applied_migrations=applied_migrations(conn),
         )
@@ -178,18 +195,18 @@ def _run_step(
     options: StepsOptions,
     say: StepsEvent,
 ) -> StepReport:
+    with connect(target, dbname, autocommit=True) as conn:
+        settled_before = settle(conn)
+        applied_before = applied_migrations(conn)
+        shape, snapshot = schema_shape(conn), snapshot_tables(conn)
+        quarantine_before = quarantined_rows(conn)
+        audit_before = run_audit(conn)
+        sizes_before = relation_sizes(conn)
     backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
     say(f"  backed up to {backup.name} ({backup.method})")
+    copy: Backup | None = None
     try:
         with connect(target, dbname, autocommit=True) as conn:
-            applied_before = applied_migrations(conn)
-            shape, snapshot = schema_shape(conn), snapshot_tables(conn)
-            quarantine_before = quarantined_rows(conn)
-            audit_before = run_audit(conn)
-            sizes_before = relation_sizes(conn)
-            writes_before = {
-                t: write_throughput(conn, t, options.write_batch) for t in WRITE_TABLES
-            }
             try:
                 applied = apply_step(conn, migration, "up")
             except MigrationError as exc:
@@ -199,34 +216,70 @@ def _run_step(
                     f"{exc.message}; the database was restored from its backup ({backup.method})",
                     path=exc.path, line=exc.line, sqlstate=exc.sqlstate,
                 ) from None  # fmt: skip
+            flush_statistics(conn)
+            say(f"  applied in {applied.seconds:.1f}s; settling and auditing")
+            settled_after = settle(conn)
             applied_after = applied_migrations(conn)
-            say(f"  applied in {applied.seconds:.1f}s; auditing")
             audit_after = run_audit(conn)
             sizes_after = relation_sizes(conn)
-            writes_after = {t: write_throughput(conn, t, options.write_batch) for t in WRITE_TABLES}
             rows_after = row_counts(conn)
             quarantine_after = quarantined_rows(conn)
-        say("  measuring before and after in alternating rounds")
-        pools = _pools(target.for_database(backup.name), workloads)
-        before, after = measure_interleaved(
-            target.for_database(backup.name), target.for_database(dbname), workloads, pools,
-            applied_before, applied_after, options,
-        )  # fmt: skip
-        say("  checking result equivalence")
-        equivalence = _equivalence(target, backup, dbname, workloads, pools,
-                                   applied_before, applied_after, options.seed)  # fmt: skip
+        copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
+        with connect(target, autocommit=True) as conn:
+            run_checkpoint(conn)  # the copies' pages are written now, not while timing
+        say(f"  measuring {backup.name} against {copy.name} in paired rounds")
+        before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
+        pools = _pools(before_db, workloads)
+        session = measure_paired(before_db, after_db, workloads, pools, applied_before,
+                                 applied_after, options.paired)  # fmt: skip
+        say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
+        equivalence = _equivalence(target, backup, copy, workloads, pools,
+                                   applied_before, applied_after, options.paired.seed)  # fmt: skip
+        say("  measuring what an insert costs on both")
+        writes = measure_write_costs(before_db, after_db, options.paired,
+                                     repeat=options.write_repeat)  # fmt: skip
+        _drop_if_present(target, copy)
         say("  checking reversibility (down, compare, up)")
         problems = _reversibility(target, dbname, migration, shape, snapshot)
     except KeyboardInterrupt:
+        if copy is not None:
+            _drop_if_present(target, copy)
         raise StepsInterruptedError(
             f"interrupted during {migration.id}: {dbname} is consistent with its migration "
             f"ledger; the state before this step is kept in database {backup.name}"
         ) from None
     except BaseException:
-        _drop_if_present(target, backup)
+        for leftover in (copy, backup):
+            if leftover is not None:
+                _drop_if_present(target, leftover)
         raise
     if not options.keep_backups:
         _drop_if_present(target, backup)
+    return _report(
+        migration, backup, applied.seconds, (audit_before, audit_after), session,
+        problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
+        {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
+        {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
+        (settled_before, settled_after), options.threshold,
+    )  # fmt: skip
+
+
+def _report(
+    migration: Migration,
+    backup: Backup,
+    up_seconds: float,
+    audits: tuple[AuditReport, AuditReport],
+    session: PairedSession,
+    problems: list[str],
+    equivalence: tuple[Equivalence, ...],
+    costs: tuple[RelationCost, ...],
+    writes: tuple[WriteCost, ...],
+    rows_before: dict[str, int],
+    rows_after: dict[str, int],
+    quarantined: dict[str, int],
+    settled: tuple[Settled, Settled],
+    threshold: Threshold,
+) -> StepReport:
     unexpected = tuple(
         f"{e.query}: {e.detail}"
         for e in equivalence
@@ -235,22 +288,25 @@ def _run_step(
     return StepReport(
         migration=migration,
         backup_method=backup.method,
-        up_seconds=applied.seconds,
-        audit_before=audit_before,
-        audit_after=audit_after,
-        before=before,
-        after=after,
+        up_seconds=up_seconds,
+        audit_before=audits[0],
+        audit_after=audits[1],
+        before=session.before,
+        after=session.after,
+        rounds=session.rounds,
+        measure_seconds=session.seconds,
         reversible=not problems,
         reversibility_problems=tuple(problems),
         equivalence=equivalence,
         unexpected_changes=unexpected,
-        costs=relation_costs(sizes_before, sizes_after),
-        writes_before=writes_before,
-        writes_after=writes_after,
-        rows_before={t: snapshot[t].rows for t in APPLICATION_TABLES},
+        costs=costs,
+        writes=writes,
+        rows_before=rows_before,
         rows_after=rows_after,
-        quarantined={t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
-        round_size=options.repeat,
+        quarantined=quarantined,
+        settled_before=settled[0],
+        settled_after=settled[1],
+        threshold=threshold,
     )
 
 
@@ -264,57 +320,10 @@ def _pools(conninfo: str, workloads: Sequence[Workload]) -> dict[str, dict[str, 
         return {w.name: load_pools(conn, w) for w in workloads}
 
 
-def balanced_orders(rounds: int, seed: int) -> list[tuple[str, str]]:
-    """Which state runs first in each round: every pair of rounds holds one "before" first
-    and one "after" first, in random order. The second run of a round meets caches the
-    first one warmed for the same parameters, so an unbalanced order would favour a side."""
-    shuffler = random.Random(seed)
-    orders: list[tuple[str, str]] = []
-    while len(orders) < rounds:
-        pair = [("before", "after"), ("after", "before")]
-        shuffler.shuffle(pair)
-        orders += pair
-    return orders[:rounds]
-
-
-def measure_interleaved(
-    before: str,
-    after: str,
-    workloads: Sequence[Workload],
-    pools: dict[str, dict[str, ParameterPool]],
-    applied_before: Sequence[str],
-    applied_after: Sequence[str],
-    options: StepsOptions,
-) -> tuple[tuple[EntryResult, ...], tuple[EntryResult, ...]]:
-    """Rounds alternate between the two states, each state first in half of the rounds
-    (random ABBA order); both states draw the same parameters in a round. EXPLAIN runs
-    happen in the first round."""
-    sides = {"before": (before, applied_before), "after": (after, applied_after)}
-    merged: dict[str, tuple[EntryResult, ...]] = {}
-    for round_number, order in enumerate(balanced_orders(options.rounds, options.seed)):
-        for state in order:
-            conninfo, applied = sides[state]
-            run_options = RunOptions(
-                warmup=options.warmup, repeat=options.repeat,
-                explain=options.explain if round_number == 0 else 0,
-                timeout_ms=options.timeout_ms, seed=options.seed + round_number,
-            )  # fmt: skip
-            entries = measure_workloads(conninfo, workloads, run_options,
-                                        applied_migrations=applied, pools=pools,
-                                        include_apps=False)  # fmt: skip
-            previous = merged.get(state)
-            merged[state] = (
-                entries
-                if previous is None
-                else tuple(merge_entries(a, b) for a, b in zip(previous, entries, strict=True))
-            )
-    return merged["before"], merged["after"]
-
-
 def _equivalence(
     target: ServerTarget,
-    backup: Backup,
-    dbname: str,
+    before: Backup,
+    after: Backup,
     workloads: Sequence[Workload],
     pools: dict[str, dict[str, ParameterPool]],
     applied_before: Sequence[str],
@@ -323,8 +332,8 @@ def _equivalence(
 ) -> tuple[Equivalence, ...]:
     results: list[Equivalence] = []
     with (
-        connect(target, backup.name, autocommit=True) as old,
-        connect(target, dbname, autocommit=True) as new,
+        connect(target, before.name, autocommit=True) as old,
+        connect(target, after.name, autocommit=True) as new,
     ):
         for workload in workloads:
             results += compare_results(old, new, list(workload.queries.values()),

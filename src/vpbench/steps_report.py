@@ -1,5 +1,9 @@
 """Documents and headline figures of a ``steps`` run: one per step, and the summary that
 answers what each migration taught (biggest gain, its cost in memory and writes, what broke).
+
+Every statistical figure here is a paired verdict with its interval (the two states were
+measured pair by pair in one session); every cost is deterministic (bytes, WAL per row).
+A step that changes nothing gives no verdict and no cost, and the answers say so.
 """
 
 from __future__ import annotations
@@ -10,20 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vpbench.compare import Threshold, judge_pairs
+from vpbench.compare import Judgement, judge_pairs
 from vpbench.measure import EntryResult
 from vpbench.results import KIND_STEP, SCHEMA_VERSION, entry_document
+from vpbench.units import human_bytes, milliseconds, ratio_interval
 
 if TYPE_CHECKING:
     from vpbench.steps import StepReport
 
 KIND_SUMMARY = "steps-summary"
+NO_CHANGE = "no change"
 
 
 @dataclass(frozen=True)
 class Headline:
-    """One figure the summary follows across steps: a scenario's p95, or the worst p95
-    among a workload's queries (each state's own worst)."""
+    """One figure the summary follows across steps: a scenario, or the worst query (by
+    p95) of a workload that has no scenario (each state's own worst)."""
 
     label: str
     entry_before: str
@@ -31,13 +37,19 @@ class Headline:
     before_p95_ms: float | None
     after_p95_ms: float | None
     target_ms: float | None
+    judgement: Judgement | None
+    """the paired verdict on after against before; None when the two are different entries"""
 
-    @property
-    def speedup(self) -> float | None:
-        """p95 before / p95 after (2.0 = twice as fast)."""
-        if self.before_p95_ms and self.after_p95_ms:
-            return self.before_p95_ms / self.after_p95_ms
-        return None
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "entry_before": self.entry_before,
+            "entry_after": self.entry_after,
+            "before_p95_ms": self.before_p95_ms,
+            "after_p95_ms": self.after_p95_ms,
+            "target_ms": self.target_ms,
+            "judgement": self.judgement.to_dict() if self.judgement else None,
+        }
 
 
 def _p95(entry: EntryResult | None) -> float | None:
@@ -49,78 +61,89 @@ def _worst(entries: Sequence[EntryResult]) -> EntryResult | None:
     return max(entries, key=lambda e: _p95(e) or 0.0) if entries else None
 
 
+def entry_judgement(step: StepReport, before: EntryResult, after: EntryResult) -> Judgement:
+    """The paired verdict on one entry of the step's session."""
+    return judge_pairs(
+        np.asarray(before.samples_ns, dtype=np.float64) / 1e6,
+        np.asarray(after.samples_ns, dtype=np.float64) / 1e6,
+        clusters=before.rounds,
+        threshold=step.threshold,
+        resamples=1000,
+    )
+
+
 def headlines(step: StepReport) -> tuple[Headline, ...]:
     """Each scenario, and the worst query of each workload that has no scenario."""
     found: list[Headline] = []
     for workload in dict.fromkeys(e.workload for e in step.after):
         old = [e for e in step.before if e.workload == workload]
         new = [e for e in step.after if e.workload == workload]
-        scenarios = [e for e in new if e.kind == "scenario"]
-        for scenario in scenarios:
-            before = next((e for e in old if e.name == scenario.name), None)
-            found.append(
-                Headline(
-                    f"{scenario.name} p95",
-                    scenario.name,
-                    scenario.name,
-                    _p95(before),
-                    _p95(scenario),
-                    scenario.target_ms,
+        pairs: list[tuple[str, EntryResult | None, EntryResult | None]] = [
+            (f"{e.name} p95", next((o for o in old if o.name == e.name), None), e)
+            for e in new
+            if e.kind == "scenario"
+        ]
+        if not pairs:
+            pairs.append(
+                (
+                    f"{workload} worst p95",
+                    _worst([e for e in old if e.kind == "query"]),
+                    _worst([e for e in new if e.kind == "query"]),
                 )
             )
-        if not scenarios:
-            worst_old = _worst([e for e in old if e.kind == "query"])
-            worst_new = _worst([e for e in new if e.kind == "query"])
-            if worst_old and worst_new:
-                found.append(
-                    Headline(
-                        f"{workload} worst p95",
-                        worst_old.name,
-                        worst_new.name,
-                        _p95(worst_old),
-                        _p95(worst_new),
-                        worst_new.target_ms,
-                    )
+        for label, before, after in pairs:
+            if before is None or after is None:
+                continue
+            same = before.name == after.name
+            found.append(
+                Headline(
+                    label,
+                    before.name,
+                    after.name,
+                    _p95(before),
+                    _p95(after),
+                    after.target_ms,
+                    entry_judgement(step, before, after) if same else None,
                 )
+            )
     return tuple(found)
 
 
-REGRESSION = Threshold("median", 0.10)
-"""A headline entry judged "slower" (paired session) by at least this much is a regression."""
+def _judged(step: StepReport, verdict: str) -> list[Headline]:
+    return [h for h in headlines(step) if h.judgement and h.judgement.verdict == verdict]
 
 
 def regressions(step: StepReport) -> list[str]:
-    """Headline entries the paired before/after measurement judges slower."""
-    before = {e.name: e for e in step.before}
-    after = {e.name: e for e in step.after}
-    found = []
-    for h in headlines(step):
-        old, new = before.get(h.entry_before), after.get(h.entry_after)
-        if old is None or new is None or h.entry_before != h.entry_after:
-            continue
-        judgement = judge_pairs(
-            np.asarray(old.samples_ns) / 1e6,
-            np.asarray(new.samples_ns) / 1e6,
-            block=step.round_size,
-            threshold=REGRESSION,
-            resamples=1000,
-        )
-        if judgement.verdict == "slower":
-            found.append(f"{h.label} {h.before_p95_ms:.1f} -> {h.after_p95_ms:.1f} ms")
-    return found
+    """Headline entries the paired session judged slower."""
+    return [
+        f"{h.label} {milliseconds(h.before_p95_ms)} -> {milliseconds(h.after_p95_ms)}, "
+        f"paired {ratio_interval(h.judgement)}"
+        for h in _judged(step, "slower")
+        if h.judgement
+    ]
 
 
 def index_bytes_added(step: StepReport) -> int:
     return sum(c.added_bytes for c in step.costs if c.kind == "index")
 
 
-def write_change(step: StepReport) -> dict[str, float | None]:
-    """Relative change of insert throughput per table (-0.2 = 20% slower writes)."""
-    changes: dict[str, float | None] = {}
-    for table, old in step.writes_before.items():
-        new = step.writes_after.get(table)
-        changes[table] = new / old - 1 if old and new else None
-    return changes
+def write_summary(step: StepReport) -> list[dict[str, Any]]:
+    """Per table: WAL bytes per row on both states, their change, and the timed verdict."""
+    rows = []
+    for cost in step.writes:
+        judgement = cost.judgement(step.threshold) if cost.before_ns else None
+        rows.append(
+            {
+                "table": cost.table,
+                "wal_bytes_before": cost.before.wal_bytes if cost.before else None,
+                "wal_bytes_after": cost.after.wal_bytes if cost.after else None,
+                "wal_change": cost.wal_change,
+                "changed": cost.changed,
+                "timing": judgement.to_dict() if judgement else None,
+                "error": cost.error,
+            }
+        )
+    return rows
 
 
 def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +163,15 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
         },
         "backup_method": step.backup_method,
         "up_seconds": step.up_seconds,
+        "settled": {
+            "before": step.settled_before.__dict__,
+            "after": step.settled_after.__dict__,
+        },
+        "session": {
+            "rounds": step.rounds,
+            "seconds": step.measure_seconds,
+            "threshold": str(step.threshold),
+        },
         "checks": {
             "passed": step.passed,
             "reversible": step.reversible,
@@ -160,35 +192,45 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
             c.__dict__ | {"added_bytes": c.added_bytes, "share_of_table": c.share_of_table}
             for c in step.costs
         ],
-        "writes_rows_per_s": {"before": step.writes_before, "after": step.writes_after},
-        "headlines": [h.__dict__ | {"speedup": h.speedup} for h in headlines(step)],
+        "writes": [
+            {
+                "table": w.table,
+                "before": w.before.__dict__ if w.before else None,
+                "after": w.after.__dict__ if w.after else None,
+                "before_ns": list(w.before_ns),
+                "after_ns": list(w.after_ns),
+                "rounds": list(w.rounds),
+                "error": w.error,
+            }
+            for w in step.writes
+        ],
+        "headlines": [h.to_dict() for h in headlines(step)],
         "before": [entry_document(e) for e in step.before],
         "after": [entry_document(e) for e in step.after],
     }
 
 
 def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> dict[str, Any]:
-    rows = []
-    for step in steps:
-        rows.append(
-            {
-                "migration": step.migration.id,
-                "title": step.migration.title,
-                "passed": step.passed,
-                "headlines": [h.__dict__ | {"speedup": h.speedup} for h in headlines(step)],
-                "audit_violations": [
-                    step.audit_before.total_violations,
-                    step.audit_after.total_violations,
-                ],
-                "index_bytes_added": index_bytes_added(step),
-                "write_change": write_change(step),
-                "reversible": step.reversible,
-                "data_intact": step.data_intact,
-                "unexpected_changes": list(step.unexpected_changes),
-                "regressions": regressions(step),
-                "document": step.path.name if step.path else None,
-            }
-        )
+    rows = [
+        {
+            "migration": step.migration.id,
+            "title": step.migration.title,
+            "passed": step.passed,
+            "headlines": [h.to_dict() for h in headlines(step)],
+            "audit_violations": [
+                step.audit_before.total_violations,
+                step.audit_after.total_violations,
+            ],
+            "index_bytes_added": index_bytes_added(step),
+            "writes": write_summary(step),
+            "reversible": step.reversible,
+            "data_intact": step.data_intact,
+            "unexpected_changes": list(step.unexpected_changes),
+            "regressions": regressions(step),
+            "document": step.path.name if step.path else None,
+        }
+        for step in steps
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND_SUMMARY,
@@ -200,34 +242,14 @@ def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> di
 
 
 def answers(steps: Sequence[StepReport]) -> dict[str, str]:
-    """Plain-language answers to "what did each migration teach us"."""
+    """Plain-language answers to "what did each migration teach us"; "no change" where
+    no step gave a verdict or a cost."""
     if not steps:
         return {}
-    gains = [(h.speedup or 0.0, h.label, s) for s in steps for h in headlines(s)]
-    speedup, label, best = max(gains, key=lambda g: g[0]) if gains else (0.0, "", steps[0])
-    costly = max(steps, key=index_bytes_added)
-    broken = [s for s in steps if not s.passed]
-    writes = {s.migration.id: write_change(s) for s in steps}
-    worst_write = min(
-        (
-            (change, s, table)
-            for s in steps
-            for table, change in writes[s.migration.id].items()
-            if change is not None
-        ),
-        default=None,
-        key=lambda item: item[0],
-    )
-    slower = [f"{s.migration.id}: {', '.join(regressions(s))}" for s in steps if regressions(s)]
     return {
-        "biggest_gain": f"{best.migration.id}: {label} {speedup:.1f}x faster",
-        "memory_cost": f"{costly.migration.id} added {index_bytes_added(costly):,} bytes of "
-        "indexes (the most of any step)",
-        "write_cost": (
-            f"{worst_write[1].migration.id}: {worst_write[2]} inserts {worst_write[0]:+.0%}"
-            if worst_write
-            else "no write measurement"
-        ),
+        "biggest_gain": _biggest_gain(steps),
+        "memory_cost": _memory_cost(steps),
+        "write_cost": _write_cost(steps),
         "what_broke": "; ".join(
             f"{s.migration.id}: "
             + ", ".join(
@@ -235,8 +257,70 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
                 + (["rows lost"] if not s.data_intact else [])
                 + [f"unexpected result change in {c}" for c in s.unexpected_changes]
             )
-            for s in broken
+            for s in steps
+            if not s.passed
         )
         or "nothing: every step was reversible, lost no row and changed no result unexpectedly",
-        "regressions": "; ".join(slower) or f"none (no headline judged slower by {REGRESSION})",
+        "regressions": "; ".join(
+            f"{s.migration.id}: {', '.join(regressions(s))}" for s in steps if regressions(s)
+        )
+        or f"none (no headline judged slower by {steps[0].threshold} in the paired sessions)",
     }
+
+
+def _biggest_gain(steps: Sequence[StepReport]) -> str:
+    gains = [(h, s) for s in steps for h in _judged(s, "faster") if h.judgement]
+    if not gains:
+        return f"{NO_CHANGE}: no step made a headline measurably faster"
+    headline, step = min(gains, key=lambda g: _ratio(g[0]))
+    assert headline.judgement is not None
+    estimate = headline.judgement.estimate
+    return (
+        f"{step.migration.id}: {headline.label} {1 / estimate.ratio:.1f}x faster "
+        f"(paired ratio {ratio_interval(headline.judgement)}; p95 "
+        f"{milliseconds(headline.before_p95_ms)} -> {milliseconds(headline.after_p95_ms)})"
+    )
+
+
+def _ratio(headline: Headline) -> float:
+    return headline.judgement.estimate.ratio if headline.judgement else 1.0
+
+
+def _memory_cost(steps: Sequence[StepReport]) -> str:
+    costly = max(steps, key=index_bytes_added)
+    added = index_bytes_added(costly)
+    if added <= 0:
+        return f"{NO_CHANGE}: no step added index space"
+    return f"{costly.migration.id} added {human_bytes(added)} of indexes (the most of any step)"
+
+
+def _write_cost(steps: Sequence[StepReport]) -> str:
+    """The largest deterministic increase of WAL per inserted row, and every insert the
+    paired timings judged slower."""
+    worst = max(
+        ((w.wal_change, s, w) for s in steps for w in s.writes if (w.wal_change or 0) > 0),
+        key=lambda item: item[0] or 0.0,
+        default=None,
+    )
+    slower = [
+        (s, w) for s in steps for w in s.writes
+        if w.before_ns and w.judgement(s.threshold).verdict == "slower"
+    ]  # fmt: skip
+    if worst is None and not slower:
+        return f"{NO_CHANGE}: no step made an insert write more WAL or take longer"
+    parts = []
+    if worst is not None:
+        change, step, cost = worst
+        assert cost.before and cost.after and change is not None
+        timing = cost.judgement(step.threshold)
+        parts.append(
+            f"{step.migration.id}: {cost.table} inserts write {change:+.0%} WAL "
+            f"({human_bytes(cost.before.wal_bytes)} -> {human_bytes(cost.after.wal_bytes)} "
+            f"per row); insert time {timing.verdict} ({ratio_interval(timing)})"
+        )
+    parts += [
+        f"{s.migration.id}: {w.table} inserts slower ({ratio_interval(w.judgement(s.threshold))})"
+        for s, w in slower
+        if worst is None or (s, w) != worst[1:]
+    ]
+    return "; ".join(parts)
