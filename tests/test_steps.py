@@ -26,10 +26,12 @@ from vpbench.server import ServerTarget
 from vpbench.snapshot import snapshot_tables
 from vpbench.steps import StepsOptions, run_steps
 from vpbench.steps_report import entry_judgement, index_bytes_added, regressions
+from vpbench.writecost import WriteOptions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 QUICK = StepsOptions(
-    paired=PairedOptions(rounds=2, max_rounds=2, repeat=2, warmup=0, explain=1), write_repeat=2
+    paired=PairedOptions(rounds=2, max_rounds=2, repeat=2, warmup=0, explain=1),
+    writes=WriteOptions(rounds=2, repeat=2),
 )
 TINY = get_profile("tiny")
 
@@ -314,7 +316,7 @@ def test_interleaving_puts_each_state_first_equally_often(rounds: int) -> None:
 
 NULL_CHECK = StepsOptions(
     paired=PairedOptions(rounds=4, max_rounds=4, repeat=3, explain=2),
-    write_repeat=3,
+    writes=WriteOptions(rounds=6, repeat=2),
     # Timing verdicts are checked at 5% by bench/null_steps.py over hundreds of judgements;
     # here a wide threshold keeps the test about structure: a biased instrument (the old
     # write probe's bloat read 1.33x) still fails it, noise never does.

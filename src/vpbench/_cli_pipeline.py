@@ -36,6 +36,7 @@ from vpbench.run import run_workloads
 from vpbench.server import connect, resolve_target
 from vpbench.steps import StepsOptions, run_steps
 from vpbench.steps_report import answers
+from vpbench.writecost import WriteOptions
 
 
 @click.command()
@@ -267,7 +268,12 @@ def steps(
         seed=seed_value,
         budget_seconds=budget_ms / 1000,
     )
-    options = StepsOptions(paired=paired, threshold=threshold, keep_backups=keep_backups)
+    options = StepsOptions(
+        paired=paired,
+        writes=WriteOptions(seed=seed_value),
+        threshold=threshold,
+        keep_backups=keep_backups,
+    )
     target = resolve_target(dsn)
     began = time.monotonic()
 

@@ -49,7 +49,7 @@ from vpbench.stepchecks import (
 )
 from vpbench.steps_report import step_document, summary_document
 from vpbench.workload import Workload, load_workloads
-from vpbench.writecost import WriteCost, measure_write_costs
+from vpbench.writecost import WriteCost, WriteOptions, measure_write_costs
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ StepsEvent = Callable[[str], None]
 class StepsOptions:
     paired: PairedOptions = field(default_factory=PairedOptions)
     """how the two states are measured against each other"""
-    write_repeat: int = 5
-    """timed inserts per table, side and round"""
+    writes: WriteOptions = field(default_factory=WriteOptions)
+    """how the inserts are timed"""
     threshold: Threshold = DEFAULT_THRESHOLD
     """the smallest change a verdict (faster, slower, regression) is given for"""
     keep_backups: bool = False
@@ -69,7 +69,7 @@ class StepsOptions:
     def to_dict(self) -> dict[str, Any]:
         return {
             "paired": self.paired.__dict__,
-            "write_repeat": self.write_repeat,
+            "writes": self.writes.__dict__,
             "threshold": str(self.threshold),
             "keep_backups": self.keep_backups,
         }
@@ -236,8 +236,7 @@ def _run_step(
         equivalence = _equivalence(target, backup, copy, workloads, pools,
                                    applied_before, applied_after, options.paired.seed)  # fmt: skip
         say("  measuring what an insert costs on both")
-        writes = measure_write_costs(before_db, after_db, options.paired,
-                                     repeat=options.write_repeat)  # fmt: skip
+        writes = measure_write_costs(before_db, after_db, options.writes)
         _drop_if_present(target, copy)
         say("  checking reversibility (down, compare, up)")
         problems = _reversibility(target, dbname, migration, shape, snapshot)
