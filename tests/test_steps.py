@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from vpbench.errors import UnsafeOperationError
 from vpbench.interleave import PairedOptions, balanced_orders
 from vpbench.migrate import MigrationError
 from vpbench.profiles import get_profile
+from vpbench.report import build_report
 from vpbench.results import load
 from vpbench.server import ServerTarget
 from vpbench.snapshot import snapshot_tables
@@ -30,7 +32,7 @@ from vpbench.writecost import WriteOptions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 QUICK = StepsOptions(
-    paired=PairedOptions(rounds=2, max_rounds=2, repeat=2, warmup=0, explain=1),
+    paired=PairedOptions(rounds=2, max_rounds=2, repeat=2, warmup=0, explain=1, round_ms=0),
     writes=WriteOptions(rounds=2, repeat=2),
 )
 TINY = get_profile("tiny")
@@ -113,6 +115,11 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert len(frames.samples) == sum(
         len(e.samples_ns) for s in result.steps for e in s.before + s.after
     )
+    report = build_report([tmp_path], tmp_path / "report").read_text()
+    index_step = next(r for r in report.splitlines() if r.startswith("| `0003_video_page_indexes`"))
+    assert "quiz_attempts: WAL" in index_step and "sees ±" in index_step
+    assert re.search(r"\| \+\d+\.\d (kB|MB) \|", index_step)  # index size in human units
+    assert not re.search(r"\d{1,3}(,\d{3})+ B", report)
 
 
 def test_a_failing_step_restores_the_backup(
@@ -315,7 +322,7 @@ def test_interleaving_puts_each_state_first_equally_often(rounds: int) -> None:
 
 
 NULL_CHECK = StepsOptions(
-    paired=PairedOptions(rounds=4, max_rounds=4, repeat=3, explain=2),
+    paired=PairedOptions(rounds=4, max_rounds=4, repeat=3, explain=2, round_ms=20),
     writes=WriteOptions(rounds=6, repeat=2),
     # Timing verdicts are checked at 5% by bench/null_steps.py over hundreds of judgements;
     # here a wide threshold keeps the test about structure: a biased instrument (the old

@@ -16,6 +16,7 @@ from vpbench.server import DEFAULT_DATABASE
 
 if TYPE_CHECKING:
     from vpbench.compare import Threshold
+    from vpbench.interleave import PairedOptions
 
 out = Console()
 err = Console(stderr=True)
@@ -124,6 +125,21 @@ def paired_options(func: F) -> F:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def paired_session(
+    rounds: int, max_rounds: int, repeat: int, budget_ms: int, seed: int
+) -> PairedOptions:
+    """The PairedOptions that ``paired_options`` and ``--seed`` describe."""
+    from vpbench.interleave import PairedOptions
+
+    return PairedOptions(
+        rounds=rounds,
+        max_rounds=max(rounds, max_rounds),
+        repeat=repeat,
+        seed=seed,
+        budget_seconds=budget_ms / 1000,
+    )
 
 
 def wide(table: Table) -> None:

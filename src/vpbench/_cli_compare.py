@@ -16,6 +16,7 @@ from vpbench._cli_common import (
     migrations_option,
     out,
     paired_options,
+    paired_session,
     threshold_option,
     wide,
 )
@@ -147,16 +148,9 @@ def ab(
     """Measure two databases pair by pair in one session, then compare B with A."""
     from vpbench.ab import run_ab
     from vpbench.comparison import compare_sides, load_sides
-    from vpbench.interleave import PairedOptions
 
     target = resolve_target(dsn)
-    options = PairedOptions(
-        rounds=rounds,
-        max_rounds=max(rounds, max_rounds),
-        repeat=repeat,
-        seed=seed_value,
-        budget_seconds=budget_ms / 1000,
-    )
+    options = paired_session(rounds, max_rounds, repeat, budget_ms, seed_value)
     outcome = run_ab(
         target,
         side_a,

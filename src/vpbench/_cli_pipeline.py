@@ -17,6 +17,7 @@ from vpbench._cli_common import (
     migrations_option,
     out,
     paired_options,
+    paired_session,
     progress_bars,
     threshold_option,
     wide,
@@ -26,7 +27,6 @@ from vpbench.compare import Threshold
 from vpbench.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.errors import RunInterruptedError
 from vpbench.fixtures import default_workload_paths
-from vpbench.interleave import PairedOptions
 from vpbench.maintenance import flush_statistics, settle
 from vpbench.measure import RunOptions
 from vpbench.migrate import apply_step, migration_states, plan_down, plan_up
@@ -261,15 +261,8 @@ def steps(
     """The main job: seed, then apply every migration measured, audited and checked."""
     chosen = get_profile(profile)
     paths = list(workload_paths) or default_workload_paths()
-    paired = PairedOptions(
-        rounds=rounds,
-        max_rounds=max(rounds, max_rounds),
-        repeat=repeat,
-        seed=seed_value,
-        budget_seconds=budget_ms / 1000,
-    )
     options = StepsOptions(
-        paired=paired,
+        paired=paired_session(rounds, max_rounds, repeat, budget_ms, seed_value),
         writes=WriteOptions(seed=seed_value),
         threshold=threshold,
         keep_backups=keep_backups,
@@ -280,19 +273,21 @@ def steps(
     def event(message: str) -> None:
         err.print(f"[dim]{time.monotonic() - began:6.1f}s[/] {message}", highlight=False)
 
-    result = run_steps(
-        target,
-        dbname,
-        profile=chosen,
-        seed=seed_value,
-        workload_paths=paths,
-        migrations_dir=migrations_dir,
-        out_dir=out_dir,
-        to=to,
-        options=options,
-        force=force,
-        on_event=event,
-    )
+    with progress_bars("each step's paired rounds (an entry stops once it is precise)") as tick:
+        result = run_steps(
+            target,
+            dbname,
+            profile=chosen,
+            seed=seed_value,
+            workload_paths=paths,
+            migrations_dir=migrations_dir,
+            out_dir=out_dir,
+            to=to,
+            options=options,
+            force=force,
+            on_event=event,
+            progress=tick,
+        )
     wide(steps_table(result))
     for question, answer in answers(result.steps).items():
         out.print(f"{question.replace('_', ' ')}: {answer}", highlight=False)

@@ -4,8 +4,9 @@ Every timed execution on one side is paired with one on the other side that ran 
 next to it, with the same parameters; the side that goes first alternates from pair to
 pair and, balanced, from round to round. Drift of a shared machine then hits both members
 of a pair alike and cancels in their ratio. A round runs each entry still being measured
-``repeat`` times on both sides (after ``warmup`` untimed executions each); rounds are the
-clusters of the bootstrap that judges the pairs (``vpbench.compare.judge_pairs``).
+at least ``repeat`` times on both sides, and as many more as fit in ``round_ms`` (after
+``warmup`` untimed executions each); rounds are the clusters of the bootstrap that judges
+the pairs (``vpbench.compare.judge_pairs``).
 
 Rounds adapt: after ``rounds`` rounds an entry stops as soon as the 95% interval of its
 paired ratio lies within ±``precision``; the others go on until ``max_rounds`` or until the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -44,6 +46,8 @@ from vpbench.workload import Query, Scenario, SqlText, Workload
 log = logging.getLogger(__name__)
 
 SIDES = ("before", "after")
+MAX_PAIRS = 200
+"""pairs per entry and round at most"""
 RoundProgress = Callable[[int, int], None]
 """Called after each round with (rounds done, entries still being measured)."""
 
@@ -54,15 +58,19 @@ class PairedOptions:
     """rounds every entry gets"""
     max_rounds: int = 30
     repeat: int = 3
-    """pairs per entry and round"""
+    """pairs per entry and round, at least"""
+    round_ms: float = 200.0
+    """an entry runs more pairs in a round, up to MAX_PAIRS, until they take this long: a
+    sub-millisecond query needs hundreds of pairs to be known to within a few percent"""
     warmup: int = 1
     """untimed executions per entry, side and round"""
     explain: int = 3
     """EXPLAIN (ANALYZE, BUFFERS) runs per entry and side, in the first round"""
     timeout_ms: int = 30_000
     seed: int = 1
-    precision: float = 0.025
-    """stop an entry once its ratio's 95% interval lies within ±2.5%"""
+    precision: float = 0.03
+    """stop an entry once its ratio's 95% interval lies within ±3% (precise enough for a
+    verdict at a 5% threshold, see ``vpbench.compare.PRECISE``)"""
     budget_seconds: float = 60.0
     """no round starts after this, once every entry had ``rounds`` rounds"""
 
@@ -264,11 +272,13 @@ def _one_round(
     timed = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/round{number}")
     warm = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/warmup{number}")
     try:
+        warm_ns = 0
         for _ in range(options.warmup):
             params = warm.draw()
             for state in order:
-                _try(entry, sides, state, params)
-        for pair in range(options.repeat):
+                outcome = _try(entry, sides, state, params)
+                warm_ns += outcome[0] if outcome else 0
+        for pair in range(_pairs(entry, options, warm_ns)):
             params = timed.draw()
             states = order if pair % 2 == 0 else order[::-1]
             outcomes = {state: _try(entry, sides, state, params) for state in states}
@@ -296,6 +306,20 @@ def _one_round(
                         return
     except psycopg.Error:
         return  # recorded on the side that failed; the entry stops
+
+
+def _pairs(entry: _PairedEntry, options: PairedOptions, warm_ns: int) -> int:
+    """Pairs for this round: enough to fill ``round_ms``, judged by the pairs so far (or
+    the warm-up), within [repeat, MAX_PAIRS]."""
+    before, after = entry.tracks["before"].samples, entry.tracks["after"].samples
+    if before:
+        pair_ms = (statistics.median(before) + statistics.median(after)) / 1e6
+    elif warm_ns:
+        pair_ms = warm_ns / 1e6 / max(options.warmup, 1)
+    else:
+        return options.repeat
+    wanted = math.ceil(options.round_ms / pair_ms) if pair_ms > 0 else MAX_PAIRS
+    return min(max(options.repeat, wanted), MAX_PAIRS)
 
 
 def _try(

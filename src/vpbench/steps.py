@@ -29,7 +29,7 @@ from vpbench.databases import database_state, refuse_unless_owned, user_table_co
 from vpbench.errors import StepsInterruptedError, VpbenchError
 from vpbench.interleave import PairedOptions, PairedSession, measure_paired
 from vpbench.maintenance import Settled, flush_statistics, run_checkpoint, settle
-from vpbench.measure import EntryResult
+from vpbench.measure import EntryResult, MeasureProgress
 from vpbench.migrate import MigrationError, apply_step, migration_states, plan_up
 from vpbench.migrations import Migration, applied_migrations, discover_migrations
 from vpbench.profiles import DirtyRates, Profile
@@ -139,6 +139,7 @@ def run_steps(
     dirty: DirtyRates | None = None,
     force: bool = False,
     on_event: StepsEvent | None = None,
+    progress: MeasureProgress | None = None,
 ) -> StepsResult:
     """Run the whole measured migration series on a freshly seeded database."""
     began = time.perf_counter()
@@ -159,7 +160,7 @@ def run_steps(
     reports: list[StepReport] = []
     for number, migration in enumerate(pending, start=1):
         say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
-        report = _run_step(target, dbname, migration, workloads, options, say)
+        report = _run_step(target, dbname, migration, workloads, options, say, progress)
         metadata = _metadata(target, dbname, migration, options, workload_paths)
         path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
         reports.append(replace(report, path=path))
@@ -194,7 +195,12 @@ def _run_step(
     workloads: Sequence[Workload],
     options: StepsOptions,
     say: StepsEvent,
+    progress: MeasureProgress | None,
 ) -> StepReport:
+    def rounds_done(done: int, active: int) -> None:
+        if progress:
+            progress(f"{migration.id[:4]} rounds", done, options.paired.max_rounds)
+
     with connect(target, dbname, autocommit=True) as conn:
         settled_before = settle(conn)
         applied_before = applied_migrations(conn)
@@ -231,7 +237,7 @@ def _run_step(
         before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
         pools = _pools(before_db, workloads)
         session = measure_paired(before_db, after_db, workloads, pools, applied_before,
-                                 applied_after, options.paired)  # fmt: skip
+                                 applied_after, options.paired, progress=rounds_done)  # fmt: skip
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
         equivalence = _equivalence(target, backup, copy, workloads, pools,
                                    applied_before, applied_after, options.paired.seed)  # fmt: skip

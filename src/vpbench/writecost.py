@@ -123,9 +123,11 @@ class WriteCost:
 
 @dataclass(frozen=True)
 class _Insert:
-    """One side's prepared INSERT and the probe rows' values for it."""
+    """One side's prepared INSERT, the same under EXPLAIN, and the probe rows' values."""
 
     statement: SqlText
+    explain: str
+    """``EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) INSERT ...`` with psycopg placeholders"""
     rows: list[dict[str, Any]]
 
 
@@ -172,10 +174,7 @@ def _table_cost(before: str, after: str, table: str, options: WriteOptions) -> W
         fresh = _fresh_ids(len(ids), options.seed)
         sides = {"before": old, "after": new}
         inserts = {side: _insert(conn, table, ids, fresh) for side, conn in sides.items()}
-        profiles = {
-            side: _profile(conn, table, inserts[side].statement, inserts[side].rows[:PROBE_ROWS])
-            for side, conn in sides.items()
-        }
+        profiles = {side: _profile(conn, table, inserts[side]) for side, conn in sides.items()}
     timed = _timed({"before": before, "after": after}, inserts, options)
     return WriteCost(table, profiles["before"], profiles["after"], *timed)
 
@@ -194,25 +193,32 @@ def _probe_ids(
         "SELECT greatest(reltuples, 1) FROM pg_class WHERE oid = to_regclass(%s)", [table]
     ).fetchone()
     percent = min(100.0, max(0.01, 100.0 * 4 * count / float(row[0] if row else 1)))
+    present = _by_id(old, table, sql.SQL("id::text"))
     while True:
         query = sql.SQL(
             "SELECT id::text FROM {} TABLESAMPLE SYSTEM ({}) REPEATABLE ({}) ORDER BY id LIMIT {}"
         ).format(sql.Identifier(table), sql.Literal(percent), sql.Literal(seed),
                  sql.Literal(4 * count))  # fmt: skip
         candidates = [r[0] for r in new.execute(query).fetchall()]
-        present = {
-            r[0]
-            for r in old.execute(
-                sql.SQL("SELECT id::text FROM {} WHERE id::text = ANY(%s)").format(
-                    sql.Identifier(table)
-                ),
-                [candidates],
-            ).fetchall()
-        }
-        found = [i for i in candidates if i in present][:count]
+        both = {r[0] for r in old.execute(present, [candidates]).fetchall()}
+        found = [i for i in candidates if i in both][:count]
         if len(found) == count or percent >= 100:
             return found
         percent = min(100.0, percent * 4)
+
+
+def _by_id(conn: psycopg.Connection[Any], table: str, columns: sql.Composable) -> sql.Composed:
+    """``SELECT columns FROM table WHERE id = ANY(%s)``, the text ids cast to the id's own
+    type so that the primary key serves the lookup."""
+    row = conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(%s) AND attname = 'id'",
+        [table],
+    ).fetchone()
+    assert row is not None
+    return sql.SQL("SELECT {} FROM {} WHERE id = ANY(CAST(%s AS {}[]))").format(
+        columns, sql.Identifier(table), sql.SQL(row[0])
+    )
 
 
 def _fresh_ids(count: int, seed: int) -> list[str]:
@@ -224,49 +230,44 @@ def _insert(conn: psycopg.Connection[Any], table: str, ids: list[str], fresh: li
     """The app's INSERT on this side's columns, and the probe rows' values as text (the
     server casts them to each column's type, as it does for the app's parameters)."""
     columns = [r[0] for r in conn.execute(_COLUMNS, [table]).fetchall()]
-    placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-    names = ", ".join(map(_quoted, columns))
-    text = f"INSERT INTO {_quoted(table)} ({names}) VALUES ({placeholders})"
-    statement = SqlText(text, text, tuple(columns), text)
-    select = sql.SQL("SELECT id::text, {} FROM {} WHERE id::text = ANY(%s)").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
-        sql.Identifier(table),
+    head = f"INSERT INTO {_quoted(table)} ({', '.join(map(_quoted, columns))}) VALUES"
+    numbered = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    prepared = f"{head} ({numbered})"
+    statement = SqlText(prepared, prepared, tuple(columns), prepared)
+    explain = (
+        f"EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) {head} ({', '.join(['%s'] * len(columns))})"
     )
-    found = {r[0]: r[1:] for r in conn.execute(select, [ids]).fetchall()}
+    texts = sql.SQL(", ").join(
+        sql.SQL("{}::text").format(sql.Identifier(c)) for c in ["id", *columns]
+    )
+    found = {r[0]: r[1:] for r in conn.execute(_by_id(conn, table, texts), [ids]).fetchall()}
     rows = []
     for source, new_id in zip(ids, fresh, strict=True):
         values = dict(zip(columns, found[source], strict=True))
         values["id"] = new_id
         rows.append(values)
-    return _Insert(statement, rows)
+    return _Insert(statement, explain, rows)
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _profile(
-    conn: psycopg.Connection[Any], table: str, statement: SqlText, rows: list[dict[str, Any]]
-) -> WriteProfile:
-    placeholders = ", ".join(["%s"] * len(statement.params))
-    positional = (
-        "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) "
-        + statement.source.replace("%", "%%").rsplit(" VALUES (", 1)[0]
-        + f" VALUES ({placeholders})"
-    )
+def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> WriteProfile:
     wal, records, buffers, dirtied, calls = [], [], [], [], []
     clean = 0
+    rows = insert.rows[:PROBE_ROWS]
     for values in rows:
-        params = [values[c] for c in statement.params]
+        params = [values[c] for c in insert.statement.params]
         with conn.transaction(force_rollback=True):
             conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
             conn.execute("SAVEPOINT probe")
-            first = _plan(conn, positional, params)
+            first = _plan(conn, insert.explain, params)
             readings = []
             for _ in range(WAL_READINGS):
                 conn.execute("ROLLBACK TO SAVEPOINT probe")
                 start = _lsn(conn)
-                plan = _plan(conn, positional, params)
+                plan = _plan(conn, insert.explain, params)
                 readings.append((_lsn(conn) - start, plan))
         least, second = min(readings, key=lambda reading: reading[0])
         node = second["Plan"]
