@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -100,19 +102,57 @@ def balanced_orders(rounds: int, seed: int) -> list[tuple[str, str]]:
 
 @contextmanager
 def open_pair(
-    conninfo: Mapping[str, str], order: tuple[str, str], timeout_ms: int
+    conninfo: Mapping[str, str], order: tuple[str, str], timeout_ms: int, core: int | None
 ) -> Iterator[dict[str, psycopg.Connection[Any]]]:
-    """A fresh session on each side, opened in ``order``.
+    """A fresh session on each side, opened in ``order``, both running on ``core``.
 
     A backend that runs on the client's core answers a short query up to twice as fast as
     one on the other core, and keeps its core for as long as it lives; the backend started
-    second lands on the busier core more often than not. Fresh sessions every round, opened
-    in the round's balanced order, turn that into round-to-round noise that the bootstrap
-    over rounds accounts for, instead of a bias for one side."""
+    second lands on the busier core more often than not. When the server runs on this
+    machine, both backends are pinned to one core away from the client's (``core``, from
+    ``separate_cores``); elsewhere, fresh sessions every round, opened in the round's
+    balanced order, turn placement into round-to-round noise that the bootstrap over
+    rounds accounts for, instead of a bias for one side."""
     with ExitStack() as stack:
-        yield {
+        connections = {
             state: stack.enter_context(open_session(conninfo[state], timeout_ms)) for state in order
         }
+        if core is not None:
+            for conn in connections.values():
+                pin_backend(conn.info.backend_pid, core)
+        yield connections
+
+
+@contextmanager
+def separate_cores() -> Iterator[int | None]:
+    """Pin this process to its first core for the duration and yield the core the server
+    processes are to share (its last one); None on a single core or without CPU affinity."""
+    getter = getattr(os, "sched_getaffinity", None)
+    cores = sorted(getter(0)) if getter else []
+    if len(cores) < 2:
+        yield None
+        return
+    os.sched_setaffinity(0, {cores[0]})
+    try:
+        yield cores[-1]
+    finally:
+        os.sched_setaffinity(0, set(cores))
+
+
+def pin_backend(pid: int, core: int) -> bool:
+    """Run server process ``pid`` on ``core`` when it is a PostgreSQL process of this
+    machine that started in the last minute (a server in another PID namespace or on another
+    host is left alone); False when it was not pinned."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        if b"postgres" not in command or uptime - started / os.sysconf("SC_CLK_TCK") > 60:
+            return False
+        os.sched_setaffinity(pid, {core})
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 class _StatementTimeoutError(Exception):
@@ -236,24 +276,25 @@ def measure_paired(
         entries += [(_PairedEntry(i, m, applied), pools[workload.name]) for i, m in items]
     active = list(range(len(entries)))
     rounds = 0
-    for number, order in enumerate(balanced_orders(options.max_rounds, options.seed)):
-        with open_pair(conninfo, order, options.timeout_ms) as connections:
-            sides = {state: _Side(conn) for state, conn in connections.items()}
-            for index in active:
-                entry, entry_pools = entries[index]
-                _one_round(entry, entry_pools, sides, order, number, options)
-        rounds = number + 1
-        active = [
-            i
-            for i in active
-            if not entries[i][0].failed
-            and not (rounds >= options.rounds and _precise(entries[i][0], options))
-        ]
-        if progress:
-            progress(rounds, len(active))
-        spent = time.perf_counter() - began
-        if not active or (rounds >= options.rounds and spent >= options.budget_seconds):
-            break
+    with separate_cores() as core:
+        for number, order in enumerate(balanced_orders(options.max_rounds, options.seed)):
+            with open_pair(conninfo, order, options.timeout_ms, core) as connections:
+                sides = {state: _Side(conn) for state, conn in connections.items()}
+                for index in active:
+                    entry, entry_pools = entries[index]
+                    _one_round(entry, entry_pools, sides, order, number, options)
+            rounds = number + 1
+            active = [
+                i
+                for i in active
+                if not entries[i][0].failed
+                and not (rounds >= options.rounds and _precise(entries[i][0], options))
+            ]
+            if progress:
+                progress(rounds, len(active))
+            spent = time.perf_counter() - began
+            if not active or (rounds >= options.rounds and spent >= options.budget_seconds):
+                break
     log.info("paired session: %d rounds in %.1fs", rounds, time.perf_counter() - began)
     results = {
         state: tuple(e.tracks[state].result(e.rounds) for e, _ in entries) for state in SIDES

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from vpbench.compare import Judgement, Threshold, judge_pairs
-from vpbench.interleave import balanced_orders, open_pair
+from vpbench.interleave import balanced_orders, open_pair, separate_cores
 from vpbench.measure import PreparedStatements, error_message, open_session
 from vpbench.workload import SqlText
 
@@ -324,20 +324,21 @@ def _timed(
             for row in timed_rows:
                 _insert_once(session, statements, inserts[side], row)
     rows = iter(timed_rows)
-    for number, order in enumerate(balanced_orders(options.rounds, options.seed)):
-        with open_pair(conninfo, order, options.timeout_ms) as connections:
-            statements = PreparedStatements()
-            for side in order:  # untimed: PREPARE, and the new backend's first catalog reads
-                _insert_once(connections[side], statements, inserts[side], PROBE_ROWS - 1)
-            for pair in range(options.repeat):
-                index = next(rows, None)
-                if index is None:
-                    break
-                for side in order if pair % 2 == 0 else order[::-1]:
-                    samples[side].append(
-                        _insert_once(connections[side], statements, inserts[side], index)
-                    )
-                rounds.append(number)
+    with separate_cores() as core:
+        for number, order in enumerate(balanced_orders(options.rounds, options.seed)):
+            with open_pair(conninfo, order, options.timeout_ms, core) as connections:
+                statements = PreparedStatements()
+                for side in order:  # untimed: PREPARE, the new backend's first catalog reads
+                    _insert_once(connections[side], statements, inserts[side], PROBE_ROWS - 1)
+                for pair in range(options.repeat):
+                    index = next(rows, None)
+                    if index is None:
+                        break
+                    for side in order if pair % 2 == 0 else order[::-1]:
+                        samples[side].append(
+                            _insert_once(connections[side], statements, inserts[side], index)
+                        )
+                    rounds.append(number)
     return tuple(samples["before"]), tuple(samples["after"]), tuple(rounds)
 
 
