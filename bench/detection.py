@@ -36,17 +36,17 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from vpbench.ab import run_ab
-from vpbench.backup import create_backup, drop_backup
-from vpbench.comparison import compare_sides, load_sides
-from vpbench.databases import database_state
-from vpbench.interleave import PairedOptions
-from vpbench.maintenance import run_checkpoint
-from vpbench.measure import RunOptions
-from vpbench.profiles import get_profile
-from vpbench.run import run_workloads
-from vpbench.seed import seed_database
-from vpbench.server import ServerTarget, connect, resolve_target
+from vpbench.analysis.comparison import compare_sides, load_sides
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
+from vpbench.measure.ab import run_ab
+from vpbench.measure.interleave import PairedOptions
+from vpbench.measure.run import run_workloads
+from vpbench.measure.runner import RunOptions
+from vpbench.server.backup import create_backup, drop_backup
+from vpbench.server.databases import database_state
+from vpbench.server.maintenance import run_checkpoint
+from vpbench.server.target import ServerTarget, connect, resolve_target
 
 DATABASE = "vpbench_bench_detection"
 Pairs = tuple[list[float], list[float]]

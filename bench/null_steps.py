@@ -22,11 +22,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from vpbench.fixtures import default_workload_paths
-from vpbench.profiles import get_profile
-from vpbench.server import resolve_target
-from vpbench.steps import StepsOptions, run_steps
-from vpbench.steps_report import entry_judgement, index_bytes_added
+from vpbench.dataset.fixtures import default_workload_paths
+from vpbench.dataset.profiles import get_profile
+from vpbench.server.target import resolve_target
+from vpbench.steps.pipeline import StepsOptions, run_steps
+from vpbench.steps.summary import entry_judgement, index_bytes_added
 
 DATABASE = "vpbench_bench_null"
 

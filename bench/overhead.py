@@ -26,12 +26,12 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from vpbench.backup import postgres_program
-from vpbench.compare import paired_ratio
-from vpbench.databases import ensure_database
-from vpbench.measure import RunOptions
-from vpbench.run import run_workloads
-from vpbench.server import ServerTarget, resolve_target
+from vpbench.analysis.verdicts import paired_ratio
+from vpbench.measure.run import run_workloads
+from vpbench.measure.runner import RunOptions
+from vpbench.server.backup import postgres_program
+from vpbench.server.databases import ensure_database
+from vpbench.server.target import ServerTarget, resolve_target
 
 DATABASE = "vpbench_bench_overhead"
 STATEMENT = "SELECT abalance FROM pgbench_accounts WHERE aid = :aid"

@@ -17,12 +17,12 @@ from typing import Any
 
 from psycopg import sql
 
-from vpbench.databases import drop_database, ensure_database
-from vpbench.fixtures import legacy_schema_sql
-from vpbench.generate import LegacyDataset, build_dataset
-from vpbench.profiles import DirtyRates, get_profile
-from vpbench.seed import seed_database
-from vpbench.server import ServerTarget, connect, resolve_target
+from vpbench.dataset.fixtures import legacy_schema_sql
+from vpbench.dataset.generate import LegacyDataset, build_dataset
+from vpbench.dataset.profiles import DirtyRates, get_profile
+from vpbench.dataset.seed import seed_database
+from vpbench.server.databases import drop_database, ensure_database
+from vpbench.server.target import ServerTarget, connect, resolve_target
 
 Rows = dict[str, tuple[tuple[str, ...], list[tuple[str | None, ...]]]]
 

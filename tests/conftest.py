@@ -17,8 +17,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from vpbench._embedded import EmbeddedPostgres
-from vpbench.server import ServerTarget
+from vpbench.server.embedded import EmbeddedPostgres
+from vpbench.server.target import ServerTarget
 
 DatabaseFactory = Callable[[str], str]
 pytest_plugins = ["pytester"]

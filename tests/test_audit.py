@@ -12,14 +12,14 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
-from vpbench.audit import (
+from vpbench.dataset.audit import (
     VOICE_MEMO_V1_PATTERN,
     VOICE_MEMO_V2_PATTERN,
     AuditReport,
     run_audit,
 )
+from vpbench.dataset.fixtures import legacy_schema_sql
 from vpbench.errors import UsageError
-from vpbench.fixtures import legacy_schema_sql
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 ConnFactory = Callable[..., Conn]

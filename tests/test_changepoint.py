@@ -1,4 +1,4 @@
-"""vpbench.changepoint on seeded synthetic nightly series with known steps."""
+"""vpbench.analysis.changepoint on seeded synthetic nightly series with known steps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from vpbench.changepoint import ChangePoint, detect_change_points
+from vpbench.analysis.changepoint import ChangePoint, detect_change_points
 
 SEEDS = range(200)
 

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from vpbench import charts
+from vpbench.reporting import charts
 
 STEPS = [
     "legacy",

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from conftest import DatabaseFactory
-from vpbench.cli import main
-from vpbench.server import ServerTarget
-from vpbench.snapshot import snapshot_tables
+from vpbench.cli.main import main
+from vpbench.dataset.snapshot import snapshot_tables
+from vpbench.server.target import ServerTarget
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from conftest import DatabaseFactory
-from vpbench.comparison import compare_sides, load_sides
-from vpbench.measure import RunOptions
-from vpbench.run import run_workloads
-from vpbench.server import ServerTarget
+from vpbench.analysis.comparison import compare_sides, load_sides
+from vpbench.measure.run import run_workloads
+from vpbench.measure.runner import RunOptions
+from vpbench.server.target import ServerTarget
 
 WORKLOAD = """\
 [params.low]

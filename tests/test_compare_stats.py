@@ -1,4 +1,4 @@
-"""vpbench.compare on seeded synthetic latencies with known answers."""
+"""vpbench.analysis.verdicts on seeded synthetic latencies with known answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vpbench.compare import (
+from vpbench.analysis.verdicts import (
     DEFAULT_THRESHOLD,
     Judgement,
     Threshold,
@@ -284,7 +284,7 @@ def test_a_noisy_paired_session_does_not_cry_wolf() -> None:
 def test_without_the_precision_gate_a_noisy_session_would(monkeypatch: pytest.MonkeyPatch) -> None:
     """The twin of the test above: "significant and past the threshold" alone, as asv
     judges, calls noise a change several times as often."""
-    monkeypatch.setattr("vpbench.compare.PRECISE", math.inf)
+    monkeypatch.setattr("vpbench.analysis.verdicts.PRECISE", math.inf)
     counts = _paired_counts(1.0, 0.30)
     assert counts["slower"] + counts["faster"] > 6, counts
 

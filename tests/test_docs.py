@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vpbench.cli import cli
+from vpbench.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,13 +19,13 @@ import psycopg
 import pytest
 
 from conftest import traversable_tempdir
-from vpbench._embedded import EmbeddedPostgres, EmbeddedStatus, default_home
 from vpbench.errors import ServerError
+from vpbench.server.embedded import EmbeddedPostgres, EmbeddedStatus, default_home
 
 _START_IN_CHILD = """
 import sys, time
 from pathlib import Path
-from vpbench._embedded import EmbeddedPostgres
+from vpbench.server.embedded import EmbeddedPostgres
 print(EmbeddedPostgres(Path(sys.argv[1])).start().pid, flush=True)
 time.sleep(120)
 """

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vpbench.interleave import open_pair, pin_backend, separate_cores
-from vpbench.server import ServerTarget
+from vpbench.measure.interleave import open_pair, pin_backend, separate_cores
+from vpbench.server.target import ServerTarget
 
 
 def _cores_of(pid: int) -> str:

@@ -11,9 +11,12 @@ import psycopg
 import pytest
 
 from conftest import DatabaseFactory
-from vpbench.cli import main
+from vpbench.cli.main import main
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
+from vpbench.dataset.snapshot import schema_shape, snapshot_tables
 from vpbench.errors import FixtureError
-from vpbench.migrate import (
+from vpbench.migrations.apply import (
     BASE,
     MigrationError,
     apply_step,
@@ -22,11 +25,8 @@ from vpbench.migrate import (
     plan_up,
     split_statements,
 )
-from vpbench.migrations import default_migrations_dir, discover_migrations
-from vpbench.profiles import get_profile
-from vpbench.seed import seed_database
-from vpbench.server import ServerTarget
-from vpbench.snapshot import schema_shape, snapshot_tables
+from vpbench.migrations.folder import default_migrations_dir, discover_migrations
+from vpbench.server.target import ServerTarget
 
 FIRST = "0001_quiz_attempt_links"
 

@@ -10,7 +10,13 @@ import psycopg
 import pytest
 
 from conftest import DatabaseFactory
-from vpbench.plan import PlanSummary, SeqScan, describe_node, plan_fingerprint, summarise_plan
+from vpbench.measure.plan import (
+    PlanSummary,
+    SeqScan,
+    describe_node,
+    plan_fingerprint,
+    summarise_plan,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 Explain = list[dict[str, Any]]

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from vpbench.audit import VOICE_MEMO_V1_PATTERN, VOICE_MEMO_V2_PATTERN, run_audit
-from vpbench.fixtures import fixtures_dir
-from vpbench.profiles import DirtyRates, get_profile
-from vpbench.seed import SeedResult, seed_database
-from vpbench.server import ServerTarget
-from vpbench.snapshot import TableSnapshot, snapshot_tables
+from vpbench.dataset.audit import VOICE_MEMO_V1_PATTERN, VOICE_MEMO_V2_PATTERN, run_audit
+from vpbench.dataset.fixtures import fixtures_dir
+from vpbench.dataset.profiles import DirtyRates, get_profile
+from vpbench.dataset.seed import SeedResult, seed_database
+from vpbench.dataset.snapshot import TableSnapshot, snapshot_tables
+from vpbench.server.target import ServerTarget
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 Rows = list[tuple[Any, ...]]

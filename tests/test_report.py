@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from vpbench.cli import main
-from vpbench.profiles import get_profile
-from vpbench.seed import seed_database
-from vpbench.server import ServerTarget
+from vpbench.cli.main import main
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
+from vpbench.server.target import ServerTarget
 
 DATA = Path(__file__).parent / "data"
 LEGACY, MIGRATED = DATA / "runs" / "legacy.json", DATA / "runs" / "migrated.json"

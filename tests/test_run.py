@@ -14,18 +14,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vpbench.cli import main
+from vpbench.cli.main import main
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
 from vpbench.errors import VpbenchError
-from vpbench.measure import PreparedStatements, RunOptions
-from vpbench.migrate import apply_step
-from vpbench.migrations import discover_migrations
-from vpbench.profiles import get_profile
-from vpbench.results import SCHEMA_VERSION, ResultsFormatError, load, read_document
-from vpbench.run import run_workloads
-from vpbench.sampling import SamplerError
-from vpbench.seed import seed_database
-from vpbench.server import ServerTarget
-from vpbench.workload import parse_sql
+from vpbench.measure.run import run_workloads
+from vpbench.measure.runner import PreparedStatements, RunOptions
+from vpbench.migrations.apply import apply_step
+from vpbench.migrations.folder import discover_migrations
+from vpbench.results.documents import SCHEMA_VERSION, ResultsFormatError, load, read_document
+from vpbench.server.target import ServerTarget
+from vpbench.workload.sampling import SamplerError
+from vpbench.workload.spec import parse_sql
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 QUICK = RunOptions(warmup=1, repeat=6, explain=2, clients=1, timeout_ms=5_000, seed=3)

@@ -6,13 +6,13 @@ import psycopg
 import pytest
 
 from conftest import DatabaseFactory
-from vpbench.audit import run_audit
-from vpbench.databases import MARK, database_state
+from vpbench.dataset.audit import run_audit
+from vpbench.dataset.profiles import PROFILES, DirtyRates, get_profile, parse_dirty_rates
+from vpbench.dataset.seed import SeedResult, seed_database
+from vpbench.dataset.snapshot import snapshot_tables
 from vpbench.errors import UnsafeOperationError, UsageError
-from vpbench.profiles import PROFILES, DirtyRates, get_profile, parse_dirty_rates
-from vpbench.seed import SeedResult, seed_database
-from vpbench.server import ServerTarget
-from vpbench.snapshot import snapshot_tables
+from vpbench.server.databases import MARK, database_state
+from vpbench.server.target import ServerTarget
 
 TINY = get_profile("tiny")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import traversable_tempdir
-from vpbench._embedded import EmbeddedPostgres
 from vpbench.errors import ServerError, UsageError
-from vpbench.server import EMBEDDED, ServerTarget, connect, resolve_target
+from vpbench.server.embedded import EmbeddedPostgres
+from vpbench.server.target import EMBEDDED, ServerTarget, connect, resolve_target
 
 
 @pytest.mark.parametrize(

@@ -16,19 +16,19 @@ import psycopg
 import pytest
 
 from conftest import DatabaseFactory
-from vpbench.cli import main
-from vpbench.compare import Threshold
+from vpbench.analysis.verdicts import Threshold
+from vpbench.cli.main import main
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.snapshot import snapshot_tables
 from vpbench.errors import UnsafeOperationError
-from vpbench.interleave import PairedOptions, balanced_orders
-from vpbench.migrate import MigrationError
-from vpbench.profiles import get_profile
-from vpbench.report import build_report
-from vpbench.results import load
-from vpbench.server import ServerTarget
-from vpbench.snapshot import snapshot_tables
-from vpbench.steps import StepsOptions, run_steps
-from vpbench.steps_report import entry_judgement, index_bytes_added, regressions
-from vpbench.writecost import WriteOptions
+from vpbench.measure.interleave import PairedOptions, balanced_orders
+from vpbench.measure.writecost import WriteOptions
+from vpbench.migrations.apply import MigrationError
+from vpbench.reporting.markdown import build_report
+from vpbench.results.documents import load
+from vpbench.server.target import ServerTarget
+from vpbench.steps.pipeline import StepsOptions, run_steps
+from vpbench.steps.summary import entry_judgement, index_bytes_added, regressions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 QUICK = StepsOptions(

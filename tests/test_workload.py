@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vpbench.sampling import ParameterStream, SamplerError, load_pool, load_pools
-from vpbench.workload import WorkloadError, load_workload, load_workloads, parse_sql
+from vpbench.workload.sampling import ParameterStream, SamplerError, load_pool, load_pools
+from vpbench.workload.spec import WorkloadError, load_workload, load_workloads, parse_sql
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 MIGRATIONS = (

@@ -1,5 +1,5 @@
 """``python -m vpbench``."""
 
-from vpbench.cli import main
+from vpbench.cli.main import main
 
 main()

@@ -20,19 +20,19 @@ import numpy as np
 import psycopg
 import pytest
 
-from vpbench.databases import drop_database
+from vpbench.dataset.fixtures import default_workload_paths
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
 from vpbench.errors import VpbenchError
-from vpbench.fixtures import default_workload_paths
-from vpbench.measure import EXPLAIN, PreparedStatements
-from vpbench.migrate import apply_step, migration_states, plan_up
-from vpbench.migrations import applied_migrations, discover_migrations
-from vpbench.plan import summarise_plan
-from vpbench.profiles import get_profile
-from vpbench.runinfo import seed_info
-from vpbench.sampling import ParameterStream, load_pools
-from vpbench.seed import seed_database
-from vpbench.server import connect, resolve_target
-from vpbench.workload import Query, Workload, load_workloads
+from vpbench.measure.metadata import seed_info
+from vpbench.measure.plan import summarise_plan
+from vpbench.measure.runner import EXPLAIN, PreparedStatements
+from vpbench.migrations.apply import apply_step, migration_states, plan_up
+from vpbench.migrations.folder import applied_migrations, discover_migrations
+from vpbench.server.databases import drop_database
+from vpbench.server.target import connect, resolve_target
+from vpbench.workload.sampling import ParameterStream, load_pools
+from vpbench.workload.spec import Query, Workload, load_workloads
 
 EXPLAIN_RUNS = 3
 

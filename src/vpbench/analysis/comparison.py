@@ -1,0 +1,332 @@
+"""Compare two measurements of the same workload: two runs, or the two states inside one
+step or ``ab`` document (measured in one interleaved session, so timing can be trusted).
+
+Runs collected apart are compared on timing *and* on the deterministic signals — plan
+fingerprints and shared buffers — and a difference seen only in noisy timing is called
+"inconclusive" (see ``vpbench.compare.judge``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge, judge_pairs
+from vpbench.errors import UsageError, VpbenchError
+from vpbench.results.documents import (
+    KIND_AB,
+    KIND_RUN,
+    KIND_STEP,
+    ResultsFormatError,
+    read_document,
+)
+
+
+class IncomparableError(VpbenchError):
+    """The two runs cannot be compared: different profile, seed or server, or no entry in
+    common. An input error (exit status 2), not a regression."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a label, its metadata and its entries by name."""
+
+    label: str
+    path: Path
+    metadata: dict[str, Any]
+    entries: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EntryComparison:
+    name: str
+    kind: str
+    base_p50_ms: float | None
+    base_p95_ms: float | None
+    new_p50_ms: float | None
+    new_p95_ms: float | None
+    judgement: Judgement
+    plan_changed: bool | None
+    base_buffers: float | None
+    new_buffers: float | None
+    target_ms: float | None
+
+    @property
+    def target_met_base(self) -> bool | None:
+        return _meets(self.base_p95_ms, self.target_ms)
+
+    @property
+    def target_met_new(self) -> bool | None:
+        return _meets(self.new_p95_ms, self.target_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        estimate = self.judgement.estimate
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "base_p50_ms": self.base_p50_ms,
+            "base_p95_ms": self.base_p95_ms,
+            "new_p50_ms": self.new_p50_ms,
+            "new_p95_ms": self.new_p95_ms,
+            "ratio": estimate.ratio,
+            "ci_low": estimate.low,
+            "ci_high": estimate.high,
+            "p_value": self.judgement.p_value,
+            "verdict": self.judgement.verdict,
+            "reason": self.judgement.reason,
+            "mde": self.judgement.mde,
+            "plan_changed": self.plan_changed,
+            "base_buffers": self.base_buffers,
+            "new_buffers": self.new_buffers,
+            "target_ms": self.target_ms,
+            "target_met_base": self.target_met_base,
+            "target_met_new": self.target_met_new,
+        }
+
+
+def _meets(p95: float | None, target: float | None) -> bool | None:
+    return None if p95 is None or target is None else p95 <= target
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: Side
+    new: Side
+    paired_session: bool
+    threshold: Threshold
+    alpha: float
+    rows: tuple[EntryComparison, ...]
+    confounder: str | None = None
+    """maintenance between runs collected apart that deterministic signals cannot see past"""
+
+    def regressions(self) -> tuple[EntryComparison, ...]:
+        return tuple(r for r in self.rows if r.judgement.verdict == "slower")
+
+    def target_breaches(self) -> tuple[EntryComparison, ...]:
+        return tuple(r for r in self.rows if r.target_met_new is False)
+
+    def exit_code(self, fail_on: str) -> int:
+        """1 when the chosen condition holds (``regression``, ``target`` or ``any``)."""
+        regressed = bool(self.regressions())
+        breached = bool(self.target_breaches())
+        failed = {"regression": regressed, "target": breached, "any": regressed or breached}
+        return 1 if failed[fail_on] else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {
+            v: sum(r.judgement.verdict == v for r in self.rows)
+            for v in ("faster", "slower", "unchanged", "inconclusive")
+        }
+        return {
+            "kind": "comparison",
+            "base": {"label": self.base.label, "path": str(self.base.path)},
+            "new": {"label": self.new.label, "path": str(self.new.path)},
+            "paired_session": self.paired_session,
+            "threshold": str(self.threshold),
+            "alpha": self.alpha,
+            "confounder": self.confounder,
+            "verdicts": counts,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def load_sides(paths: Sequence[Path]) -> tuple[Side, Side, bool]:
+    """Two run files/folders, or one step or ab document (its two states, paired)."""
+    if len(paths) == 1:
+        document = _read(paths[0])
+        if document.get("kind") not in (KIND_STEP, KIND_AB):
+            raise ResultsFormatError(
+                "a single file must be a step or ab document; give two runs to compare",
+                path=paths[0],
+            )
+        labels = document.get("labels", {"before": "before", "after": "after"})
+        sides = tuple(
+            Side(
+                labels[state],
+                paths[0],
+                document["metadata"],
+                {e["name"]: e for e in document[state]},
+            )
+            for state in ("before", "after")
+        )
+        return sides[0], sides[1], True
+    if len(paths) != 2:
+        raise UsageError("compare takes BASE and NEW (or one step or ab document)")
+    base, new = (_run_side(p) for p in paths)
+    return base, new, False
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ResultsFormatError("no such results file", path=path)
+    return read_document(path)
+
+
+def _run_side(path: Path) -> Side:
+    """A run document, or the newest run document in a folder."""
+    if path.is_dir():
+        runs = sorted((p for p in path.rglob("*.json")), key=lambda p: p.stat().st_mtime)
+        documents = [(p, d) for p in runs if (d := _read(p)).get("kind") == KIND_RUN]
+        if not documents:
+            raise ResultsFormatError("no run results in this folder", path=path)
+        path, document = documents[-1]
+    else:
+        document = _read(path)
+        if document.get("kind") != KIND_RUN:
+            raise ResultsFormatError(f"a {document.get('kind')} document, not a run", path=path)
+    label = document["metadata"].get("label") or path.stem
+    try:
+        entries = {e["name"]: e for e in document["entries"]}
+    except (KeyError, TypeError):
+        raise ResultsFormatError(
+            "truncated or corrupted run document (entries)", path=path
+        ) from None
+    return Side(label, path, document["metadata"], entries)
+
+
+def incomparable_reasons(base: Side, new: Side) -> list[str]:
+    """Differences that make timings incomparable: data profile/seed, PostgreSQL major."""
+    reasons = []
+    for key in ("profile", "seed"):
+        a, b = base.metadata.get("seed", {}).get(key), new.metadata.get("seed", {}).get(key)
+        if a != b:
+            reasons.append(f"{key} {a} vs {b}")
+    majors = [
+        (side.metadata.get("postgres", {}).get("server_version_num") or 0) // 10000
+        for side in (base, new)
+    ]
+    if majors[0] != majors[1]:
+        reasons.append(f"PostgreSQL {majors[0]} vs {majors[1]}")
+    return reasons
+
+
+def maintenance_between(base: Side, new: Side) -> str | None:
+    """What, besides the change under test, altered plans and buffers between two runs of
+    the same database at the same migration state: VACUUM or ANALYZE (by hand or by
+    autovacuum) of some table, or a reseed. None when nothing did, or when the runs
+    measured different databases or schema states (their counters do not compare)."""
+    old_db, new_db = base.metadata.get("database") or {}, new.metadata.get("database") or {}
+    same_place = (
+        _server(base) == _server(new)
+        and old_db.get("name") is not None
+        and old_db.get("name") == new_db.get("name")
+        and base.metadata.get("applied_migrations") == new.metadata.get("applied_migrations")
+    )
+    if not same_place:
+        return None
+    seeded = [side.metadata.get("seed", {}).get("seeded_at") for side in (base, new)]
+    if old_db.get("oid") != new_db.get("oid") or seeded[0] != seeded[1]:
+        return "a reseed of the database (new rows, new statistics)"
+    old_tables, new_tables = old_db.get("maintenance", {}), new_db.get("maintenance", {})
+    touched = [
+        f"{name} ({', '.join(work)})"
+        for name, old in old_tables.items()
+        if (current := new_tables.get(name)) is not None
+        and (
+            work := [
+                kind
+                for kind, key in (("VACUUM", "vacuums"), ("ANALYZE", "analyzes"))
+                if current.get(key) != old.get(key)
+            ]
+        )
+    ]
+    return f"maintenance of {', '.join(touched)}" if touched else None
+
+
+def _server(side: Side) -> str:
+    """``host:port/db`` of the run, without how it was reached."""
+    return str(side.metadata.get("server", "")).split(" (", 1)[0]
+
+
+def compare_sides(
+    base: Side,
+    new: Side,
+    *,
+    paired_session: bool,
+    threshold: Threshold = DEFAULT_THRESHOLD,
+    alpha: float = 0.05,
+    force: bool = False,
+    seed: int = 0,
+) -> Comparison:
+    """Judge every query and scenario the two sides share."""
+    if not paired_session and not force and (reasons := incomparable_reasons(base, new)):
+        raise IncomparableError(
+            f"runs are not comparable: {'; '.join(reasons)}", hint="pass --force to compare anyway"
+        )
+    common = [name for name in base.entries if name in new.entries]
+    if not common:
+        raise IncomparableError(
+            f"{base.path} and {new.path} have no query or scenario in common",
+            hint="compare runs of the same workload",
+        )
+    confounder = None if paired_session else maintenance_between(base, new)
+    rows = []
+    for name in common:
+        old, cur = base.entries[name], new.entries[name]
+        old_ms, new_ms = _samples(old), _samples(cur)
+        plan_changed = _plan_changed(old, cur)
+        old_buffers, new_buffers = _buffers(old), _buffers(cur)
+        ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
+        # An interleaved session stores its samples pair by pair (same index, same round,
+        # same parameters on both sides): judge them that way, clustered by round.
+        rounds = old.get("rounds")
+        judgement = (
+            judge_pairs(
+                old_ms, new_ms, clusters=rounds, threshold=threshold, alpha=alpha, seed=seed
+            )
+            if paired_session and rounds and old_ms.size == new_ms.size == len(rounds)
+            else judge(
+                old_ms,
+                new_ms,
+                threshold=threshold,
+                alpha=alpha,
+                paired_session=paired_session,
+                plan_changed=plan_changed,
+                buffers_ratio=ratio,
+                confounder=confounder,
+                seed=seed,
+            )
+        )
+        rows.append(
+            EntryComparison(
+                name,
+                cur.get("kind", "query"),
+                _pct(old_ms, 50),
+                _pct(old_ms, 95),
+                _pct(new_ms, 50),
+                _pct(new_ms, 95),
+                judgement,
+                plan_changed,
+                old_buffers,
+                new_buffers,
+                cur.get("target_ms") if cur.get("target_ms") is not None else old.get("target_ms"),
+            )
+        )
+    return Comparison(base, new, paired_session, threshold, alpha, tuple(rows), confounder)
+
+
+def _samples(entry: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.asarray(entry.get("samples_ns") or [], dtype=np.float64) / 1e6
+
+
+def _pct(samples: np.ndarray[Any, np.dtype[np.float64]], q: int) -> float | None:
+    return float(np.percentile(samples, q)) if samples.size else None
+
+
+def _buffers(entry: dict[str, Any]) -> float | None:
+    values = [e["shared_hit_blocks"] + e["shared_read_blocks"] for e in entry.get("explains", [])]
+    return float(np.median(values)) if values else None
+
+
+def _plan_changed(old: dict[str, Any], new: dict[str, Any]) -> bool | None:
+    before = {k: v.get("fingerprint") for k, v in (old.get("plan_summaries") or {}).items()}
+    after = {k: v.get("fingerprint") for k, v in (new.get("plan_summaries") or {}).items()}
+    if not before or not after:
+        return None
+    return before != after

@@ -1,0 +1,175 @@
+"""What the CLI modules share: consoles, common options, parameter types, printing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
+from rich.table import Table
+
+from vpbench.server.target import DEFAULT_DATABASE
+
+if TYPE_CHECKING:
+    from vpbench.analysis.verdicts import Threshold
+    from vpbench.measure.interleave import PairedOptions
+
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000}
+WIDE_TABLE = 150
+"""Columns for wide tables when stdout is not a terminal (CI logs, pipes)."""
+
+
+def dsn_option(func: F) -> F:
+    return click.option(
+        "--dsn",
+        metavar="DSN",
+        help="PostgreSQL server to use (default: VPBENCH_DSN, DATABASE_URL, PG* variables, "
+        "else the embedded server).",
+    )(func)
+
+
+def count_option(
+    name: str, default: int, *, minimum: int, help: str, dest: str | None = None
+) -> Callable[[F], F]:
+    """An integer option with a lower bound and its default shown in --help."""
+    declarations = [name] if dest is None else [name, dest]
+    return click.option(
+        *declarations,
+        default=default,
+        show_default=True,
+        type=click.IntRange(min=minimum),
+        help=help,
+    )
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "dbname",
+        default=DEFAULT_DATABASE,
+        show_default=True,
+        help="Database vpbench works in (created and marked as vpbench's if missing).",
+    )(func)
+
+
+def migrations_option(func: F) -> F:
+    return click.option(
+        "--migrations",
+        "migrations_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Migrations folder (default: the reference series in fixtures/migrations).",
+    )(func)
+
+
+class Duration(click.ParamType[Any, int]):
+    """``500ms``, ``5s``, ``2m`` or a bare number of seconds, as milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        unit = next((u for u in ("ms", "s", "m") if text.endswith(u)), "")
+        try:
+            amount = float(text.removesuffix(unit) if unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 500ms, 5s or 2m", param, ctx)
+        milliseconds = int(amount * DURATION_UNITS[unit or "s"])
+        if milliseconds <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return milliseconds
+
+
+def parse_threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:
+    """``--threshold STAT:PCT``: the smallest change a verdict is given for."""
+    from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
+
+    return Threshold.parse(value) if value else DEFAULT_THRESHOLD
+
+
+def threshold_option(func: F) -> F:
+    return click.option(
+        "--threshold",
+        callback=parse_threshold,
+        metavar="STAT:PCT",
+        help="Smallest change that counts, e.g. median:5% (default) or p95:10%.",
+    )(func)
+
+
+def paired_options(func: F) -> F:
+    """--rounds, --max-rounds, --repeat and --budget of a paired session."""
+    decorators = [
+        count_option("--rounds", 10, minimum=2, help="Paired rounds every entry gets."),
+        count_option(
+            "--max-rounds", 30, minimum=2, help="Rounds an imprecise entry may get at most."
+        ),
+        count_option("--repeat", 3, minimum=1, help="Pairs per entry and round."),
+        click.option(
+            "--budget",
+            "budget_ms",
+            default="60s",
+            show_default=True,
+            type=Duration(),
+            help="No extra round starts after this much measuring.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def paired_session(
+    rounds: int, max_rounds: int, repeat: int, budget_ms: int, seed: int
+) -> PairedOptions:
+    """The PairedOptions that ``paired_options`` and ``--seed`` describe."""
+    from vpbench.measure.interleave import PairedOptions
+
+    return PairedOptions(
+        rounds=rounds,
+        max_rounds=max(rounds, max_rounds),
+        repeat=repeat,
+        seed=seed,
+        budget_seconds=budget_ms / 1000,
+    )
+
+
+def wide(table: Table) -> None:
+    """Print a wide table at full width even when stdout is not a terminal."""
+    (out if out.is_terminal else Console(width=WIDE_TABLE)).print(table)
+
+
+@contextmanager
+def progress_bars(banner: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A bar per table, shown from the first progress report on (so a refusal before any
+    work prints nothing but its error)."""
+    tasks: dict[str, TaskID] = {}
+    progress = Progress(
+        "[progress.description]{task.description:<14}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+    def update(table: str, done: int, total: int) -> None:
+        if not tasks:
+            err.print(banner, highlight=False)
+            progress.start()
+        if table not in tasks:
+            tasks[table] = progress.add_task(table, total=total)
+        progress.update(tasks[table], completed=done)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            progress.stop()

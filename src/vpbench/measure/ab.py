@@ -1,0 +1,88 @@
+"""``vpbench ab``: measure two databases (or servers) in one paired session, execution by
+execution, so that machine drift hits both alike and timing can be compared."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from vpbench.measure.interleave import PairedOptions, measure_paired
+from vpbench.measure.metadata import collect_metadata
+from vpbench.measure.run import known_migration_ids
+from vpbench.migrations.folder import applied_migrations
+from vpbench.results.documents import (
+    KIND_AB,
+    SCHEMA_VERSION,
+    ensure_writable,
+    entry_document,
+    utc_stamp,
+    write_document,
+)
+from vpbench.server.target import ServerTarget
+from vpbench.workload.sampling import load_pools
+from vpbench.workload.spec import load_workloads
+
+
+@dataclass(frozen=True)
+class AbOutcome:
+    path: Path
+    labels: tuple[str, str]
+
+
+def resolve_side(target: ServerTarget, value: str) -> tuple[str, str]:
+    """(conninfo, label) for a database name on the target server, or a DSN of its own."""
+    if "://" in value or "=" in value:
+        params = conninfo_to_dict(value)
+        label = (
+            f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname')}"
+        )
+        return value, label
+    return target.for_database(value), value
+
+
+def run_ab(
+    target: ServerTarget,
+    a: str,
+    b: str,
+    workload_paths: Sequence[Path],
+    options: PairedOptions,
+    *,
+    out_dir: Path,
+    migrations_dir: Path | None = None,
+    label: str | None = None,
+) -> AbOutcome:
+    """Measure both sides with the same parameters (pools drawn from A) and write one
+    ``ab`` document; ``vpbench compare`` on it judges B against A as a paired session."""
+    workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
+    ensure_writable(out_dir)
+    (conn_a, label_a), (conn_b, label_b) = resolve_side(target, a), resolve_side(target, b)
+    with psycopg.connect(conn_a, autocommit=True) as conn:
+        applied_a = applied_migrations(conn)
+        pools = {w.name: load_pools(conn, w) for w in workloads}
+        metadata = collect_metadata(
+            conn,
+            server=label_a,
+            label=label,
+            options=asdict(options),
+            workload_paths=[str(p) for p in workload_paths],
+            applied_migrations=applied_a,
+        )
+    with psycopg.connect(conn_b, autocommit=True) as conn:
+        applied_b = applied_migrations(conn)
+    session = measure_paired(conn_a, conn_b, workloads, pools, applied_a, applied_b, options)
+    document: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND_AB,
+        "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
+        "labels": {"before": label_a, "after": label_b},
+        "session": {"rounds": session.rounds, "seconds": session.seconds},
+        "before": [entry_document(e) for e in session.before],
+        "after": [entry_document(e) for e in session.after],
+    }
+    path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
+    return AbOutcome(path, (label_a, label_b))

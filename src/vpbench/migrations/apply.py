@@ -1,0 +1,238 @@
+"""Apply and revert migrations, one transaction per step, recorded in a checksummed ledger.
+
+Each step's SQL and its ledger row commit together (or not at all). A step marked
+``transactional = false`` (e.g. CREATE INDEX CONCURRENTLY) runs statement by statement in
+autocommit mode: a failure then leaves earlier statements applied, which ``steps`` undoes
+by restoring its backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from vpbench.errors import VpbenchError
+from vpbench.migrations.folder import LEDGER_TABLE, Migration
+
+log = logging.getLogger("vpbench")
+
+BASE = "base"
+"""``migrate down base`` reverts every applied migration."""
+
+LEDGER_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS vpbench;
+CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+    id          text             PRIMARY KEY,
+    checksum    text             NOT NULL,
+    title       text             NOT NULL,
+    applied_at  timestamptz      NOT NULL DEFAULT now(),
+    duration_ms double precision NOT NULL
+);
+"""
+_STATEMENT_END = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|(;)", re.S
+)
+
+
+class MigrationError(VpbenchError):
+    """A migration failed, was edited after it was applied, or cannot be found."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: str
+    checksum: str
+    applied_at: datetime
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    migration: Migration
+    applied_at: datetime | None
+
+    @property
+    def applied(self) -> bool:
+        return self.applied_at is not None
+
+
+@dataclass(frozen=True)
+class StepApplied:
+    migration: Migration
+    direction: str
+    seconds: float
+
+
+def ledger(conn: psycopg.Connection[Any]) -> dict[str, LedgerEntry]:
+    if not _ledger_exists(conn):
+        return {}
+    rows = conn.execute(f"SELECT id, checksum, applied_at FROM {LEDGER_TABLE} ORDER BY id")
+    return {r[0]: LedgerEntry(r[0], r[1], r[2]) for r in rows.fetchall()}
+
+
+def _ledger_exists(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", [LEDGER_TABLE]).fetchone()
+    return row is not None and row[0] is not None
+
+
+def migration_states(
+    conn: psycopg.Connection[Any], migrations: Sequence[Migration]
+) -> tuple[MigrationState, ...]:
+    """Each migration with when it was applied; refuses edited or unknown applied steps."""
+    entries = ledger(conn)
+    by_id = {m.id: m for m in migrations}
+    for entry in entries.values():
+        migration = by_id.get(entry.id)
+        if migration is None:
+            raise MigrationError(
+                f"the database has migration {entry.id!r} applied, which is not in the "
+                "migrations folder",
+                hint="use the folder it was applied from (--migrations)",
+            )
+        if migration.checksum != entry.checksum:
+            raise MigrationError(
+                f"migration {entry.id} was edited after it was applied "
+                f"(checksum {entry.checksum[:12]} in the ledger, "
+                f"{migration.checksum[:12]} on disk)",
+                path=migration.path,
+                hint="revert it with the original files, or add a new migration instead",
+            )
+    applied = [m.id for m in migrations if m.id in entries]
+    expected = [m.id for m in migrations[: len(applied)]]
+    if applied != expected:
+        raise MigrationError(
+            f"applied migrations {', '.join(applied)} are not a prefix of the series "
+            f"({', '.join(expected)})"
+        )
+    return tuple(
+        MigrationState(m, entries[m.id].applied_at if m.id in entries else None) for m in migrations
+    )
+
+
+def plan_up(states: Sequence[MigrationState], target: str | None) -> tuple[Migration, ...]:
+    """The pending migrations up to and including ``target`` (default: all)."""
+    pending = [s.migration for s in states if not s.applied]
+    if target is None:
+        return tuple(pending)
+    ids = [s.migration.id for s in states]
+    _check_target(target, ids)
+    return tuple(m for m in pending if ids.index(m.id) <= ids.index(target))
+
+
+def plan_down(states: Sequence[MigrationState], target: str | None) -> tuple[Migration, ...]:
+    """Migrations to revert, newest first: the last one, every one after ``target``, or all
+    for ``base``."""
+    applied = [s.migration for s in states if s.applied]
+    if target is None:
+        return tuple(applied[-1:])
+    if target == BASE:
+        return tuple(reversed(applied))
+    ids = [s.migration.id for s in states]
+    _check_target(target, ids)
+    return tuple(m for m in reversed(applied) if ids.index(m.id) > ids.index(target))
+
+
+def _check_target(target: str, ids: Sequence[str]) -> None:
+    if target not in ids:
+        raise MigrationError(
+            f"unknown migration {target!r}; known: {', '.join(ids) or 'none'}"
+            + (f", {BASE}" if ids else "")
+        )
+
+
+def apply_step(conn: psycopg.Connection[Any], migration: Migration, direction: str) -> StepApplied:
+    """Run ``up`` or ``down`` of one migration and update the ledger in the same transaction
+    (``conn`` must be in autocommit mode)."""
+    script = migration.up_sql if direction == "up" else migration.down_sql
+    began = time.perf_counter()
+    if migration.transactional:
+        offset = 0
+        try:
+            with conn.transaction():
+                conn.execute(LEDGER_SQL)
+                # Statement by statement, so a failure names the statement that failed.
+                for statement, start in split_statements(script):
+                    offset = start
+                    conn.execute(statement)
+                _record(conn, migration, direction, time.perf_counter() - began)
+        except psycopg.Error as exc:
+            raise _failure(migration, direction, script, exc, offset) from exc
+    else:
+        offset = 0
+        for statement, offset in split_statements(script):
+            try:
+                conn.execute(statement)  # autocommit: each statement stands alone
+            except psycopg.Error as exc:
+                raise _failure(migration, direction, script, exc, offset) from exc
+        with conn.transaction():
+            conn.execute(LEDGER_SQL)
+            _record(conn, migration, direction, time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    log.info("migration %s %s in %.2fs", migration.id, direction, seconds)
+    return StepApplied(migration, direction, seconds)
+
+
+def _record(
+    conn: psycopg.Connection[Any], migration: Migration, direction: str, seconds: float
+) -> None:
+    if direction == "up":
+        conn.execute(
+            f"INSERT INTO {LEDGER_TABLE} (id, checksum, title, duration_ms) "
+            "VALUES (%s, %s, %s, %s)",
+            [migration.id, migration.checksum, migration.title, seconds * 1000],
+        )
+    else:
+        conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE id = %s", [migration.id])
+
+
+def split_statements(script: str) -> list[tuple[str, int]]:
+    """Top-level statements of ``script`` with their offsets (semicolons inside literals,
+    comments and dollar quotes do not split)."""
+    statements: list[tuple[str, int]] = []
+    start = 0
+    for match in _STATEMENT_END.finditer(script):
+        if match.group(2):
+            _add_statement(statements, script, start, match.start())
+            start = match.end()
+    _add_statement(statements, script, start, len(script))
+    return statements
+
+
+def _add_statement(found: list[tuple[str, int]], script: str, start: int, end: int) -> None:
+    """Keep a statement (not blank or only comments), with the offset of its first
+    character that is neither space nor part of a leading comment line."""
+    chunk = script[start:end]
+    offset = start
+    for line in chunk.splitlines(keepends=True):
+        if line.strip() and not line.strip().startswith("--"):
+            break
+        offset += len(line)
+    text = script[offset:end].strip()
+    if text:
+        found.append((text, offset + len(script[offset:end]) - len(script[offset:end].lstrip())))
+
+
+def _failure(
+    migration: Migration, direction: str, script: str, exc: psycopg.Error, offset: int
+) -> MigrationError:
+    """Name the file, line and statement the server complained about."""
+    position = exc.diag.statement_position
+    at = offset + int(position) - 1 if position and position.isdigit() else offset
+    line = script[:at].count("\n") + 1
+    message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    statement = script[offset:].strip().splitlines()[0] if script[offset:].strip() else ""
+    detail = f" in `{statement[:60]}`" if statement else ""
+    if exc.diag.context:
+        detail += f" ({exc.diag.context.strip().splitlines()[0]})"
+    return MigrationError(
+        f"migration {migration.id} {direction} failed: {message}{detail}",
+        path=migration.path / f"{direction}.sql",
+        line=line,
+        sqlstate=exc.sqlstate,
+    )

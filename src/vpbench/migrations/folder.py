@@ -1,0 +1,108 @@
+"""The migration folder format and the ledger of applied migrations.
+
+A migrations folder holds one sub-folder per step, applied in name order::
+
+    NNNN_short_name/
+        up.sql          the change, run as one transaction
+        down.sql        restores the previous schema *and* data
+        migration.toml  title, why, fixes (audit checks), rewrites_table, transactional
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from vpbench.dataset.fixtures import fixtures_dir
+from vpbench.errors import FixtureError
+
+MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
+LEDGER_TABLE = "vpbench.migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the series, as found on disk."""
+
+    id: str
+    path: Path
+    title: str
+    why: str
+    fixes: tuple[str, ...]
+    rewrites_table: bool
+    transactional: bool
+    changes_results: tuple[str, ...]
+    """queries whose results this step changes on purpose (it fixes the data they read)"""
+    up_sql: str
+    down_sql: str
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of up.sql and down.sql: an edited, already-applied step is detected."""
+        digest = hashlib.sha256(self.up_sql.encode())
+        digest.update(b"\0")
+        digest.update(self.down_sql.encode())
+        return digest.hexdigest()
+
+
+def default_migrations_dir() -> Path:
+    return fixtures_dir() / "migrations"
+
+
+def discover_migrations(folder: Path | None = None) -> tuple[Migration, ...]:
+    """Every migration in ``folder`` (default: the reference series), in order."""
+    folder = folder if folder is not None else default_migrations_dir()
+    if not folder.is_dir():
+        raise FixtureError("migrations folder not found", path=folder)
+    found = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not MIGRATION_ID.match(path.name):
+            raise FixtureError(
+                f"migration folder name {path.name!r} is not NNNN_short_name", path=path
+            )
+        found.append(_read_migration(path))
+    return tuple(found)
+
+
+def migration_ids(folder: Path | None = None) -> tuple[str, ...]:
+    return tuple(m.id for m in discover_migrations(folder))
+
+
+def _read_migration(path: Path) -> Migration:
+    files = {name: path / name for name in ("up.sql", "down.sql", "migration.toml")}
+    for file in files.values():
+        if not file.is_file():
+            raise FixtureError(f"migration {path.name} has no {file.name}", path=file)
+    meta_path = files["migration.toml"]
+    try:
+        meta: dict[str, Any] = tomllib.loads(meta_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise FixtureError(f"invalid TOML: {exc}", path=meta_path) from None
+    return Migration(
+        id=path.name,
+        path=path,
+        title=str(meta.get("title", path.name)),
+        why=str(meta.get("why", "")),
+        fixes=tuple(str(c) for c in meta.get("fixes", [])),
+        rewrites_table=bool(meta.get("rewrites_table", False)),
+        transactional=bool(meta.get("transactional", True)),
+        changes_results=tuple(str(q) for q in meta.get("changes_results", [])),
+        up_sql=files["up.sql"].read_text(encoding="utf-8"),
+        down_sql=files["down.sql"].read_text(encoding="utf-8"),
+    )
+
+
+def applied_migrations(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
+    """Ids recorded in the ledger, in the order applied; empty if there is no ledger yet."""
+    row = conn.execute("SELECT to_regclass(%s)", [LEDGER_TABLE]).fetchone()
+    if row is None or row[0] is None:
+        return ()
+    return tuple(
+        r[0] for r in conn.execute(f"SELECT id FROM {LEDGER_TABLE} ORDER BY id").fetchall()
+    )

@@ -1,0 +1,1 @@
+"""What people read: Markdown reports for pull requests, charts, the nightly trend, units."""

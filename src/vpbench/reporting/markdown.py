@@ -1,0 +1,313 @@
+"""``vpbench report``: Markdown for a pull request, with PNG charts beside it.
+
+The first line says what a reviewer needs: which targets pass, the biggest win, any
+regression. Tables follow; images are referenced relatively so the folder can be attached
+or committed as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
+from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
+from vpbench.reporting import charts
+from vpbench.reporting.units import detectable, human_bytes
+from vpbench.results.documents import ensure_writable, read_document
+
+REPORT = "report.md"
+
+
+def build_report(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    *,
+    threshold: Threshold = DEFAULT_THRESHOLD,
+    alpha: float = 0.05,
+    force: bool = False,
+) -> Path:
+    """A steps folder gives the migration-series report; one step/ab document or two runs
+    give a before/after comparison report."""
+    ensure_writable(out_dir)
+    if len(inputs) == 1 and (inputs[0] / "summary.json").is_file():
+        text = _steps_report(inputs[0], out_dir, threshold, alpha)
+    else:
+        base, new, paired = load_sides(list(inputs))
+        comparison = compare_sides(
+            base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
+        )
+        text = _comparison_report(comparison, out_dir)
+    path = out_dir / REPORT
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _ms(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+def _p(samples: list[int], q: int) -> float | None:
+    return float(np.percentile(np.asarray(samples) / 1e6, q)) if samples else None
+
+
+# -- steps -----------------------------------------------------------------------------
+
+
+def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -> str:
+    summary = read_document(folder / "summary.json")
+    steps = [read_document(folder / row["document"]) for row in summary["steps"]]
+    latency = _latency_frame(steps)
+    charts.steps_latency_chart(latency, out / "steps-latency.png")
+    charts.cost_chart(_cost_frame(summary), out / "steps-cost.png")
+    charts.integrity_chart(_integrity_frame(steps), out / "steps-integrity.png")
+    lines = [_steps_headline(summary, latency), ""]
+    lines += ["![latency across the migration series](steps-latency.png)", ""]
+    labels = _headline_labels(summary)
+    lines += [
+        "| step | "
+        + " | ".join(labels)
+        + " | violations | index size | inserts | reversible | checks |"
+    ]
+    lines += ["|---" * (len(labels) + 6) + "|"]
+    for row in summary["steps"]:
+        heads = {h["label"]: h for h in row["headlines"]}
+        cells = [f"`{row['migration']}`"]
+        cells += [_headline_cell(heads[label]) if label in heads else "" for label in labels]
+        before, after = row["audit_violations"]
+        cells += [
+            f"{before:,} → {after:,}",
+            human_bytes(row["index_bytes_added"], signed=True),
+            "<br>".join(_write_cell(w) for w in row.get("writes", [])),
+            "yes" if row["reversible"] else "**no**",
+            "pass" if row["passed"] else "**FAIL**",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Each cell: p95 before → after; the paired ratio (median of after/before pairs) with "
+        f"its 95% interval over rounds, and the verdict at {threshold}; *sees ±x%*: the "
+        "smallest change the step could have detected. Inserts: WAL per inserted row "
+        "(deterministic) and the paired insert time.",
+    ]
+    lines += ["", "### What the series taught", ""]
+    lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in summary["answers"].items()]
+    lines += [
+        "",
+        "![cost per step](steps-cost.png)",
+        "",
+        "![integrity violations per step](steps-integrity.png)",
+        "",
+    ]
+    for document, path in zip(
+        steps, [folder / r["document"] for r in summary["steps"]], strict=True
+    ):
+        base, new, _ = load_sides([path])
+        comparison = compare_sides(base, new, paired_session=True, threshold=threshold, alpha=alpha)
+        lines += [f"### `{document['migration']['id']}` — {document['migration']['title']}", ""]
+        lines += [document["migration"]["why"].strip(), ""]
+        lines += [*_comparison_table(comparison), ""]
+    return "\n".join(lines)
+
+
+def _verdict_text(judgement: dict[str, Any]) -> str:
+    verdict = str(judgement["verdict"])
+    return f"**{verdict}**" if verdict in ("faster", "slower") else verdict
+
+
+def _interval(judgement: dict[str, Any]) -> str:
+    if judgement.get("ratio") is None:
+        return ""
+    return f"{judgement['ratio']:.2f}x [{judgement['ci_low']:.2f}, {judgement['ci_high']:.2f}]"
+
+
+def _headline_cell(headline: dict[str, Any]) -> str:
+    cell = f"{_ms(headline['before_p95_ms'])} → {_ms(headline['after_p95_ms'])} ms"
+    judgement = headline.get("judgement")
+    if judgement:
+        seen = f", sees ±{judgement['mde']:.0%}" if judgement.get("mde") is not None else ""
+        cell += f"<br>{_interval(judgement)} {_verdict_text(judgement)}{seen}"
+    return cell
+
+
+def _write_cell(write: dict[str, Any]) -> str:
+    if write.get("error") or write.get("wal_bytes_before") is None:
+        return f"{write['table']}: {write.get('error') or 'not measured'}"
+    cell = (
+        f"{write['table']}: WAL {human_bytes(write['wal_bytes_before'])} → "
+        f"{human_bytes(write['wal_bytes_after'])}/row"
+    )
+    if write.get("timing"):
+        cell += f", insert {_interval(write['timing'])} {_verdict_text(write['timing'])}"
+    return cell
+
+
+def _headline_labels(summary: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(h["label"] for row in summary["steps"] for h in row["headlines"]))
+
+
+def _latency_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
+    """Scenarios and the queries of scenario-less workloads, legacy first, then per step."""
+    rows = []
+    states = [("legacy", steps[0]["before"])] + [(s["migration"]["id"], s["after"]) for s in steps]
+    with_scenarios = {e["workload"] for e in steps[0]["after"] if e["kind"] == "scenario"}
+    for step, entries in states:
+        for entry in entries:
+            if entry["kind"] == "scenario" or (
+                entry["kind"] == "query" and entry["workload"] not in with_scenarios
+            ):
+                rows.append(
+                    {
+                        "step": step,
+                        "series": entry["name"],
+                        "p50_ms": _p(entry["samples_ns"], 50),
+                        "p95_ms": _p(entry["samples_ns"], 95),
+                        "target_ms": entry["target_ms"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _cost_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """Index bytes added and the change of WAL bytes per inserted row, per step and table."""
+    rows = []
+    for row in summary["steps"]:
+        wal = {w["table"]: w.get("wal_change") for w in row.get("writes", [])}
+        rows.append(
+            {
+                "step": row["migration"],
+                "index_bytes_added": row["index_bytes_added"],
+                "wal_change_quiz_attempts": wal.get("quiz_attempts"),
+                "wal_change_reflections": wal.get("reflections"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _integrity_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    states = [("legacy", steps[0]["audit_before"])]
+    states += [(s["migration"]["id"], s["audit_after"]) for s in steps]
+    for step, audit in states:
+        for check in audit["checks"]:
+            violations = check["violations"] if check["applicable"] else float("nan")
+            rows.append({"step": step, "check": check["name"], "violations": violations})
+    return pd.DataFrame(rows)
+
+
+def _steps_headline(summary: dict[str, Any], latency: pd.DataFrame) -> str:
+    parts = []
+    for series, group in latency.groupby("series", sort=False):
+        first, last = group.iloc[0], group.iloc[-1]
+        target = last["target_ms"]
+        met = "" if pd.isna(target) else (" ✅" if last["p95_ms"] <= target else " ❌")
+        if not pd.isna(target):
+            parts.append(
+                f"{series} p95 {_ms(first['p95_ms'])} → {_ms(last['p95_ms'])} ms "
+                f"(target {_ms(target)} ms{met})"
+            )
+    answers = summary["answers"]
+    broke = answers["what_broke"]
+    status = "all checks passed" if broke.startswith("nothing") else f"**broke**: {broke}"
+    return (
+        f"**{len(summary['steps'])} migrations:** "
+        + "; ".join(parts)
+        + f". Biggest win: {answers['biggest_gain']}. Regressions: "
+        f"{answers.get('regressions', 'n/a')}. {status[0].upper()}{status[1:]}."
+    )
+
+
+# -- comparisons -----------------------------------------------------------------------
+
+
+def _comparison_table(comparison: Comparison) -> list[str]:
+    lines = [
+        "| query | p50 before → after (ms) | p95 before → after (ms) | ratio [95% CI] | "
+        "verdict | sees | plan changed | buffers | target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison.rows:
+        estimate = row.judgement.estimate
+        target = ""
+        if row.target_ms is not None:
+            mark = {True: "✅", False: "❌", None: ""}
+            target = (
+                f"{_ms(row.target_ms)} ms {mark[row.target_met_base]}→{mark[row.target_met_new]}"
+            )
+        verdict: str = row.judgement.verdict
+        if verdict in ("slower", "faster"):
+            verdict = f"**{verdict}**"
+        lines.append(
+            f"| `{row.name}` | {_ms(row.base_p50_ms)} → {_ms(row.new_p50_ms)} | "
+            f"{_ms(row.base_p95_ms)} → {_ms(row.new_p95_ms)} | {estimate.ratio:.2f} "
+            f"[{estimate.low:.2f}, {estimate.high:.2f}] | {verdict} | "
+            f"{detectable(row.judgement)} | "
+            f"{'yes' if row.plan_changed else 'no' if row.plan_changed is False else '-'} | "
+            f"{_ms(row.base_buffers)} → {_ms(row.new_buffers)} | {target} |"
+        )
+    return lines
+
+
+def _comparison_report(comparison: Comparison, out: Path) -> str:
+    rows = pd.DataFrame([r.to_dict() for r in comparison.rows])
+    charts.before_after_chart(rows, out / "before-after.png")
+    samples = pd.DataFrame(
+        [
+            {"name": name, "run": side.label, "latency_ms": ns / 1e6}
+            for side in (comparison.base, comparison.new)
+            for name, entry in side.entries.items()
+            if name in set(rows["name"])
+            for ns in entry.get("samples_ns") or []
+        ]
+    )
+    charts.distribution_chart(samples, out / "distribution.png")
+    with_target = [r for r in comparison.rows if r.target_ms is not None]
+    met = sum(r.target_met_new is True for r in with_target)
+    faster = [r for r in comparison.rows if r.judgement.verdict == "faster"]
+    best = min(faster, key=lambda r: r.judgement.estimate.ratio, default=None)
+    regressions = comparison.regressions()
+    headline = (
+        f"**{comparison.new.label} vs {comparison.base.label}:** {met}/{len(with_target)} "
+        "targets met"
+        + (
+            f"; biggest win `{best.name}` {1 / best.judgement.estimate.ratio:.1f}x faster"
+            if best
+            else "; no significant speed-up"
+        )
+        + (
+            f"; **regressions: {', '.join(f'`{r.name}`' for r in regressions)}**"
+            if regressions
+            else "; no regression"
+        )
+        + (
+            " (measured in one interleaved session)"
+            if comparison.paired_session
+            else " (runs collected apart: timing-only changes are inconclusive)"
+        )
+        + "."
+    )
+    lines = [headline, "", *_comparison_table(comparison)]
+    lines += [
+        "",
+        f"Verdicts need the whole 95% interval beyond {comparison.threshold} and p < "
+        f"{comparison.alpha}; *sees*: the smallest change this comparison could have "
+        "detected (80% power)."
+        + (f" Between the runs: {comparison.confounder}." if comparison.confounder else ""),
+        "",
+    ]
+    lines += [
+        "![before / after per query](before-after.png)",
+        "",
+        "![latency distributions](distribution.png)",
+        "",
+    ]
+    (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=1, default=str))
+    return "\n".join(lines)

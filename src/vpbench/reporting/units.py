@@ -1,0 +1,56 @@
+"""Human units for tables, reports and charts: bytes as kB/MB/GB, times as ms, ratios with
+their interval."""
+
+from __future__ import annotations
+
+import math
+
+from vpbench.analysis.verdicts import Judgement
+
+BYTE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"))
+
+
+def byte_unit(largest: float) -> tuple[float, str]:
+    """The scale and unit to show ``largest`` bytes in (decimal: 1 kB = 1000 bytes)."""
+    for scale, unit in BYTE_UNITS:
+        if largest >= scale:
+            return scale, unit
+    return 1.0, "B"
+
+
+def human_bytes(value: float | None, *, signed: bool = False) -> str:
+    """``1.5 MB``, ``740 B`` (``+1.5 MB`` when signed); an empty string for None or NaN."""
+    if value is None or math.isnan(value):
+        return ""
+    if value == 0:
+        return "0 B"
+    scale, unit = byte_unit(abs(value))
+    sign = "+" if signed else ""
+    return f"{value / scale:{sign}.1f} {unit}" if scale > 1 else f"{value:{sign}.0f} B"
+
+
+def milliseconds(value: float | None) -> str:
+    """``0.091 ms`` below 1 ms, ``12.3 ms`` above; empty for None or NaN."""
+    if value is None or math.isnan(value):
+        return ""
+    return f"{value:.3f} ms" if value < 1 else f"{value:.1f} ms"
+
+
+def percent(fraction: float | None, *, signed: bool = True) -> str:
+    """``+12%`` for 0.12; empty for None or NaN."""
+    if fraction is None or math.isnan(fraction):
+        return ""
+    return f"{fraction:+.0%}" if signed else f"{fraction:.0%}"
+
+
+def ratio_interval(judgement: Judgement) -> str:
+    """``1.02x [0.98, 1.05]``: the ratio with its confidence interval; empty when unknown."""
+    estimate = judgement.estimate
+    if math.isnan(estimate.ratio):
+        return ""
+    return f"{estimate.ratio:.2f}x [{estimate.low:.2f}, {estimate.high:.2f}]"
+
+
+def detectable(judgement: Judgement) -> str:
+    """``±9%``: the smallest change the measurement could see (its MDE)."""
+    return "" if math.isnan(judgement.mde) else f"±{judgement.mde:.0%}"

@@ -1,0 +1,373 @@
+"""``vpbench steps``: the main job. Seed the legacy database, then for every pending
+migration: settle and back up the database, apply the migration, settle it again and copy
+it, then measure the copy of the state before (the backup) against the copy of the state
+after in one paired session, check result equivalence, what an insert costs on each,
+reversibility, storage and that no row was lost. One results document per step, plus a
+summary.
+
+Both measured states are template copies of a settled database (VACUUMed and ANALYZEd
+where rows changed), made the same way and checkpointed, so a migration that changes
+nothing measures two identical databases. Nothing measured is written to: write probes
+roll back, and the original database is only migrated, settled and reverted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
+from vpbench.dataset.audit import AuditReport, run_audit
+from vpbench.dataset.profiles import DirtyRates, Profile
+from vpbench.dataset.seed import seed_database
+from vpbench.dataset.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
+from vpbench.errors import StepsInterruptedError, VpbenchError
+from vpbench.measure.interleave import PairedOptions, PairedSession, measure_paired
+from vpbench.measure.metadata import collect_metadata
+from vpbench.measure.runner import EntryResult, MeasureProgress
+from vpbench.measure.writecost import WriteCost, WriteOptions, measure_write_costs
+from vpbench.migrations.apply import MigrationError, apply_step, migration_states, plan_up
+from vpbench.migrations.folder import Migration, applied_migrations, discover_migrations
+from vpbench.results.documents import ensure_writable, utc_stamp, write_document
+from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
+from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
+from vpbench.server.maintenance import Settled, flush_statistics, run_checkpoint, settle
+from vpbench.server.target import ServerTarget, connect
+from vpbench.steps.checks import (
+    Equivalence,
+    RelationCost,
+    compare_results,
+    quarantined_rows,
+    relation_costs,
+    relation_sizes,
+)
+from vpbench.steps.summary import step_document, summary_document
+from vpbench.workload.sampling import ParameterPool, load_pools
+from vpbench.workload.spec import Workload, load_workloads
+
+log = logging.getLogger(__name__)
+
+StepsEvent = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StepsOptions:
+    paired: PairedOptions = field(default_factory=PairedOptions)
+    """how the two states are measured against each other"""
+    writes: WriteOptions = field(default_factory=WriteOptions)
+    """how the inserts are timed"""
+    threshold: Threshold = DEFAULT_THRESHOLD
+    """the smallest change a verdict (faster, slower, regression) is given for"""
+    keep_backups: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paired": self.paired.__dict__,
+            "writes": self.writes.__dict__,
+            "threshold": str(self.threshold),
+            "keep_backups": self.keep_backups,
+        }
+
+
+@dataclass(frozen=True)
+class StepReport:
+    migration: Migration
+    backup_method: str
+    up_seconds: float
+    audit_before: AuditReport
+    audit_after: AuditReport
+    before: tuple[EntryResult, ...]
+    after: tuple[EntryResult, ...]
+    rounds: int
+    """paired rounds the session ran (entries stop earlier once precise)"""
+    measure_seconds: float
+    reversible: bool
+    reversibility_problems: tuple[str, ...]
+    equivalence: tuple[Equivalence, ...]
+    unexpected_changes: tuple[str, ...]
+    costs: tuple[RelationCost, ...]
+    writes: tuple[WriteCost, ...]
+    rows_before: dict[str, int]
+    rows_after: dict[str, int]
+    quarantined: dict[str, int]
+    settled_before: Settled
+    settled_after: Settled
+    threshold: Threshold = DEFAULT_THRESHOLD
+    path: Path | None = None
+
+    @property
+    def data_intact(self) -> bool:
+        return all(
+            self.rows_before[t] == self.rows_after[t] + self.quarantined.get(t, 0)
+            for t in self.rows_before
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.reversible and self.data_intact and not self.unexpected_changes
+
+
+@dataclass(frozen=True)
+class StepsResult:
+    steps: tuple[StepReport, ...]
+    out_dir: Path
+    summary_path: Path
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(step.passed for step in self.steps)
+
+
+def run_steps(
+    target: ServerTarget,
+    dbname: str,
+    *,
+    profile: Profile,
+    seed: int,
+    workload_paths: Sequence[Path],
+    migrations_dir: Path | None = None,
+    out_dir: Path | None = None,
+    to: str | None = None,
+    options: StepsOptions = StepsOptions(),
+    dirty: DirtyRates | None = None,
+    force: bool = False,
+    on_event: StepsEvent | None = None,
+    progress: MeasureProgress | None = None,
+) -> StepsResult:
+    """Run the whole measured migration series on a freshly seeded database."""
+    began = time.perf_counter()
+    say = on_event or (lambda message: None)
+    migrations = discover_migrations(migrations_dir)
+    workloads = load_workloads(workload_paths, [m.id for m in migrations])
+    out = ensure_writable(out_dir or Path("results") / f"steps-{utc_stamp()}")
+    state = database_state(target, dbname)
+    if state.exists and not state.marked:
+        with connect(target, dbname) as conn:
+            tables = user_table_count(conn)
+        refuse_unless_owned(state, operation="run steps on (it is reseeded)", tables=tables,
+                            force=force)  # fmt: skip
+    say(f"seeding {dbname} with profile {profile.name} (seed {seed})")
+    seed_database(target, dbname, profile, seed=seed, dirty=dirty, force=force)
+    with connect(target, dbname, autocommit=True) as conn:
+        pending = plan_up(migration_states(conn, migrations), to)
+    reports: list[StepReport] = []
+    for number, migration in enumerate(pending, start=1):
+        say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
+        report = _run_step(target, dbname, migration, workloads, options, say, progress)
+        metadata = _metadata(target, dbname, migration, options, workload_paths)
+        path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
+        reports.append(replace(report, path=path))
+    summary_path = write_document(
+        summary_document(reports, profile.name, seed), out / "summary.json"
+    )
+    return StepsResult(tuple(reports), out, summary_path, time.perf_counter() - began)
+
+
+def _metadata(
+    target: ServerTarget,
+    dbname: str,
+    migration: Migration,
+    options: StepsOptions,
+    workload_paths: Sequence[Path],
+) -> dict[str, Any]:
+    with connect(target, dbname, autocommit=True) as conn:
+        return collect_metadata(
+            conn,
+            server=f"{target.describe(dbname)} ({target.source})",
+            label=migration.id,
+            options=options.to_dict(),
+            workload_paths=[str(p) for p in workload_paths],
+            applied_migrations=applied_migrations(conn),
+        )
+
+
+def _run_step(
+    target: ServerTarget,
+    dbname: str,
+    migration: Migration,
+    workloads: Sequence[Workload],
+    options: StepsOptions,
+    say: StepsEvent,
+    progress: MeasureProgress | None,
+) -> StepReport:
+    def rounds_done(done: int, active: int) -> None:
+        if progress:
+            progress(f"{migration.id[:4]} rounds", done, options.paired.max_rounds)
+
+    with connect(target, dbname, autocommit=True) as conn:
+        settled_before = settle(conn)
+        applied_before = applied_migrations(conn)
+        shape, snapshot = schema_shape(conn), snapshot_tables(conn)
+        quarantine_before = quarantined_rows(conn)
+        audit_before = run_audit(conn)
+        sizes_before = relation_sizes(conn)
+    backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
+    say(f"  backed up to {backup.name} ({backup.method})")
+    copy: Backup | None = None
+    try:
+        with connect(target, dbname, autocommit=True) as conn:
+            try:
+                applied = apply_step(conn, migration, "up")
+            except MigrationError as exc:
+                conn.close()
+                restore_backup(target, backup)
+                raise MigrationError(
+                    f"{exc.message}; the database was restored from its backup ({backup.method})",
+                    path=exc.path, line=exc.line, sqlstate=exc.sqlstate,
+                ) from None  # fmt: skip
+            flush_statistics(conn)
+            say(f"  applied in {applied.seconds:.1f}s; settling and auditing")
+            settled_after = settle(conn)
+            applied_after = applied_migrations(conn)
+            audit_after = run_audit(conn)
+            sizes_after = relation_sizes(conn)
+            rows_after = row_counts(conn)
+            quarantine_after = quarantined_rows(conn)
+        copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
+        with connect(target, autocommit=True) as conn:
+            run_checkpoint(conn)  # the copies' pages are written now, not while timing
+        say(f"  measuring {backup.name} against {copy.name} in paired rounds")
+        before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
+        pools = _pools(before_db, workloads)
+        session = measure_paired(before_db, after_db, workloads, pools, applied_before,
+                                 applied_after, options.paired, progress=rounds_done)  # fmt: skip
+        say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
+        equivalence = _equivalence(target, backup, copy, workloads, pools,
+                                   applied_before, applied_after, options.paired.seed)  # fmt: skip
+        say("  measuring what an insert costs on both")
+        writes = measure_write_costs(before_db, after_db, options.writes)
+        _drop_if_present(target, copy)
+        say("  checking reversibility (down, compare, up)")
+        problems = _reversibility(target, dbname, migration, shape, snapshot)
+    except KeyboardInterrupt:
+        if copy is not None:
+            _drop_if_present(target, copy)
+        raise StepsInterruptedError(
+            f"interrupted during {migration.id}: {dbname} is consistent with its migration "
+            f"ledger; the state before this step is kept in database {backup.name}"
+        ) from None
+    except BaseException:
+        for leftover in (copy, backup):
+            if leftover is not None:
+                _drop_if_present(target, leftover)
+        raise
+    if not options.keep_backups:
+        _drop_if_present(target, backup)
+    return _report(
+        migration, backup, applied.seconds, (audit_before, audit_after), session,
+        problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
+        {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
+        {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
+        (settled_before, settled_after), options.threshold,
+    )  # fmt: skip
+
+
+def _report(
+    migration: Migration,
+    backup: Backup,
+    up_seconds: float,
+    audits: tuple[AuditReport, AuditReport],
+    session: PairedSession,
+    problems: list[str],
+    equivalence: tuple[Equivalence, ...],
+    costs: tuple[RelationCost, ...],
+    writes: tuple[WriteCost, ...],
+    rows_before: dict[str, int],
+    rows_after: dict[str, int],
+    quarantined: dict[str, int],
+    settled: tuple[Settled, Settled],
+    threshold: Threshold,
+) -> StepReport:
+    unexpected = tuple(
+        f"{e.query}: {e.detail}"
+        for e in equivalence
+        if not e.same and e.query not in migration.changes_results
+    )
+    return StepReport(
+        migration=migration,
+        backup_method=backup.method,
+        up_seconds=up_seconds,
+        audit_before=audits[0],
+        audit_after=audits[1],
+        before=session.before,
+        after=session.after,
+        rounds=session.rounds,
+        measure_seconds=session.seconds,
+        reversible=not problems,
+        reversibility_problems=tuple(problems),
+        equivalence=equivalence,
+        unexpected_changes=unexpected,
+        costs=costs,
+        writes=writes,
+        rows_before=rows_before,
+        rows_after=rows_after,
+        quarantined=quarantined,
+        settled_before=settled[0],
+        settled_after=settled[1],
+        threshold=threshold,
+    )
+
+
+def _drop_if_present(target: ServerTarget, backup: Backup) -> None:
+    if database_state(target, backup.name).exists:
+        drop_backup(target, backup)
+
+
+def _pools(conninfo: str, workloads: Sequence[Workload]) -> dict[str, dict[str, ParameterPool]]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return {w.name: load_pools(conn, w) for w in workloads}
+
+
+def _equivalence(
+    target: ServerTarget,
+    before: Backup,
+    after: Backup,
+    workloads: Sequence[Workload],
+    pools: dict[str, dict[str, ParameterPool]],
+    applied_before: Sequence[str],
+    applied_after: Sequence[str],
+    seed: int,
+) -> tuple[Equivalence, ...]:
+    results: list[Equivalence] = []
+    with (
+        connect(target, before.name, autocommit=True) as old,
+        connect(target, after.name, autocommit=True) as new,
+    ):
+        for workload in workloads:
+            results += compare_results(old, new, list(workload.queries.values()),
+                                       pools[workload.name], applied_before, applied_after,
+                                       seed=seed)  # fmt: skip
+    return tuple(results)
+
+
+def _reversibility(
+    target: ServerTarget, dbname: str, migration: Migration, shape: Any, snapshot: Any
+) -> list[str]:
+    """Down, compare with the state before the step, then up again."""
+    problems: list[str] = []
+    with connect(target, dbname, autocommit=True) as conn:
+        try:
+            apply_step(conn, migration, "down")
+        except VpbenchError as exc:
+            return [f"down failed: {exc}"]
+        problems += shape.differences(schema_shape(conn))[:10]
+        restored = snapshot_tables(conn)
+        problems += [
+            f"{table}: {snapshot[table].rows} rows before, {restored[table].rows} after down"
+            if snapshot[table].rows != restored[table].rows
+            else f"{table}: contents differ after down"
+            for table in snapshot
+            if restored[table] != snapshot[table]
+        ]
+        try:
+            apply_step(conn, migration, "up")
+        except VpbenchError as exc:
+            problems.append(f"up after down failed: {exc}")
+    return problems

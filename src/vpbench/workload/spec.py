@@ -1,0 +1,410 @@
+"""Workload files: parse, validate (every error at once, as ``file:line: message``), resolve.
+
+A workload file (TOML) names parameter samplers, queries with ``:name`` parameters and a
+latency target, variants that replace a query's SQL from a given migration on, scenarios
+(queries that render one page together) and application-layer versions (``module:function``
+callables that do what the old app did). See docs/workloads.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vpbench.errors import VpbenchError
+from vpbench.workload._toml_lines import TomlLines, decode_error_line
+
+Scalar = str | int | float | bool
+AppCallable = Callable[[Any, dict[str, Any]], Any]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# Tokens that may contain a colon or percent sign which is not a parameter.
+_SQL_TOKENS = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$"
+    r"|::|:([A-Za-z_]\w*)|%",
+    re.S,
+)
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}:{self.line}: {self.message}"
+            if self.line
+            else f"{self.path}: {self.message}"
+        )
+
+
+class WorkloadError(VpbenchError):
+    """One or more problems in workload files; each is a ``file:line: message`` line."""
+
+    exit_code = 2
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        first = issues[0]
+        super().__init__(first.message, path=first.path, line=first.line)
+        self.issues = tuple(issues)
+
+    def __str__(self) -> str:
+        return "\n".join(str(issue) for issue in self.issues)
+
+
+# -- the file format -------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class WorkloadInfo(_Strict):
+    name: str | None = None
+    description: str = ""
+
+
+class ParamSpec(_Strict):
+    source: str | None = None
+    values: list[Scalar] | None = Field(default=None, min_length=1)
+    value: Scalar | None = None
+    range: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    provides: list[str] | None = Field(default=None, min_length=1)
+    distribution: Literal["uniform", "zipf"] = "uniform"
+    skew: float = Field(default=1.1, gt=0)
+    pool: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        kinds = [k for k in ("source", "values", "value", "range") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "give exactly one of 'source' (SQL), 'values' (a list), 'value' or 'range' "
+                "([low, high] integers)"
+            )
+        if self.provides is not None and self.source is None:
+            raise ValueError("'provides' only applies to a 'source' query")
+        if self.range is not None and self.range[0] > self.range[1]:
+            raise ValueError(f"'range' {self.range}: low must not exceed high")
+        return self
+
+
+class VariantSpec(_Strict):
+    from_migration: str = Field(alias="from")
+    sql: str
+    description: str = ""
+
+
+class QuerySpec(_Strict):
+    sql: str
+    description: str = ""
+    target_ms: float | None = Field(default=None, gt=0)
+    variants: list[VariantSpec] = []
+    app: str | None = None
+
+
+class ScenarioSpec(_Strict):
+    queries: list[str] = Field(min_length=1)
+    description: str = ""
+    target_ms: float | None = Field(default=None, gt=0)
+    app: str | None = None
+
+
+class WorkloadSpec(_Strict):
+    workload: WorkloadInfo = WorkloadInfo()
+    params: dict[str, ParamSpec] = {}
+    queries: dict[str, QuerySpec] = {}
+    scenarios: dict[str, ScenarioSpec] = {}
+
+
+# -- what the rest of vpbench uses ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SqlText:
+    """A statement as written (``:name`` parameters), as psycopg runs it (``%(name)s``) and
+    as libpq prepares it (``$n``, numbered in the order of ``params``)."""
+
+    source: str
+    runnable: str
+    params: tuple[str, ...]
+    positional: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    from_migration: str
+    sql: SqlText
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A sampler: values from a SQL source, a list, or one fixed value."""
+
+    name: str
+    provides: tuple[str, ...]
+    source: str | None
+    values: tuple[Scalar, ...] | None
+    span: tuple[int, int] | None
+    """``range = [low, high]``: every integer from low to high, like pgbench's random()"""
+    distribution: str
+    skew: float
+    pool: int
+    path: str
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    workload: str
+    path: str
+    description: str
+    sql: SqlText
+    target_ms: float | None
+    variants: tuple[Variant, ...]
+    app: str | None
+
+    def sql_for(self, applied: Collection[str]) -> tuple[str | None, SqlText]:
+        """The variant in force once ``applied`` migrations ran (latest wins), else the base."""
+        chosen: tuple[str | None, SqlText] = (None, self.sql)
+        for variant in self.variants:
+            if variant.from_migration in applied:
+                chosen = (variant.from_migration, variant.sql)
+        return chosen
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    workload: str
+    path: str
+    description: str
+    queries: tuple[str, ...]
+    target_ms: float | None
+    app: str | None
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    description: str
+    params: dict[str, Parameter]
+    queries: dict[str, Query]
+    scenarios: dict[str, Scenario]
+
+    def provider_of(self, param: str) -> Parameter:
+        return next(p for p in self.params.values() if param in p.provides)
+
+
+def parse_sql(sql: str) -> SqlText:
+    """Turn ``:name`` parameters into psycopg's ``%(name)s`` (and every ``%`` into ``%%``);
+    literals, quoted names, comments, dollar quotes and ``::`` casts are left alone."""
+    params: dict[str, int] = {}
+
+    def named(match: re.Match[str]) -> str:
+        if match.group(2):
+            params.setdefault(match.group(2), len(params) + 1)
+            return f"%({match.group(2)})s"
+        return match.group(0).replace("%", "%%")  # psycopg reads % even inside literals
+
+    def numbered(match: re.Match[str]) -> str:
+        return f"${params[match.group(2)]}" if match.group(2) else match.group(0)
+
+    runnable = _SQL_TOKENS.sub(named, sql).strip()
+    positional = _SQL_TOKENS.sub(numbered, sql).strip()
+    return SqlText(sql.strip(), runnable, tuple(params), positional)
+
+
+def load_workloads(
+    paths: Iterable[str | Path], migration_ids: Sequence[str]
+) -> tuple[Workload, ...]:
+    """Load and validate every file; raise one WorkloadError listing all problems."""
+    workloads: list[Workload] = []
+    issues: list[Issue] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        try:
+            workload = load_workload(path, migration_ids)
+        except WorkloadError as exc:
+            issues.extend(exc.issues)
+            continue
+        for name in (*workload.queries, *workload.scenarios):
+            if name in seen:
+                issues.append(
+                    Issue(workload.path, None, f"{name!r} is also defined in {seen[name]}")
+                )
+            seen[name] = workload.path
+        workloads.append(workload)
+    if issues:
+        raise WorkloadError(issues)
+    return tuple(workloads)
+
+
+def load_workload(path: str | Path, migration_ids: Sequence[str]) -> Workload:
+    """Load one workload file; raise WorkloadError with every problem found."""
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkloadError(
+            [Issue(shown, None, f"cannot read workload file: {exc.strerror}")]
+        ) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        line = decode_error_line(message)
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        raise WorkloadError([Issue(shown, line, f"invalid TOML: {message}")]) from None
+    lines = TomlLines(text)
+    try:
+        spec = WorkloadSpec.model_validate(document)
+    except ValidationError as exc:
+        raise WorkloadError(
+            [
+                Issue(shown, lines.line_of(tuple(err["loc"])), _pydantic_message(err))
+                for err in exc.errors()
+            ]
+        ) from None
+    return _check(spec, Path(path), lines, migration_ids)
+
+
+def _pydantic_message(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    if error["type"] == "missing":
+        return f"missing required key {where!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _check(
+    spec: WorkloadSpec, path: Path, lines: TomlLines, migration_ids: Sequence[str]
+) -> Workload:
+    shown = str(path)
+    issues: list[Issue] = []
+
+    def problem(where: tuple[str | int, ...], message: str) -> None:
+        issues.append(Issue(shown, lines.line_of(where), message))
+
+    params = {
+        name: Parameter(
+            name=name,
+            provides=tuple(p.provides or [name]),
+            source=p.source,
+            values=tuple(p.values)
+            if p.values is not None
+            else (p.value,)
+            if p.value is not None
+            else None,
+            span=(p.range[0], p.range[1]) if p.range is not None else None,
+            distribution=p.distribution,
+            skew=p.skew,
+            pool=p.pool,
+            path=shown,
+            line=lines.line_of(("params", name)),
+        )
+        for name, p in spec.params.items()
+    }
+    provided: dict[str, str] = {}
+    for param in params.values():
+        for name in param.provides:
+            if name in provided:
+                problem(("params", param.name), f"parameter {name!r} is provided twice")
+            provided[name] = param.name
+    used: set[str] = set()
+    queries: dict[str, Query] = {}
+    for name, q in spec.queries.items():
+        if not _NAME.match(name):
+            problem(("queries", name), f"invalid query name {name!r}")
+        base = parse_sql(q.sql)
+        variants = []
+        for sql, where in [(base, ("queries", name, "sql"))] + [
+            (parse_sql(v.sql), ("queries", name, "variants", i, "sql"))
+            for i, v in enumerate(q.variants)
+        ]:
+            for used_name in sql.params:
+                used.add(used_name)
+                if used_name not in provided:
+                    problem(
+                        where,
+                        f"query {name!r} uses :{used_name}, which no [params] entry provides",
+                    )
+        order = {mid: i for i, mid in enumerate(migration_ids)}
+        for i, v in enumerate(q.variants):
+            if v.from_migration not in order:
+                known = ", ".join(migration_ids) or "none"
+                problem(
+                    ("queries", name, "variants", i, "from"),
+                    f"query {name!r}: unknown migration {v.from_migration!r} (known: {known})",
+                )
+                continue
+            variants.append(Variant(v.from_migration, parse_sql(v.sql)))
+        variants.sort(key=lambda v: order[v.from_migration])
+        if q.app is not None and (message := _callable_problem(q.app, path)):
+            problem(("queries", name, "app"), message)
+        queries[name] = Query(name, _workload_name(spec, path), shown, q.description, base,
+                              q.target_ms, tuple(variants), q.app)  # fmt: skip
+    for name, param in params.items():
+        if not used.intersection(param.provides):
+            problem(("params", name), f"parameter {name!r} is defined but no query uses it")
+    scenarios: dict[str, Scenario] = {}
+    for name, s in spec.scenarios.items():
+        if name in spec.queries:
+            problem(("scenarios", name), f"scenario {name!r} has the name of a query")
+        for i, member in enumerate(s.queries):
+            if member not in spec.queries:
+                problem(("scenarios", name, "queries", i),
+                        f"scenario {name!r} names unknown query {member!r}")  # fmt: skip
+        if s.app is not None and (message := _callable_problem(s.app, path)):
+            problem(("scenarios", name, "app"), message)
+        scenarios[name] = Scenario(name, _workload_name(spec, path), shown, s.description,
+                                   tuple(s.queries), s.target_ms, s.app)  # fmt: skip
+    if issues:
+        raise WorkloadError(issues)
+    return Workload(_workload_name(spec, path), shown, spec.workload.description, params,
+                    queries, scenarios)  # fmt: skip
+
+
+def _workload_name(spec: WorkloadSpec, path: Path) -> str:
+    return spec.workload.name or path.stem
+
+
+def _callable_problem(spec: str, path: Path) -> str | None:
+    if not _CALLABLE.match(spec):
+        return f"app {spec!r} is not a 'module:function' path"
+    try:
+        resolve_callable(spec, path)
+    except VpbenchError as exc:
+        return exc.message
+    return None
+
+
+def resolve_callable(spec: str, workload_path: str | Path) -> AppCallable:
+    """Import ``module:function``; the workload file's folder is on the import path."""
+    module_name, _, function_name = spec.partition(":")
+    folder = str(Path(workload_path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise VpbenchError(f"app {spec!r}: cannot import {module_name!r}: {exc}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise VpbenchError(f"app {spec!r}: {module_name} has no function {function_name!r}")
+    return function  # type: ignore[no-any-return]
