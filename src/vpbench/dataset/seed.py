@@ -40,7 +40,7 @@ log = logging.getLogger("vpbench")
 SeedProgress = Callable[[str, int, int], None]
 """Called with (table, rows loaded so far, rows to load) after each chunk."""
 
-LEDGER_SQL = """
+SEED_INFO_SQL = """
 CREATE SCHEMA vpbench;
 COMMENT ON SCHEMA vpbench IS 'vpbench bookkeeping; not part of the application schema';
 CREATE TABLE vpbench.seed_info (
@@ -132,7 +132,7 @@ def _recreate_schemas(conn: psycopg.Connection[Any]) -> None:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     conn.execute("CREATE SCHEMA public")
     conn.execute(legacy_schema_sql())
-    conn.execute(LEDGER_SQL)
+    conn.execute(SEED_INFO_SQL)
 
 
 def _load_table(

@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from vpbench.measure.interleave import PairedOptions, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.run import known_migration_ids
-from vpbench.migrations.folder import applied_migrations
+from vpbench.migrations.ledger import applied_migrations
 from vpbench.results.documents import (
     KIND_AB,
     SCHEMA_VERSION,

@@ -1,4 +1,4 @@
-"""Apply and revert migrations, one transaction per step, recorded in a checksummed ledger.
+"""Apply and revert migrations, one transaction per step, recorded in the ledger.
 
 Each step's SQL and its ledger row commit together (or not at all). A step marked
 ``transactional = false`` (e.g. CREATE INDEX CONCURRENTLY) runs statement by statement in
@@ -19,23 +19,14 @@ from typing import Any
 import psycopg
 
 from vpbench.errors import VpbenchError
-from vpbench.migrations.folder import LEDGER_TABLE, Migration
+from vpbench.migrations.folder import Migration
+from vpbench.migrations.ledger import ledger, record_step
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 BASE = "base"
 """``migrate down base`` reverts every applied migration."""
 
-LEDGER_SQL = f"""
-CREATE SCHEMA IF NOT EXISTS vpbench;
-CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
-    id          text             PRIMARY KEY,
-    checksum    text             NOT NULL,
-    title       text             NOT NULL,
-    applied_at  timestamptz      NOT NULL DEFAULT now(),
-    duration_ms double precision NOT NULL
-);
-"""
 _STATEMENT_END = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|(;)", re.S
 )
@@ -43,13 +34,6 @@ _STATEMENT_END = re.compile(
 
 class MigrationError(VpbenchError):
     """A migration failed, was edited after it was applied, or cannot be found."""
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    id: str
-    checksum: str
-    applied_at: datetime
 
 
 @dataclass(frozen=True)
@@ -67,18 +51,6 @@ class StepApplied:
     migration: Migration
     direction: str
     seconds: float
-
-
-def ledger(conn: psycopg.Connection[Any]) -> dict[str, LedgerEntry]:
-    if not _ledger_exists(conn):
-        return {}
-    rows = conn.execute(f"SELECT id, checksum, applied_at FROM {LEDGER_TABLE} ORDER BY id")
-    return {r[0]: LedgerEntry(r[0], r[1], r[2]) for r in rows.fetchall()}
-
-
-def _ledger_exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT to_regclass(%s)", [LEDGER_TABLE]).fetchone()
-    return row is not None and row[0] is not None
 
 
 def migration_states(
@@ -155,12 +127,11 @@ def apply_step(conn: psycopg.Connection[Any], migration: Migration, direction: s
         offset = 0
         try:
             with conn.transaction():
-                conn.execute(LEDGER_SQL)
                 # Statement by statement, so a failure names the statement that failed.
                 for statement, start in split_statements(script):
                     offset = start
                     conn.execute(statement)
-                _record(conn, migration, direction, time.perf_counter() - began)
+                record_step(conn, migration, direction, time.perf_counter() - began)
         except psycopg.Error as exc:
             raise _failure(migration, direction, script, exc, offset) from exc
     else:
@@ -171,24 +142,10 @@ def apply_step(conn: psycopg.Connection[Any], migration: Migration, direction: s
             except psycopg.Error as exc:
                 raise _failure(migration, direction, script, exc, offset) from exc
         with conn.transaction():
-            conn.execute(LEDGER_SQL)
-            _record(conn, migration, direction, time.perf_counter() - began)
+            record_step(conn, migration, direction, time.perf_counter() - began)
     seconds = time.perf_counter() - began
     log.info("migration %s %s in %.2fs", migration.id, direction, seconds)
     return StepApplied(migration, direction, seconds)
-
-
-def _record(
-    conn: psycopg.Connection[Any], migration: Migration, direction: str, seconds: float
-) -> None:
-    if direction == "up":
-        conn.execute(
-            f"INSERT INTO {LEDGER_TABLE} (id, checksum, title, duration_ms) "
-            "VALUES (%s, %s, %s, %s)",
-            [migration.id, migration.checksum, migration.title, seconds * 1000],
-        )
-    else:
-        conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE id = %s", [migration.id])
 
 
 def split_statements(script: str) -> list[tuple[str, int]]:

@@ -1,4 +1,4 @@
-"""The migration folder format and the ledger of applied migrations.
+"""The migration folder format: one sub-folder per step, checksummed.
 
 A migrations folder holds one sub-folder per step, applied in name order::
 
@@ -17,13 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from vpbench.dataset.fixtures import fixtures_dir
 from vpbench.errors import FixtureError
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
-LEDGER_TABLE = "vpbench.migrations"
 
 
 @dataclass(frozen=True)
@@ -95,14 +92,4 @@ def _read_migration(path: Path) -> Migration:
         changes_results=tuple(str(q) for q in meta.get("changes_results", [])),
         up_sql=files["up.sql"].read_text(encoding="utf-8"),
         down_sql=files["down.sql"].read_text(encoding="utf-8"),
-    )
-
-
-def applied_migrations(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
-    """Ids recorded in the ledger, in the order applied; empty if there is no ledger yet."""
-    row = conn.execute("SELECT to_regclass(%s)", [LEDGER_TABLE]).fetchone()
-    if row is None or row[0] is None:
-        return ()
-    return tuple(
-        r[0] for r in conn.execute(f"SELECT id FROM {LEDGER_TABLE} ORDER BY id").fetchall()
     )

@@ -33,7 +33,8 @@ from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import EntryResult, MeasureProgress
 from vpbench.measure.writecost import WriteCost, WriteOptions, measure_write_costs
 from vpbench.migrations.apply import MigrationError, apply_step, migration_states, plan_up
-from vpbench.migrations.folder import Migration, applied_migrations, discover_migrations
+from vpbench.migrations.folder import Migration, discover_migrations
+from vpbench.migrations.ledger import applied_migrations
 from vpbench.results.documents import ensure_writable, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
