@@ -105,8 +105,9 @@ def threshold_option(func: F) -> F:
     )(func)
 
 
-def paired_options(func: F) -> F:
-    """--rounds, --max-rounds, --repeat and --budget of a paired session."""
+def paired_options(budget: str) -> Callable[[F], F]:
+    """--rounds, --max-rounds, --repeat and --budget (default ``budget``) of a paired
+    session."""
     decorators = [
         count_option("--rounds", 10, minimum=2, help="Paired rounds every entry gets."),
         count_option(
@@ -116,15 +117,19 @@ def paired_options(func: F) -> F:
         click.option(
             "--budget",
             "budget_ms",
-            default="60s",
+            default=budget,
             show_default=True,
             type=Duration(),
             help="No extra round starts after this much measuring.",
         ),
     ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
+
+    def decorate(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return decorate
 
 
 def paired_session(

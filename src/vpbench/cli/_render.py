@@ -155,7 +155,8 @@ def steps_table(result: StepsResult) -> Table:
     table = Table(
         title=f"steps ({len(result.steps)} migrations)",
         caption="ratio [95% CI]: median of paired after/before ratios, interval over rounds; "
-        "a verdict needs the whole interval beyond the threshold; sees ±x%: the smallest "
+        "a verdict needs the ratio beyond the threshold, significant, with a precise interval "
+        "excluding 1 or one wholly beyond; sees ±x%: the smallest "
         "change the step could have detected (80% power)",
     )
     labels = list(dict.fromkeys(h.label for s in result.steps for h in headlines(s)))

@@ -20,6 +20,7 @@ from vpbench.cli._common import (
     threshold_option,
     wide,
 )
+from vpbench.measure.interleave import PairedOptions
 from vpbench.server.target import resolve_target
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def comparison_table(comparison: Comparison) -> Table:
 
     caption = (
         "ratio [95% CI] of the median (paired: of after/before pairs, interval over rounds); "
-        f"a verdict needs the whole interval beyond {comparison.threshold}; sees: the "
+        f"a verdict needs p < alpha and the ratio beyond {comparison.threshold} with a precise "
+        "interval excluding 1, or one wholly beyond it; sees: the "
         "smallest change this comparison could have detected (80% power)"
     )
     if comparison.confounder:
@@ -119,7 +121,7 @@ def compare(
 )
 @click.option("--a", "side_a", required=True, help="Database name on the server, or a DSN.")
 @click.option("--b", "side_b", required=True, help="Database name on the server, or a DSN.")
-@paired_options
+@paired_options(budget=f"{PairedOptions().budget_seconds:g}s")
 @click.option("--seed", "seed_value", default=1, show_default=True)
 @click.option("--label", help="Name for this session.")
 @click.option(

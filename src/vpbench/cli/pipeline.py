@@ -235,7 +235,7 @@ def _migrate(
     help="Results folder (default: results/steps-<timestamp>/).",
 )
 @click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
-@paired_options
+@paired_options(budget=f"{StepsOptions().paired.budget_seconds:g}s")
 @threshold_option
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")

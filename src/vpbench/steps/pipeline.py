@@ -59,7 +59,9 @@ StepsEvent = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StepsOptions:
-    paired: PairedOptions = field(default_factory=PairedOptions)
+    paired: PairedOptions = field(default_factory=lambda: PairedOptions(budget_seconds=25.0))
+    """a step's paired session spends less than ``ab``'s (60 s), so that ``steps`` on
+    ``small`` stays within a few minutes; entries that reach the precision stop earlier"""
     """how the two states are measured against each other"""
     writes: WriteOptions = field(default_factory=WriteOptions)
     """how the inserts are timed"""
