@@ -25,7 +25,8 @@ from typing import Any
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.server.target import resolve_target
-from vpbench.steps.pipeline import StepsOptions, run_steps
+from vpbench.steps.model import StepsOptions
+from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import entry_judgement, index_bytes_added
 
 DATABASE = "vpbench_bench_null"

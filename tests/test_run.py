@@ -22,7 +22,8 @@ from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import PreparedStatements, RunOptions
 from vpbench.migrations.apply import apply_step
 from vpbench.migrations.folder import discover_migrations
-from vpbench.results.documents import SCHEMA_VERSION, ResultsFormatError, load, read_document
+from vpbench.results.documents import SCHEMA_VERSION, ResultsFormatError, read_document
+from vpbench.results.frames import load
 from vpbench.server.target import ServerTarget
 from vpbench.workload.sampling import SamplerError
 from vpbench.workload.spec import parse_sql

@@ -25,9 +25,10 @@ from vpbench.measure.interleave import PairedOptions, balanced_orders
 from vpbench.measure.writecost import WriteOptions
 from vpbench.migrations.apply import MigrationError
 from vpbench.reporting.markdown import build_report
-from vpbench.results.documents import load
+from vpbench.results.frames import load
 from vpbench.server.target import ServerTarget
-from vpbench.steps.pipeline import StepsOptions, run_steps
+from vpbench.steps.model import StepsOptions
+from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import entry_judgement, index_bytes_added, regressions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"

@@ -12,7 +12,7 @@ from vpbench.measure.run import RunOutcome
 from vpbench.measure.writecost import WriteCost
 from vpbench.migrations.apply import MigrationState
 from vpbench.reporting.units import detectable, human_bytes, ratio_interval
-from vpbench.steps.pipeline import StepsResult
+from vpbench.steps.model import StepsResult
 from vpbench.steps.summary import Headline, headlines, index_bytes_added
 
 AUDIT_EXAMPLES_SHOWN = 3

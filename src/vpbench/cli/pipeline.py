@@ -35,7 +35,8 @@ from vpbench.migrations.folder import discover_migrations
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import connect, resolve_target
-from vpbench.steps.pipeline import StepsOptions, run_steps
+from vpbench.steps.model import StepsOptions
+from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import answers
 
 

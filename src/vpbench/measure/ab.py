@@ -19,7 +19,6 @@ from vpbench.results.documents import (
     KIND_AB,
     SCHEMA_VERSION,
     ensure_writable,
-    entry_document,
     utc_stamp,
     write_document,
 )
@@ -81,8 +80,8 @@ def run_ab(
         "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
         "labels": {"before": label_a, "after": label_b},
         "session": {"rounds": session.rounds, "seconds": session.seconds},
-        "before": [entry_document(e) for e in session.before],
-        "after": [entry_document(e) for e in session.after],
+        "before": [e.to_document() for e in session.before],
+        "after": [e.to_document() for e in session.after],
     }
     path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
     return AbOutcome(path, (label_a, label_b))

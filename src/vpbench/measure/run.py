@@ -72,5 +72,7 @@ def run_workloads(
         applied_migrations=applied,
         progress=progress,
     )
-    path = write_document(run_document(metadata, entries), out_dir / run_file_name(label))
+    path = write_document(
+        run_document(metadata, [e.to_document() for e in entries]), out_dir / run_file_name(label)
+    )
     return RunOutcome(path, metadata, entries)

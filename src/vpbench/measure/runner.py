@@ -110,6 +110,43 @@ class EntryResult:
             return None
         return self.status == "ok" and latency.p95_ms <= self.target_ms
 
+    def to_document(self) -> dict[str, Any]:
+        """This entry as it is stored in results documents."""
+        latency = self.latency
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "workload": self.workload,
+            "path": self.path,
+            "variant": self.variant,
+            "sql": self.sql,
+            "target_ms": self.target_ms,
+            "clients": self.clients,
+            "status": self.status,
+            "error": self.error,
+            "timeouts": self.timeouts,
+            "wall_seconds": self.wall_seconds,
+            "throughput_per_s": self.throughput_per_s,
+            "meets_target": self.meets_target,
+            "summary": latency.to_dict() if latency else None,
+            "server_p50_ms": self.server_p50_ms,
+            "samples_ns": list(self.samples_ns),
+            "member_samples_ns": {k: list(v) for k, v in self.member_samples_ns.items()},
+            "rounds": list(self.rounds),
+            "explains": [
+                {
+                    "execution_ms": e.execution_ms,
+                    "planning_ms": e.planning_ms,
+                    "shared_hit_blocks": e.shared_hit_blocks,
+                    "shared_read_blocks": e.shared_read_blocks,
+                    "fingerprint": e.fingerprint,
+                }
+                for e in self.explains
+            ],
+            "plan_summaries": {k: v.to_dict() for k, v in self.plan_summaries.items()},
+            "plan": self.plan,
+        }
+
 
 _statement_numbers = itertools.count()
 

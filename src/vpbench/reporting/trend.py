@@ -9,7 +9,8 @@ import pandas as pd
 
 from vpbench.analysis.changepoint import ChangePoint, detect_change_points
 from vpbench.reporting import charts
-from vpbench.results.documents import ResultsFormatError, ensure_writable, load
+from vpbench.results.documents import ResultsFormatError, ensure_writable
+from vpbench.results.frames import load
 
 
 @dataclass(frozen=True)

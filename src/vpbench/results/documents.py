@@ -1,4 +1,4 @@
-"""Run documents: one versioned JSON file per run, written atomically, loaded into pandas.
+"""Results documents: one versioned JSON file per run, step or session, written atomically.
 
 Readers refuse documents newer than ``SCHEMA_VERSION`` and upgrade older ones step by step.
 """
@@ -8,16 +8,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vpbench.errors import VpbenchError
-
-if TYPE_CHECKING:
-    import pandas as pd
-from vpbench.measure.runner import EntryResult
 
 SCHEMA_VERSION = 2
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
@@ -33,49 +28,13 @@ class ResultsFormatError(VpbenchError):
     exit_code = 2
 
 
-def entry_document(entry: EntryResult) -> dict[str, Any]:
-    latency = entry.latency
-    return {
-        "name": entry.name,
-        "kind": entry.kind,
-        "workload": entry.workload,
-        "path": entry.path,
-        "variant": entry.variant,
-        "sql": entry.sql,
-        "target_ms": entry.target_ms,
-        "clients": entry.clients,
-        "status": entry.status,
-        "error": entry.error,
-        "timeouts": entry.timeouts,
-        "wall_seconds": entry.wall_seconds,
-        "throughput_per_s": entry.throughput_per_s,
-        "meets_target": entry.meets_target,
-        "summary": latency.to_dict() if latency else None,
-        "server_p50_ms": entry.server_p50_ms,
-        "samples_ns": list(entry.samples_ns),
-        "member_samples_ns": {k: list(v) for k, v in entry.member_samples_ns.items()},
-        "rounds": list(entry.rounds),
-        "explains": [
-            {
-                "execution_ms": e.execution_ms,
-                "planning_ms": e.planning_ms,
-                "shared_hit_blocks": e.shared_hit_blocks,
-                "shared_read_blocks": e.shared_read_blocks,
-                "fingerprint": e.fingerprint,
-            }
-            for e in entry.explains
-        ],
-        "plan_summaries": {k: v.to_dict() for k, v in entry.plan_summaries.items()},
-        "plan": entry.plan,
-    }
-
-
-def run_document(metadata: dict[str, Any], entries: tuple[EntryResult, ...]) -> dict[str, Any]:
+def run_document(metadata: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's document from its metadata and its entries' documents."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND_RUN,
         "metadata": metadata,
-        "entries": [entry_document(e) for e in entries],
+        "entries": entries,
     }
 
 
@@ -160,79 +119,3 @@ def _upgrade_1_to_2(document: dict[str, Any]) -> dict[str, Any]:
 
 
 _UPGRADES = {1: _upgrade_1_to_2}
-
-
-_ENTRY_FIELDS = ("workload", "status", "variant", "target_ms", "clients", "timeouts",
-                 "server_p50_ms", "meets_target", "error")  # fmt: skip
-_SUMMARY_FIELDS = ("p50_ms", "p95_ms", "p99_ms", "cv")
-
-
-@dataclass(frozen=True)
-class RunFrames:
-    """Loaded runs: ``samples`` has one row per timed execution."""
-
-    samples: pd.DataFrame
-    entries: pd.DataFrame
-    explains: pd.DataFrame
-    runs: pd.DataFrame
-
-
-def _entry_groups(document: dict[str, Any]) -> list[tuple[str | None, list[dict[str, Any]]]]:
-    """A run's entries, or a step's entries per state ("before" / "after")."""
-    if document.get("kind") in (KIND_STEP, KIND_AB):
-        labels = document.get("labels", {"before": "before", "after": "after"})
-        return [(labels["before"], document["before"]), (labels["after"], document["after"])]
-    return [(None, document["entries"])]
-
-
-def load(path_or_dir: str | Path) -> RunFrames:
-    """Load run and step documents (a file, or a folder searched recursively) into
-    DataFrames; ``samples`` has one row per timed execution, with the run and, for a step,
-    the state ("before"/"after") it was measured in."""
-    import pandas as pd  # imported here: loading is the only part that needs it
-
-    root = Path(path_or_dir)
-    paths = sorted(root.rglob("*.json")) if root.is_dir() else [root]
-    documents = [(p, read_document(p)) for p in paths]
-    documents = [(p, d) for p, d in documents if d.get("kind") in (KIND_RUN, KIND_STEP, KIND_AB)]
-    if not documents:
-        raise ResultsFormatError("no run results found", path=root)
-    samples, entries, explains, runs = [], [], [], []
-    for path, document in documents:
-        meta = document["metadata"]
-        run_id = path.stem
-        runs.append(
-            {
-                "run": run_id,
-                "path": str(path),
-                "kind": document["kind"],
-                "label": meta.get("label"),
-                "timestamp": meta.get("timestamp"),
-                "git_commit": meta.get("git_commit"),
-                "server_version": meta.get("postgres", {}).get("server_version"),
-                "profile": meta.get("seed", {}).get("profile"),
-                "migrations": ",".join(meta.get("applied_migrations", [])),
-            }
-        )
-        for state, group in _entry_groups(document):
-            for entry in group:
-                key = {"run": run_id, "state": state, "name": entry["name"], "kind": entry["kind"]}
-                summary = entry.get("summary") or {}
-                entries.append(
-                    {
-                        **key,
-                        **{field: entry[field] for field in _ENTRY_FIELDS},
-                        **{stat: summary.get(stat) for stat in _SUMMARY_FIELDS},
-                    }
-                )
-                for index, ns in enumerate(entry["samples_ns"]):
-                    samples.append({**key, "sample": index, "latency_ms": ns / 1e6})
-                for index, explain in enumerate(entry["explains"]):
-                    explains.append({**key, "sample": index, **explain})
-    columns = ["run", "state", "name", "kind", "sample", "latency_ms"]
-    return RunFrames(
-        samples=pd.DataFrame(samples, columns=columns),
-        entries=pd.DataFrame(entries),
-        explains=pd.DataFrame(explains),
-        runs=pd.DataFrame(runs),
-    )

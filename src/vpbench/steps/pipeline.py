@@ -16,22 +16,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
+from vpbench.analysis.verdicts import Threshold
 from vpbench.dataset.audit import AuditReport, run_audit
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
 from vpbench.errors import StepsInterruptedError, VpbenchError
-from vpbench.measure.interleave import PairedOptions, PairedSession, measure_paired
+from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
-from vpbench.measure.runner import EntryResult, MeasureProgress
-from vpbench.measure.writecost import WriteCost, WriteOptions, measure_write_costs
+from vpbench.measure.runner import MeasureProgress
+from vpbench.measure.writecost import WriteCost, measure_write_costs
 from vpbench.migrations.apply import MigrationError, apply_step, migration_states, plan_up
 from vpbench.migrations.folder import Migration, discover_migrations
 from vpbench.migrations.ledger import applied_migrations
@@ -48,6 +48,7 @@ from vpbench.steps.checks import (
     relation_costs,
     relation_sizes,
 )
+from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.summary import step_document, summary_document
 from vpbench.workload.sampling import ParameterPool, load_pools
 from vpbench.workload.spec import Workload, load_workloads
@@ -55,77 +56,6 @@ from vpbench.workload.spec import Workload, load_workloads
 log = logging.getLogger(__name__)
 
 StepsEvent = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class StepsOptions:
-    paired: PairedOptions = field(default_factory=lambda: PairedOptions(budget_seconds=25.0))
-    """a step's paired session spends less than ``ab``'s (60 s), so that ``steps`` on
-    ``small`` stays within a few minutes; entries that reach the precision stop earlier"""
-    """how the two states are measured against each other"""
-    writes: WriteOptions = field(default_factory=WriteOptions)
-    """how the inserts are timed"""
-    threshold: Threshold = DEFAULT_THRESHOLD
-    """the smallest change a verdict (faster, slower, regression) is given for"""
-    keep_backups: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "paired": self.paired.__dict__,
-            "writes": self.writes.__dict__,
-            "threshold": str(self.threshold),
-            "keep_backups": self.keep_backups,
-        }
-
-
-@dataclass(frozen=True)
-class StepReport:
-    migration: Migration
-    backup_method: str
-    up_seconds: float
-    audit_before: AuditReport
-    audit_after: AuditReport
-    before: tuple[EntryResult, ...]
-    after: tuple[EntryResult, ...]
-    rounds: int
-    """paired rounds the session ran (entries stop earlier once precise)"""
-    measure_seconds: float
-    reversible: bool
-    reversibility_problems: tuple[str, ...]
-    equivalence: tuple[Equivalence, ...]
-    unexpected_changes: tuple[str, ...]
-    costs: tuple[RelationCost, ...]
-    writes: tuple[WriteCost, ...]
-    rows_before: dict[str, int]
-    rows_after: dict[str, int]
-    quarantined: dict[str, int]
-    settled_before: Settled
-    settled_after: Settled
-    threshold: Threshold = DEFAULT_THRESHOLD
-    path: Path | None = None
-
-    @property
-    def data_intact(self) -> bool:
-        return all(
-            self.rows_before[t] == self.rows_after[t] + self.quarantined.get(t, 0)
-            for t in self.rows_before
-        )
-
-    @property
-    def passed(self) -> bool:
-        return self.reversible and self.data_intact and not self.unexpected_changes
-
-
-@dataclass(frozen=True)
-class StepsResult:
-    steps: tuple[StepReport, ...]
-    out_dir: Path
-    summary_path: Path
-    seconds: float
-
-    @property
-    def passed(self) -> bool:
-        return all(step.passed for step in self.steps)
 
 
 def run_steps(

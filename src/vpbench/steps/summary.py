@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vpbench.analysis.verdicts import Judgement, judge_pairs
 from vpbench.measure.runner import EntryResult
 from vpbench.reporting.units import human_bytes, milliseconds, ratio_interval
-from vpbench.results.documents import KIND_STEP, SCHEMA_VERSION, entry_document
-
-if TYPE_CHECKING:
-    from vpbench.steps.pipeline import StepReport
+from vpbench.results.documents import KIND_STEP, SCHEMA_VERSION
+from vpbench.steps.model import StepReport
 
 KIND_SUMMARY = "steps-summary"
 NO_CHANGE = "no change"
@@ -205,8 +203,8 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
             for w in step.writes
         ],
         "headlines": [h.to_dict() for h in headlines(step)],
-        "before": [entry_document(e) for e in step.before],
-        "after": [entry_document(e) for e in step.after],
+        "before": [e.to_document() for e in step.before],
+        "after": [e.to_document() for e in step.after],
     }
 
 
