@@ -34,7 +34,7 @@ def module_sources(root: Path, package: str = "vpbench") -> dict[str, str]:
 def imported_names(source: str) -> set[str]:
     """Every module name an import statement in ``source`` names (``from a.b import c``
     names ``a.b`` and ``a.b.c``, as ``c`` may be a module)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
