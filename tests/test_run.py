@@ -336,3 +336,16 @@ def test_single_client_throughput_leaves_out_the_warm_up(
     # 5 timed naps of 20 ms: about 50/s. With the 15 warm-up naps counted, 12.5/s.
     timed_rate = len(entry.samples_ns) / (sum(entry.samples_ns) / 1e9)
     assert 0.8 * timed_rate <= entry.throughput_per_s <= 1.05 * timed_rate
+
+
+def test_run_without_workload_files_measures_the_reference_ones(
+    target: ServerTarget, legacy_db: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    arguments = ["run", "--db", legacy_db, "--dsn", target.conninfo, "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*arguments, "--repeat", "2", "--warmup", "0", "--explain", "0"])
+    assert exit_info.value.code == 0
+    (result,) = out.iterdir()
+    workloads = {entry["workload"] for entry in read_document(result)["entries"]}
+    assert workloads == {"video_page", "voice_memos"}

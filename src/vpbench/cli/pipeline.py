@@ -41,7 +41,7 @@ from vpbench.steps.summary import answers
 
 
 @click.command()
-@click.argument("workloads", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("workloads", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--label", help="Name for this run (stored in the results and the file name).")
 @count_option("--warmup", 5, minimum=0, help="Untimed executions per client first.")
 @count_option("--repeat", 30, minimum=1, help="Timed executions per client.")
@@ -90,7 +90,8 @@ def run(
     dbname: str,
     dsn: str | None,
 ) -> None:
-    """Measure workload queries and scenarios; write one results file."""
+    """Measure workload queries and scenarios (default: the reference workloads); write one
+    results file."""
     options = RunOptions(
         warmup=warmup,
         repeat=repeat,
@@ -105,7 +106,7 @@ def run(
             outcome = run_workloads(
                 target,
                 dbname,
-                workloads,
+                workloads or [str(p) for p in default_workload_paths()],
                 options,
                 label=label,
                 out_dir=out_dir,
