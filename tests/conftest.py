@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,3 +78,9 @@ def create_database(target: ServerTarget, server_dsn: str, session_prefix: str) 
         return make_conninfo(server_dsn, dbname=name)
 
     return create
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test sends Ctrl-C: a suite started from a
+    background job runs with SIGINT ignored, and a child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -10,13 +10,28 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import DatabaseFactory
-from vpbench.cli.main import main
+from conftest import DatabaseFactory, interruptible
+from vpbench.cli.main import exit_code, main
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import snapshot_tables
+from vpbench.errors import (
+    CheckFailedError,
+    MigrationError,
+    ResultsFormatError,
+    SamplerError,
+    SeedInterruptedError,
+    ServerError,
+    StepsInterruptedError,
+    UnknownMigrationError,
+    UnsafeOperationError,
+    UsageError,
+)
 from vpbench.server.target import ServerTarget
 
 
@@ -107,7 +122,7 @@ def test_seed_refuses_unmarked_non_empty_database(
         conn.execute("CREATE TABLE invoices (id int)")
     name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
     run = vpbench("seed", "--db", name)
-    assert_one_line_error(run, 1, f"refusing to seed database '{name}'", "--force")
+    assert_one_line_error(run, 2, f"refusing to seed database '{name}'", "--force")
     with psycopg.connect(conninfo) as conn:
         assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
 
@@ -118,7 +133,7 @@ def test_drop_refuses_unmarked_database(
     conninfo = create_database("cli_keep")
     name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
     run = vpbench("db", "drop", "--db", name)
-    assert_one_line_error(run, 1, "refusing to drop database", "--force")
+    assert_one_line_error(run, 2, "refusing to drop database", "--force")
     assert vpbench("db", "drop", "--db", name, "--force").code == 0
     with psycopg.connect(target.conninfo) as conn:
         assert (
@@ -142,6 +157,7 @@ def test_ctrl_c_during_seeding_rolls_back(target: ServerTarget, session_prefix: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     with psycopg.connect(target.conninfo, autocommit=True) as watcher:
         deadline = time.monotonic() + 60
@@ -163,3 +179,52 @@ def test_ctrl_c_during_seeding_rolls_back(target: ServerTarget, session_prefix: 
     assert "rolled back" in stderr.strip().splitlines()[-1]
     with psycopg.connect(target.for_database(name)) as conn:
         assert snapshot_tables(conn) == before
+
+
+@pytest.fixture(scope="module")
+def seeded(target: ServerTarget, session_prefix: str) -> str:
+    name = f"{session_prefix}_cli_exit"
+    seed_database(target, name, get_profile("tiny"), seed=3)
+    return name
+
+
+def test_an_unwritable_out_folder_is_bad_input(
+    vpbench: Runner, seeded: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    run = vpbench("run", "--db", seeded, "--repeat", "1", "--out", str(tmp_path / "a-file" / "x"))
+    assert_one_line_error(run, 2, "cannot write results", "choose another --out")
+
+
+def test_a_workload_app_that_cannot_be_imported_is_bad_input(
+    vpbench: Runner, seeded: str, tmp_path: Path
+) -> None:
+    workload = tmp_path / "page.toml"
+    workload.write_text('[queries.one]\nsql = "SELECT 1"\napp = "no_such_module:render"\n')
+    run = vpbench("run", str(workload), "--db", seeded, "--out", str(tmp_path / "out"))
+    assert run.code == 2, run
+    assert f"{workload}:3: " in run.err and "no_such_module" in run.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_migration_target_is_bad_input(vpbench: Runner, seeded: str) -> None:
+    run = vpbench("migrate", "up", "9999_nothing", "--db", seeded)
+    assert_one_line_error(run, 2, "unknown migration '9999_nothing'", "0001_quiz_attempt_links")
+
+
+def test_the_one_exit_code_map() -> None:
+    assert [
+        exit_code(error("x"))
+        for error in (
+            UsageError,
+            SamplerError,
+            ResultsFormatError,
+            UnsafeOperationError,
+            UnknownMigrationError,
+            MigrationError,
+            ServerError,
+            CheckFailedError,
+            SeedInterruptedError,
+            StepsInterruptedError,
+        )
+    ] == [2, 2, 2, 2, 2, 1, 1, 1, 130, 130]

@@ -15,10 +15,9 @@ from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import schema_shape, snapshot_tables
-from vpbench.errors import FixtureError
+from vpbench.errors import FixtureError, MigrationError
 from vpbench.migrations.apply import (
     BASE,
-    MigrationError,
     apply_step,
     migration_states,
     plan_down,
@@ -177,11 +176,11 @@ def test_cli_migrate(
     code, out, _ = vpbench("migrate", "down", "--db", name)
     assert code == 0 and "down 0002_reflection_links" in out
     code, _, err = vpbench("migrate", "up", "9999_nope", "--db", name)
-    assert code == 1 and "unknown migration '9999_nope'" in err
+    assert code == 2 and "unknown migration '9999_nope'" in err
 
     conninfo = create_database("migrate_foreign")
     foreign = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
     with psycopg.connect(conninfo) as conn:
         conn.execute("CREATE TABLE mine (id int)")
     code, _, err = vpbench("migrate", "down", "base", "--db", foreign)
-    assert code == 1 and "refusing to revert migrations in database" in err
+    assert code == 2 and "refusing to revert migrations in database" in err

@@ -14,18 +14,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import interruptible
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
-from vpbench.errors import VpbenchError
+from vpbench.errors import ResultsFormatError, SamplerError, VpbenchError
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import PreparedStatements, RunOptions
 from vpbench.migrations.apply import apply_step
 from vpbench.migrations.folder import discover_migrations
-from vpbench.results.documents import SCHEMA_VERSION, ResultsFormatError, read_document
+from vpbench.results.documents import SCHEMA_VERSION, read_document
 from vpbench.results.frames import load
 from vpbench.server.target import ServerTarget
-from vpbench.workload.sampling import SamplerError
 from vpbench.workload.spec import parse_sql
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
@@ -269,6 +269,7 @@ def test_ctrl_c_mid_run_writes_nothing(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     time.sleep(3)
     process.send_signal(signal.SIGINT)

@@ -7,8 +7,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vpbench.workload.sampling import ParameterStream, SamplerError, load_pool, load_pools
-from vpbench.workload.spec import WorkloadError, load_workload, load_workloads, parse_sql
+from vpbench.errors import SamplerError, WorkloadError
+from vpbench.workload.sampling import ParameterStream, load_pool, load_pools
+from vpbench.workload.spec import load_workload, load_workloads, parse_sql
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 MIGRATIONS = (

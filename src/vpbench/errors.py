@@ -1,14 +1,29 @@
-"""The one error hierarchy: expected failures carry an exit code and a location."""
+"""The one error hierarchy. Every expected failure is a ``VpbenchError`` with a location
+(``path``, ``line``), a ``hint`` and, from the server, its SQLSTATE; anything else is a bug.
+
+Errors say *what kind* of failure they are, never which exit status it gets: the CLI entry
+point (``vpbench.cli.main``) is the one place that turns kinds into statuses. The kinds:
+
+- ``BadInputError`` — input vpbench cannot use: an option, a workload or migrations file,
+  a results document, an output folder, two runs that cannot be compared;
+- ``InterruptError`` — Ctrl-C, after vpbench cleaned up;
+- ``CheckFailedError`` — the command ran and found what it checks for: a regression, a
+  target breach, a failed query or step, audit violations;
+- any other ``VpbenchError`` — something failed: the server, a migration, a backup.
+
+Each stage's errors are here too, so that every module can raise them without importing
+another stage.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 
 class VpbenchError(Exception):
     """An expected failure the CLI shows as one line; anything else is a bug."""
-
-    exit_code: int = 1
 
     def __init__(
         self,
@@ -38,41 +53,113 @@ class VpbenchError(Exception):
         return text
 
 
-class UsageError(VpbenchError):
-    """Bad command-line input: unknown profile, bad knob value and the like."""
+# The kinds.
 
-    exit_code = 2
+
+class BadInputError(VpbenchError):
+    """Input vpbench cannot use; nothing was changed or written."""
+
+
+class InterruptError(VpbenchError):
+    """Ctrl-C: what was half done was rolled back or kept safe, nothing half-written."""
+
+
+class CheckFailedError(VpbenchError):
+    """The command ran to the end and found a failure it checks for."""
+
+
+# Bad input.
+
+
+class UsageError(BadInputError):
+    """Bad command-line input: unknown profile, bad knob value, unwritable --out."""
+
+
+class Located(Protocol):
+    """Where a problem is: what ``WorkloadError`` lists."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def line(self) -> int | None: ...
+
+
+class WorkloadError(BadInputError):
+    """One or more problems in workload files; each is a ``file:line: message`` line."""
+
+    def __init__(self, issues: Sequence[Located]) -> None:
+        first = issues[0]
+        super().__init__(first.message, path=first.path, line=first.line)
+        self.issues = tuple(issues)
+
+    def __str__(self) -> str:
+        return "\n".join(str(issue) for issue in self.issues)
+
+
+class SamplerError(BadInputError):
+    """A parameter source failed or returned nothing usable."""
+
+
+class AppCallableError(BadInputError):
+    """A workload's ``app = "module:function"`` cannot be imported or is not there."""
+
+
+class ResultsFormatError(BadInputError):
+    """A results file that cannot be read: not JSON, not ours, or from a newer vpbench."""
+
+
+class IncomparableError(BadInputError):
+    """The two runs cannot be compared: different profile, seed or server, or no entry in
+    common."""
+
+
+# Failures, by stage.
 
 
 class ServerError(VpbenchError):
     """The database server cannot be reached, started or stopped."""
 
 
-class UnsafeOperationError(VpbenchError):
-    """A destructive operation on a database vpbench does not own."""
+class UnsafeOperationError(BadInputError):
+    """A destructive operation on a database vpbench does not own (without --force)."""
+
+
+class BackupError(VpbenchError):
+    """A backup could not be made or restored; the source database is untouched."""
+
+
+class FixtureError(VpbenchError):
+    """The reference schema or another fixture file is missing or broken."""
 
 
 class SeedError(VpbenchError):
     """Seeding failed; the database was left as it was before."""
 
 
-class SeedInterruptedError(SeedError):
+class AuditError(VpbenchError):
+    """The integrity audit could not run its queries."""
+
+
+class MigrationError(VpbenchError):
+    """A migration failed, was edited after it was applied, or cannot be found."""
+
+
+class UnknownMigrationError(MigrationError, BadInputError):
+    """A migration target that is not in the series."""
+
+
+# Interruptions.
+
+
+class SeedInterruptedError(SeedError, InterruptError):
     """Ctrl-C during seeding: the transaction was rolled back."""
 
-    exit_code = 130
 
-
-class RunInterruptedError(VpbenchError):
+class RunInterruptedError(InterruptError):
     """Ctrl-C during a run: no results file was written."""
 
-    exit_code = 130
 
-
-class StepsInterruptedError(VpbenchError):
+class StepsInterruptedError(InterruptError):
     """Ctrl-C during ``steps``: the database matches its ledger; the backup is kept."""
-
-    exit_code = 130
-
-
-class FixtureError(VpbenchError):
-    """The reference schema or another fixture file is missing or broken."""

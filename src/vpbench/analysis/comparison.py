@@ -16,21 +16,13 @@ from typing import Any
 import numpy as np
 
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge, judge_pairs
-from vpbench.errors import UsageError, VpbenchError
+from vpbench.errors import IncomparableError, ResultsFormatError, UsageError
 from vpbench.results.documents import (
     KIND_AB,
     KIND_RUN,
     KIND_STEP,
-    ResultsFormatError,
     read_document,
 )
-
-
-class IncomparableError(VpbenchError):
-    """The two runs cannot be compared: different profile, seed or server, or no entry in
-    common. An input error (exit status 2), not a regression."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -111,12 +103,17 @@ class Comparison:
     def target_breaches(self) -> tuple[EntryComparison, ...]:
         return tuple(r for r in self.rows if r.target_met_new is False)
 
-    def exit_code(self, fail_on: str) -> int:
-        """1 when the chosen condition holds (``regression``, ``target`` or ``any``)."""
-        regressed = bool(self.regressions())
-        breached = bool(self.target_breaches())
-        failed = {"regression": regressed, "target": breached, "any": regressed or breached}
-        return 1 if failed[fail_on] else 0
+    def failure(self, fail_on: str) -> str | None:
+        """What fails the comparison under ``fail_on`` (``regression``, ``target`` or
+        ``any``): the regressions and target breaches it counts; None when none."""
+        found = []
+        if fail_on in ("regression", "any") and (regressions := self.regressions()):
+            found.append(
+                f"{len(regressions)} regressions ({', '.join(r.name for r in regressions)})"
+            )
+        if fail_on in ("target", "any") and (breaches := self.target_breaches()):
+            found.append(f"{len(breaches)} target breaches ({', '.join(r.name for r in breaches)})")
+        return "; ".join(found) or None
 
     def to_dict(self) -> dict[str, Any]:
         counts = {

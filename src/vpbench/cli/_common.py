@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,17 @@ def parse_threshold(ctx: click.Context, param: click.Parameter, value: str | Non
     from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 
     return Threshold.parse(value) if value else DEFAULT_THRESHOLD
+
+
+def configure_logging(verbosity: int) -> None:
+    """Send vpbench's log records to stderr: warnings, ``-v`` info, ``-vv`` debug."""
+    from rich.logging import RichHandler
+
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logger = logging.getLogger("vpbench")
+    logger.handlers[:] = [RichHandler(console=err, show_path=verbosity > 1, markup=False)]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def threshold_option(func: F) -> F:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from vpbench.cli._common import (
     threshold_option,
     wide,
 )
+from vpbench.errors import CheckFailedError
 from vpbench.measure.interleave import PairedOptions
 from vpbench.server.target import resolve_target
 
@@ -112,7 +112,9 @@ def compare(
         out.print_json(json.dumps(comparison.to_dict(), default=str))
     else:
         wide(comparison_table(comparison))
-    sys.exit(comparison.exit_code(fail_on))
+    failure = comparison.failure(fail_on)
+    if failure:
+        raise CheckFailedError(failure)
 
 
 @click.command()

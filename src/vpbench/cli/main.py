@@ -9,14 +9,20 @@ from collections.abc import Sequence
 import click
 
 from vpbench import __version__
-from vpbench.cli._common import db_option, dsn_option, err, out, progress_bars
+from vpbench.cli._common import configure_logging, db_option, dsn_option, err, out, progress_bars
 from vpbench.cli._render import audit_table, seed_table
 from vpbench.cli.compare import ab, compare, report, trend
 from vpbench.cli.pipeline import migrate, run, steps
 from vpbench.dataset.audit import run_audit
 from vpbench.dataset.profiles import PROFILES, get_profile, parse_dirty_rates
 from vpbench.dataset.seed import seed_database
-from vpbench.errors import SeedInterruptedError, VpbenchError
+from vpbench.errors import (
+    BadInputError,
+    CheckFailedError,
+    InterruptError,
+    SeedInterruptedError,
+    VpbenchError,
+)
 from vpbench.server.databases import drop_database
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import connect, resolve_target
@@ -24,8 +30,12 @@ from vpbench.server.target import connect, resolve_target
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vpbench")
-def cli() -> None:
+@click.option(
+    "-v", "--verbose", count=True, help="Log what vpbench does to stderr (-vv: in detail)."
+)
+def cli(verbose: int) -> None:
     """Benchmark the learning app's PostgreSQL queries across measured schema migrations."""
+    configure_logging(verbose)
 
 
 @cli.group()
@@ -145,7 +155,7 @@ def audit(dbname: str, dsn: str | None, as_json: bool, fail_on_violations: bool)
     else:
         out.print(audit_table(report, target.describe(dbname)))
     if fail_on_violations and report.total_violations:
-        sys.exit(1)
+        raise CheckFailedError(f"the audit found {report.total_violations} violations")
 
 
 cli.add_command(run)
@@ -157,17 +167,34 @@ cli.add_command(report)
 cli.add_command(trend)
 
 
+EXIT_CODES: tuple[tuple[type[VpbenchError], int], ...] = (
+    (InterruptError, 130),
+    (BadInputError, 2),
+    (VpbenchError, 1),
+)
+"""The one map from kinds of failure to exit statuses, first match wins: 2 for input vpbench
+cannot use, 1 for a failure or a failed check (regression, breach, violation), 130 for
+Ctrl-C; 0 when the command ran and found nothing wrong."""
+
+
+def exit_code(error: VpbenchError) -> int:
+    return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: expected failures become one line on stderr and an exit code."""
+    """Entry point: expected failures become one line on stderr and an exit status."""
     try:
-        result = cli.main(args=argv, prog_name="vpbench", standalone_mode=False)
-    except click.ClickException as exc:
+        cli.main(args=argv, prog_name="vpbench", standalone_mode=False)
+    except click.ClickException as exc:  # click's own usage errors: status 2
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         err.print("vpbench: interrupted", highlight=False)
         sys.exit(130)
+    except CheckFailedError as exc:
+        err.print(f"vpbench: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exit_code(exc))
     except VpbenchError as exc:
         err.print(f"vpbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    sys.exit(result if isinstance(result, int) else 0)
+        sys.exit(exit_code(exc))
+    sys.exit(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from vpbench.cli._common import (
 from vpbench.cli._render import migration_table, run_table, steps_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import PROFILES, get_profile
-from vpbench.errors import RunInterruptedError
+from vpbench.errors import CheckFailedError, RunInterruptedError
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import RunOptions
 from vpbench.measure.writecost import WriteOptions
@@ -124,7 +123,7 @@ def run(
             soft_wrap=True,
         )
     if outcome.failures:
-        sys.exit(1)
+        raise CheckFailedError(f"{len(outcome.failures)} of the entries failed")
 
 
 @click.group()
@@ -294,5 +293,6 @@ def steps(
     for question, answer in answers(result.steps).items():
         out.print(f"{question.replace('_', ' ')}: {answer}", highlight=False)
     out.print(f"results: {result.out_dir} ({result.seconds:.0f}s)")
-    if not result.passed:
-        sys.exit(1)
+    failed = [step.migration.id for step in result.steps if not step.passed]
+    if failed:
+        raise CheckFailedError(f"steps failed their checks: {', '.join(failed)}")

@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from vpbench.errors import UsageError, VpbenchError
+from vpbench.errors import AuditError, UsageError
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 VOICE_MEMO_V1_PATTERN = (
     r"^\[voice memo\] duration ([0-9]+):([0-5][0-9]) \| format ([a-z0-9]+) "
@@ -330,5 +330,5 @@ def run_audit(conn: psycopg.Connection[Any], *, sample_size: int = 5) -> AuditRe
                 log.debug("audit %s: %d violation(s)", result.name, result.violations)
                 results.append(result)
     except psycopg.Error as exc:
-        raise VpbenchError(f"audit failed: {exc}".strip(), sqlstate=exc.sqlstate) from exc
+        raise AuditError(f"audit failed: {exc}".strip(), sqlstate=exc.sqlstate) from exc
     return AuditReport(tuple(results))

@@ -35,7 +35,7 @@ from vpbench.server.databases import (
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import ServerTarget, connect
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 SeedProgress = Callable[[str, int, int], None]
 """Called with (table, rows loaded so far, rows to load) after each chunk."""

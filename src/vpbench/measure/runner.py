@@ -27,7 +27,7 @@ from vpbench.measure.plan import PlanSummary, summarise_plan
 from vpbench.workload.sampling import ParameterPool, ParameterStream, load_pools
 from vpbench.workload.spec import Query, Scenario, SqlText, Workload, resolve_callable
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 MeasureProgress = Callable[[str, int, int], None]
 """Called with (entry name, executions done, executions planned)."""

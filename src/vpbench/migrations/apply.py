@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from vpbench.errors import VpbenchError
+from vpbench.errors import MigrationError, UnknownMigrationError
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
 
@@ -30,10 +30,6 @@ BASE = "base"
 _STATEMENT_END = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|(;)", re.S
 )
-
-
-class MigrationError(VpbenchError):
-    """A migration failed, was edited after it was applied, or cannot be found."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,7 @@ def plan_down(states: Sequence[MigrationState], target: str | None) -> tuple[Mig
 
 def _check_target(target: str, ids: Sequence[str]) -> None:
     if target not in ids:
-        raise MigrationError(
+        raise UnknownMigrationError(
             f"unknown migration {target!r}; known: {', '.join(ids) or 'none'}"
             + (f", {BASE}" if ids else "")
         )

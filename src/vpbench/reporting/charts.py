@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-logger = logging.getLogger("vpbench")
+logger = logging.getLogger(__name__)
 
 Floats = npt.NDArray[np.floating[Any]]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from vpbench.analysis.changepoint import ChangePoint, detect_change_points
+from vpbench.errors import ResultsFormatError
 from vpbench.reporting import charts
-from vpbench.results.documents import ResultsFormatError, ensure_writable
+from vpbench.results.documents import ensure_writable
 from vpbench.results.frames import load
 
 

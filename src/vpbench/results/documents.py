@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vpbench.errors import VpbenchError
+from vpbench.errors import ResultsFormatError, UsageError
 
 SCHEMA_VERSION = 2
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
@@ -20,12 +20,6 @@ documents and summaries describe write cost per table ("writes")."""
 KIND_RUN = "run"
 KIND_STEP = "step"
 KIND_AB = "ab"
-
-
-class ResultsFormatError(VpbenchError):
-    """A results file that cannot be read: not JSON, not ours, or from a newer vpbench."""
-
-    exit_code = 2
 
 
 def run_document(metadata: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -56,7 +50,7 @@ def ensure_writable(folder: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".vpbench-probe-"):
             pass
     except OSError as exc:
-        raise VpbenchError(
+        raise UsageError(
             f"cannot write results: {exc.strerror or exc}", path=folder, hint="choose another --out"
         ) from None
     return folder

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vpbench.errors import ResultsFormatError
 from vpbench.results.documents import (
     KIND_AB,
     KIND_RUN,
     KIND_STEP,
-    ResultsFormatError,
     read_document,
 )
 

@@ -26,19 +26,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from vpbench.errors import VpbenchError
+from vpbench.errors import BackupError
 from vpbench.server.databases import MARK, MARK_COMMENT, database_state, drop_database
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import ServerTarget, connect
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 TEMPLATE = "template copy"
 DUMP = "pg_dump/pg_restore"
-
-
-class BackupError(VpbenchError):
-    """A backup could not be made or restored; the source database is untouched."""
 
 
 @dataclass(frozen=True)

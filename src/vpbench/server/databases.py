@@ -16,7 +16,7 @@ from psycopg import sql
 from vpbench.errors import UnsafeOperationError, UsageError
 from vpbench.server.target import ServerTarget, connect
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 MARK = "vpbench-managed"
 MARK_COMMENT = f"{MARK}: benchmark database created by vpbench; safe to drop or reseed"

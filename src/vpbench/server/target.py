@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from vpbench.errors import ServerError, UsageError
 from vpbench.server.embedded import EmbeddedPostgres
 
-log = logging.getLogger("vpbench")
+log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded server"
 DEFAULT_DATABASE = "vpbench"

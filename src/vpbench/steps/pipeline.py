@@ -27,12 +27,12 @@ from vpbench.dataset.audit import AuditReport, run_audit
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
-from vpbench.errors import StepsInterruptedError, VpbenchError
+from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
 from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
 from vpbench.measure.writecost import WriteCost, measure_write_costs
-from vpbench.migrations.apply import MigrationError, apply_step, migration_states, plan_up
+from vpbench.migrations.apply import apply_step, migration_states, plan_up
 from vpbench.migrations.folder import Migration, discover_migrations
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.results.documents import ensure_writable, utc_stamp, write_document

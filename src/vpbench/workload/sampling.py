@@ -17,12 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from vpbench.errors import VpbenchError
+from vpbench.errors import SamplerError
 from vpbench.workload.spec import Parameter, Workload
-
-
-class SamplerError(VpbenchError):
-    """A parameter source failed or returned nothing usable."""
 
 
 @dataclass(frozen=True)

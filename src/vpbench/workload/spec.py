@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vpbench.errors import VpbenchError
+from vpbench.errors import AppCallableError, Located, VpbenchError, WorkloadError
 from vpbench.workload._toml_lines import TomlLines, decode_error_line
 
 Scalar = str | int | float | bool
@@ -47,20 +47,6 @@ class Issue:
             if self.line
             else f"{self.path}: {self.message}"
         )
-
-
-class WorkloadError(VpbenchError):
-    """One or more problems in workload files; each is a ``file:line: message`` line."""
-
-    exit_code = 2
-
-    def __init__(self, issues: Sequence[Issue]) -> None:
-        first = issues[0]
-        super().__init__(first.message, path=first.path, line=first.line)
-        self.issues = tuple(issues)
-
-    def __str__(self) -> str:
-        return "\n".join(str(issue) for issue in self.issues)
 
 
 # -- the file format -------------------------------------------------------------------
@@ -233,7 +219,7 @@ def load_workloads(
 ) -> tuple[Workload, ...]:
     """Load and validate every file; raise one WorkloadError listing all problems."""
     workloads: list[Workload] = []
-    issues: list[Issue] = []
+    issues: list[Located] = []
     seen: dict[str, str] = {}
     for path in paths:
         try:
@@ -403,8 +389,8 @@ def resolve_callable(spec: str, workload_path: str | Path) -> AppCallable:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise VpbenchError(f"app {spec!r}: cannot import {module_name!r}: {exc}") from None
+        raise AppCallableError(f"app {spec!r}: cannot import {module_name!r}: {exc}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise VpbenchError(f"app {spec!r}: {module_name} has no function {function_name!r}")
+        raise AppCallableError(f"app {spec!r}: {module_name} has no function {function_name!r}")
     return function  # type: ignore[no-any-return]

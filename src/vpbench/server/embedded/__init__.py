@@ -60,7 +60,7 @@ from vpbench.server.embedded._process import (
 
 __all__ = ["SERVER_USER", "EmbeddedPostgres", "EmbeddedStatus", "default_home"]
 
-_LOG = logging.getLogger("vpbench")
+_LOG = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
 _SUPERUSER = "postgres"

