@@ -228,3 +228,11 @@ def test_the_one_exit_code_map() -> None:
             StepsInterruptedError,
         )
     ] == [2, 2, 2, 2, 2, 1, 1, 1, 130, 130]
+
+
+def test_verbose_logs_what_vpbench_does(vpbench: Runner, seeded: str) -> None:
+    quiet = vpbench("migrate", "up", "0001_quiz_attempt_links", "--db", seeded)
+    assert quiet.code == 0 and "INFO" not in quiet.err
+    loud = vpbench("-v", "migrate", "down", "base", "--db", seeded)
+    assert loud.code == 0, loud.err
+    assert "INFO" in loud.err and "migration 0001_quiz_attempt_links down in" in loud.err
