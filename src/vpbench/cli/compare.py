@@ -169,33 +169,3 @@ def ab(
     comparison = compare_sides(base, new, paired_session=paired)
     wide(comparison_table(comparison))
     out.print(f"results: {outcome.path}")
-
-
-@click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@threshold_option
-@click.option(
-    "--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True)
-)
-@click.option("--force", is_flag=True, help="Compare runs whose profile, seed or server differ.")
-def report(
-    inputs: tuple[Path, ...], out_dir: Path, threshold: Threshold, alpha: float, force: bool
-) -> None:
-    """Markdown + PNG charts for a pull request, from a steps folder, a step/ab file or two runs."""
-    from vpbench.reporting.markdown import build_report
-
-    path = build_report(list(inputs), out_dir, threshold=threshold, alpha=alpha, force=force)
-    out.print(f"report: {path}")
-
-
-@click.command()
-@click.argument("history", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def trend(history: Path, out_dir: Path) -> None:
-    """p95 of each query across stored runs, with change points flagged."""
-    from vpbench.reporting.trend import build_trend
-
-    result = build_trend(history, out_dir)
-    flagged = sum(len(points) for points in result.change_points.values())
-    out.print(f"trend: {result.markdown} ({flagged} change point(s)); chart: {result.chart}")

@@ -1,0 +1,110 @@
+"""``vpbench migrate``: status, up and down, one transaction per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vpbench.cli._common import db_option, dsn_option, err, migrations_option, out
+from vpbench.cli._render import migration_table
+from vpbench.migrations.apply import apply_step, migration_states, plan_down, plan_up
+from vpbench.migrations.folder import discover_migrations
+from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
+from vpbench.server.maintenance import flush_statistics, settle
+from vpbench.server.target import connect, resolve_target
+
+# scipy and matplotlib take a second to import: the commands import them when they run, so
+# every other command (and Ctrl-C early in one) stays quick.
+
+
+@click.group()
+def migrate() -> None:
+    """Apply or revert migrations one transaction at a time (recorded in a ledger)."""
+
+
+@migrate.command("status")
+@migrations_option
+@db_option
+@dsn_option
+def migrate_status(migrations_dir: Path | None, dbname: str, dsn: str | None) -> None:
+    """List migrations and whether each is applied (edited applied ones are refused)."""
+    target = resolve_target(dsn)
+    with connect(target, dbname, autocommit=True) as conn:
+        states = migration_states(conn, discover_migrations(migrations_dir))
+    out.print(migration_table(states, target.describe(dbname)))
+
+
+@migrate.command("up")
+@click.argument("target_id", metavar="[TARGET]", required=False)
+@migrations_option
+@db_option
+@dsn_option
+def migrate_up(
+    target_id: str | None, migrations_dir: Path | None, dbname: str, dsn: str | None
+) -> None:
+    """Apply pending migrations, up to and including TARGET (default: all)."""
+    _migrate("up", target_id, migrations_dir, dbname, dsn, force=False)
+
+
+@migrate.command("down")
+@click.argument("target_id", metavar="[TARGET|base]", required=False)
+@migrations_option
+@db_option
+@dsn_option
+@click.option("--force", is_flag=True, help="Allow it on a database vpbench did not create.")
+def migrate_down(
+    target_id: str | None,
+    migrations_dir: Path | None,
+    dbname: str,
+    dsn: str | None,
+    force: bool,
+) -> None:
+    """Revert the last migration, every one after TARGET, or all of them (base)."""
+    _migrate("down", target_id, migrations_dir, dbname, dsn, force=force)
+
+
+def _migrate(
+    direction: str,
+    target_id: str | None,
+    migrations_dir: Path | None,
+    dbname: str,
+    dsn: str | None,
+    *,
+    force: bool,
+) -> None:
+    target = resolve_target(dsn)
+    migrations = discover_migrations(migrations_dir)
+    with connect(target, dbname, autocommit=True) as conn:
+        states = migration_states(conn, migrations)
+        if direction == "down":
+            refuse_unless_owned(
+                database_state(target, dbname),
+                operation="revert migrations in",
+                tables=user_table_count(conn),
+                force=force,
+            )
+        plan = plan_up(states, target_id) if direction == "up" else plan_down(states, target_id)
+        if not plan:
+            out.print("nothing to do")
+        for migration in plan:
+            if not migration.transactional:
+                err.print(
+                    f"{migration.id} is not transactional (e.g. CREATE INDEX CONCURRENTLY): "
+                    "it runs statement by statement",
+                    highlight=False,
+                )
+            step = apply_step(conn, migration, direction)
+            out.print(
+                f"{direction} {migration.id} ({step.seconds:.2f}s) — {migration.title}",
+                highlight=False,
+            )
+        if plan:
+            flush_statistics(conn)
+            settled = settle(conn)
+            if settled.changed:
+                out.print(
+                    f"settled: vacuumed {len(settled.vacuumed)}, analysed "
+                    f"{len(settled.analyzed)} table(s), so autovacuum has nothing left to change",
+                    highlight=False,
+                )

@@ -1,0 +1,113 @@
+"""``vpbench run``: measure workload files on one database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vpbench.cli._common import (
+    Duration,
+    count_option,
+    db_option,
+    dsn_option,
+    err,
+    progress_bars,
+    wide,
+)
+from vpbench.cli._render import run_table
+from vpbench.dataset.fixtures import default_workload_paths
+from vpbench.errors import CheckFailedError, RunInterruptedError
+from vpbench.measure.run import run_workloads
+from vpbench.measure.runner import RunOptions
+from vpbench.server.target import resolve_target
+
+# scipy and matplotlib take a second to import: the commands import them when they run, so
+# every other command (and Ctrl-C early in one) stays quick.
+
+
+@click.command()
+@click.argument("workloads", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--label", help="Name for this run (stored in the results and the file name).")
+@count_option("--warmup", 5, minimum=0, help="Untimed executions per client first.")
+@count_option("--repeat", 30, minimum=1, help="Timed executions per client.")
+@count_option(
+    "--explain", 5, minimum=0, help="EXPLAIN (ANALYZE, BUFFERS) executions.", dest="explain_runs"
+)
+@count_option("--clients", 1, minimum=1, help="Concurrent sessions, like pgbench -c.")
+@click.option(
+    "--timeout",
+    "timeout_ms",
+    default="10s",
+    show_default=True,
+    type=Duration(),
+    help="statement_timeout for every statement.",
+)
+@click.option(
+    "--seed", "seed_value", default=1, show_default=True, help="Seed for parameter sampling."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="results",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the run file.",
+)
+@click.option(
+    "--migrations",
+    "migrations_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Migrations folder whose ids variants name (default: the reference series).",
+)
+@db_option
+@dsn_option
+def run(
+    workloads: tuple[str, ...],
+    label: str | None,
+    warmup: int,
+    repeat: int,
+    explain_runs: int,
+    clients: int,
+    timeout_ms: int,
+    seed_value: int,
+    out_dir: Path,
+    migrations_dir: Path | None,
+    dbname: str,
+    dsn: str | None,
+) -> None:
+    """Measure workload queries and scenarios (default: the reference workloads); write one
+    results file."""
+    options = RunOptions(
+        warmup=warmup,
+        repeat=repeat,
+        explain=explain_runs,
+        clients=clients,
+        timeout_ms=timeout_ms,
+        seed=seed_value,
+    )
+    target = resolve_target(dsn)
+    try:
+        with progress_bars(f"measuring on {target.describe(dbname)} ({target.source})") as tick:
+            outcome = run_workloads(
+                target,
+                dbname,
+                workloads or [str(p) for p in default_workload_paths()],
+                options,
+                label=label,
+                out_dir=out_dir,
+                migrations_dir=migrations_dir,
+                progress=tick,
+            )
+    except KeyboardInterrupt:
+        raise RunInterruptedError("run interrupted: no results file was written") from None
+    wide(run_table(outcome))
+    for failure in outcome.failures:
+        err.print(
+            f"vpbench: error: {failure.path}: query {failure.name!r} failed: {failure.error}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if outcome.failures:
+        raise CheckFailedError(f"{len(outcome.failures)} of the entries failed")

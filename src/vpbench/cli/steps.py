@@ -1,0 +1,118 @@
+"""``vpbench steps``: the main job."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vpbench.analysis.verdicts import Threshold
+from vpbench.cli._common import (
+    db_option,
+    dsn_option,
+    err,
+    migrations_option,
+    out,
+    paired_options,
+    paired_session,
+    progress_bars,
+    threshold_option,
+    wide,
+)
+from vpbench.cli._render import steps_table
+from vpbench.dataset.fixtures import default_workload_paths
+from vpbench.dataset.profiles import PROFILES, get_profile
+from vpbench.errors import CheckFailedError
+from vpbench.measure.writecost import WriteOptions
+from vpbench.server.target import resolve_target
+from vpbench.steps.model import StepsOptions
+from vpbench.steps.pipeline import run_steps
+from vpbench.steps.summary import answers
+
+if TYPE_CHECKING:
+    from vpbench.analysis.verdicts import Threshold
+
+# scipy and matplotlib take a second to import: the commands import them when they run, so
+# every other command (and Ctrl-C early in one) stays quick.
+
+
+@click.command()
+@click.option("--profile", default="small", show_default=True, metavar="|".join(PROFILES))
+@click.option("--seed", "seed_value", default=1, show_default=True)
+@click.option(
+    "--workload",
+    "workload_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Workload file (repeatable; default: workloads/*.toml).",
+)
+@migrations_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Results folder (default: results/steps-<timestamp>/).",
+)
+@click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
+@paired_options(budget=f"{StepsOptions().paired.budget_seconds:g}s")
+@threshold_option
+@click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
+@click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
+@db_option
+@dsn_option
+def steps(
+    profile: str,
+    seed_value: int,
+    workload_paths: tuple[Path, ...],
+    migrations_dir: Path | None,
+    out_dir: Path | None,
+    to: str | None,
+    rounds: int,
+    max_rounds: int,
+    repeat: int,
+    budget_ms: int,
+    threshold: Threshold,
+    keep_backups: bool,
+    force: bool,
+    dbname: str,
+    dsn: str | None,
+) -> None:
+    """The main job: seed, then apply every migration measured, audited and checked."""
+    chosen = get_profile(profile)
+    paths = list(workload_paths) or default_workload_paths()
+    options = StepsOptions(
+        paired=paired_session(rounds, max_rounds, repeat, budget_ms, seed_value),
+        writes=WriteOptions(seed=seed_value),
+        threshold=threshold,
+        keep_backups=keep_backups,
+    )
+    target = resolve_target(dsn)
+    began = time.monotonic()
+
+    def event(message: str) -> None:
+        err.print(f"[dim]{time.monotonic() - began:6.1f}s[/] {message}", highlight=False)
+
+    with progress_bars("each step's paired rounds (an entry stops once it is precise)") as tick:
+        result = run_steps(
+            target,
+            dbname,
+            profile=chosen,
+            seed=seed_value,
+            workload_paths=paths,
+            migrations_dir=migrations_dir,
+            out_dir=out_dir,
+            to=to,
+            options=options,
+            force=force,
+            on_event=event,
+            progress=tick,
+        )
+    wide(steps_table(result))
+    for question, answer in answers(result.steps).items():
+        out.print(f"{question.replace('_', ' ')}: {answer}", highlight=False)
+    out.print(f"results: {result.out_dir} ({result.seconds:.0f}s)")
+    failed = [step.migration.id for step in result.steps if not step.passed]
+    if failed:
+        raise CheckFailedError(f"steps failed their checks: {', '.join(failed)}")
