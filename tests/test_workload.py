@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from vpbench.errors import SamplerError, WorkloadError
-from vpbench.workload.sampling import ParameterStream, load_pool, load_pools
+from vpbench.workload.sampling import ParameterStream, load_parameter_pool, load_parameter_pools
 from vpbench.workload.spec import load_workload, load_workloads, parse_sql
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
@@ -185,7 +185,7 @@ def attempts_db(create_database: object) -> str:
 def test_sampling_is_reproducible_and_skewed(tmp_path: Path, attempts_db: str) -> None:
     workload = load_workload(write(tmp_path, VALID), ["0001_a", "0002_b"])
     with psycopg.connect(attempts_db) as conn:
-        pools = load_pools(conn, workload)
+        pools = load_parameter_pools(conn, workload)
     viewer = pools["user_id"]
     assert viewer.rows == (("u1", "v0"), ("u0", "v4"), ("u6", "v3"))
     assert pools["limit"].rows == ((5,),)
@@ -207,7 +207,7 @@ def test_sources_that_fail_or_return_nothing(tmp_path: Path, attempts_db: str) -
     broken = VALID.replace("FROM attempts ORDER BY n DESC", "FROM empty")
     workload = load_workload(write(tmp_path, broken), ["0001_a", "0002_b"])
     with psycopg.connect(attempts_db) as conn, pytest.raises(SamplerError) as error:
-        load_pool(conn, workload.params["viewer"])
+        load_parameter_pool(conn, workload.params["viewer"])
     assert "w.toml:4: parameter source 'viewer' failed: column \"user_id\" does not exist" in str(
         error.value
     )
@@ -217,7 +217,7 @@ def test_sources_that_fail_or_return_nothing(tmp_path: Path, attempts_db: str) -
         psycopg.connect(attempts_db) as conn,
         pytest.raises(SamplerError, match="returned no rows"),
     ):
-        load_pool(conn, workload.params["viewer"])
+        load_parameter_pool(conn, workload.params["viewer"])
 
 
 def test_an_integer_range_is_drawn_without_rows(tmp_path: Path, attempts_db: str) -> None:
@@ -227,7 +227,7 @@ def test_an_integer_range_is_drawn_without_rows(tmp_path: Path, attempts_db: str
     )
     workload = load_workload(write(tmp_path, text), [])
     with psycopg.connect(attempts_db) as conn:
-        pools = load_pools(conn, workload)
+        pools = load_parameter_pools(conn, workload)
     assert pools["aid"].rows == () and pools["aid"].size == 1_000_000
     draws = ParameterStream(pools, ["aid", "rank"], 1, "q")
     values = [draws.draw() for _ in range(2000)]

@@ -32,7 +32,7 @@ from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.server.databases import drop_database
 from vpbench.server.target import connect, resolve_target
-from vpbench.workload.sampling import ParameterStream, load_pools
+from vpbench.workload.sampling import ParameterStream, load_parameter_pools
 from vpbench.workload.spec import Query, Workload, load_workloads
 
 EXPLAIN_RUNS = 3
@@ -166,7 +166,7 @@ def vpbench_query(
     def run(name: str) -> None:
         workload, queries, target_ms = _members(vpbench_workload, name)
         chosen = [q.sql_for(vpbench_db.applied)[1] for q in queries]
-        pools = load_pools(conn, workload)
+        pools = load_parameter_pools(conn, workload)
         stream = ParameterStream(pools, {p for s in chosen for p in s.params}, seed, name)
         statements = PreparedStatements()
 

@@ -24,7 +24,7 @@ from psycopg import pq
 
 from vpbench.analysis.latency import LatencySummary, median, summarise_latencies
 from vpbench.measure.plan import PlanSummary, summarise_plan
-from vpbench.workload.sampling import ParameterPool, ParameterStream, load_pools
+from vpbench.workload.sampling import ParameterPool, ParameterStream, load_parameter_pools
 from vpbench.workload.spec import Query, Scenario, SqlText, Workload, resolve_callable
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def measure_workloads(
     # received a million rows answers every later round trip ~8 us slower (measured with
     # bench/overhead.py), and it is the timed session.
     with open_session(conninfo, options.timeout_ms) as conn:
-        pools = {workload.name: load_pools(conn, workload) for workload in workloads}
+        pools = {workload.name: load_parameter_pools(conn, workload) for workload in workloads}
     results: list[EntryResult] = []
     with open_session(conninfo, options.timeout_ms) as conn:
         for workload in workloads:

@@ -50,7 +50,7 @@ from vpbench.steps.checks import (
 )
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.summary import step_document, summary_document
-from vpbench.workload.sampling import ParameterPool, load_pools
+from vpbench.workload.sampling import ParameterPool, load_parameter_pools
 from vpbench.workload.spec import Workload, load_workloads
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _run_step(
             run_checkpoint(conn)  # the copies' pages are written now, not while timing
         say(f"  measuring {backup.name} against {copy.name} in paired rounds")
         before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
-        pools = _pools(before_db, workloads)
+        pools = _parameter_pools(before_db, workloads)
         session = measure_paired(before_db, after_db, workloads, pools, applied_before,
                                  applied_after, options.paired, progress=rounds_done)  # fmt: skip
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
@@ -253,9 +253,11 @@ def _drop_if_present(target: ServerTarget, backup: Backup) -> None:
         drop_backup(target, backup)
 
 
-def _pools(conninfo: str, workloads: Sequence[Workload]) -> dict[str, dict[str, ParameterPool]]:
+def _parameter_pools(
+    conninfo: str, workloads: Sequence[Workload]
+) -> dict[str, dict[str, ParameterPool]]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return {w.name: load_pools(conn, w) for w in workloads}
+        return {w.name: load_parameter_pools(conn, w) for w in workloads}
 
 
 def _equivalence(

@@ -56,7 +56,7 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def load_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> ParameterPool:
+def load_parameter_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> ParameterPool:
     """Run the parameter's source (or take its values) and build the sampling pool."""
     where = f"{parameter.path}:{parameter.line}" if parameter.line else parameter.path
     if parameter.span is not None:
@@ -94,11 +94,13 @@ def load_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> ParameterP
     return ParameterPool(parameter, tuple(rows), cdf / cdf[-1])
 
 
-def load_pools(conn: psycopg.Connection[Any], workload: Workload) -> dict[str, ParameterPool]:
+def load_parameter_pools(
+    conn: psycopg.Connection[Any], workload: Workload
+) -> dict[str, ParameterPool]:
     """Every sampler of ``workload``, keyed by the parameter names each provides."""
     pools: dict[str, ParameterPool] = {}
     for parameter in workload.params.values():
-        pool = load_pool(conn, parameter)
+        pool = load_parameter_pool(conn, parameter)
         for name in parameter.provides:
             pools[name] = pool
     return pools
