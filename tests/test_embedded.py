@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import psycopg
@@ -20,7 +21,9 @@ import pytest
 
 from conftest import traversable_tempdir
 from vpbench.errors import ServerError
+from vpbench.server.buffers import buffer_evictor
 from vpbench.server.embedded import EmbeddedPostgres, EmbeddedStatus, default_home
+from vpbench.server.target import EMBEDDED, ServerTarget
 
 _START_IN_CHILD = """
 import sys, time
@@ -201,3 +204,35 @@ def test_default_home_is_a_cache_folder() -> None:
         else platformdirs.user_cache_dir("vpbench")
     )
     assert default_home({}) == Path(expected)
+
+
+def _resident_pages(conn: psycopg.Connection[Any], dbname: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_buffercache b JOIN pg_database d ON d.oid = b.reldatabase "
+        "WHERE d.datname = %s",
+        [dbname],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_paired_rounds_can_start_from_empty_shared_buffers(server: EmbeddedPostgres) -> None:
+    """On vpbench's own server the evictor empties shared buffers; any other server is left
+    alone (the twin: the same server named by a DSN is not ours to flush)."""
+    status = server.start()
+    with psycopg.connect(status.dsn(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS buffers")
+        conn.execute("CREATE DATABASE buffers")
+    with psycopg.connect(status.dsn("buffers"), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE t AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 20000) g"
+        )
+        conn.execute("SELECT count(*) FROM t")
+    with psycopg.connect(status.dsn(), autocommit=True) as conn:
+        with buffer_evictor(ServerTarget(status.dsn(), "--dsn")) as evict:
+            assert evict is None
+        with buffer_evictor(ServerTarget(status.dsn(), EMBEDDED)) as evict:
+            assert evict is not None
+            assert _resident_pages(conn, "buffers") > 100
+            evict()
+            assert _resident_pages(conn, "buffers") == 0

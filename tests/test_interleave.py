@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from vpbench.measure.interleave import open_pair, pin_backend, separate_cores
+from vpbench.measure.interleave import (
+    PairedOptions,
+    measure_paired,
+    open_pair,
+    pin_backend,
+    separate_cores,
+)
 from vpbench.server.target import ServerTarget
+from vpbench.workload.spec import load_workloads
 
 
 def _cores_of(pid: int) -> str:
@@ -35,3 +42,16 @@ def test_both_sides_share_one_core_away_from_the_client(target: ServerTarget) ->
 def test_only_a_fresh_postgres_process_is_pinned() -> None:
     assert pin_backend(os.getpid(), 0) is False  # this process is not a server's
     assert pin_backend(2**22 + 12345, 0) is False  # no such process
+
+
+def test_before_round_runs_once_before_every_round(target: ServerTarget, tmp_path: Path) -> None:
+    workload = tmp_path / "one.toml"
+    workload.write_text('[queries.one]\nsql = "SELECT 1"\n')
+    (loaded,) = load_workloads([workload], ())
+    calls: list[int] = []
+    options = PairedOptions(rounds=3, max_rounds=3, repeat=1, round_ms=0, explain=0)
+    session = measure_paired(
+        target.conninfo, target.conninfo, [loaded], {loaded.name: {}}, (), (), options,
+        before_round=lambda: calls.append(len(calls)),
+    )  # fmt: skip
+    assert session.rounds == 3 and calls == [0, 1, 2]

@@ -4,6 +4,7 @@ execution, so that machine drift hits both alike and timing can be compared."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from vpbench.results.documents import (
     utc_stamp,
     write_document,
 )
+from vpbench.server.buffers import buffer_evictor
 from vpbench.server.target import ServerTarget
 from vpbench.workload.sampling import load_parameter_pools
 from vpbench.workload.spec import load_workloads
@@ -73,7 +75,11 @@ def run_ab(
         )
     with psycopg.connect(conn_b, autocommit=True) as conn:
         applied_b = applied_migrations(conn)
-    session = measure_paired(conn_a, conn_b, workloads, pools, applied_a, applied_b, options)
+    same_server = target.for_database(a) == conn_a and target.for_database(b) == conn_b
+    with buffer_evictor(target) if same_server else nullcontext() as evict:
+        session = measure_paired(
+            conn_a, conn_b, workloads, pools, applied_a, applied_b, options, before_round=evict
+        )
     document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND_AB,

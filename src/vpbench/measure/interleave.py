@@ -259,9 +259,11 @@ def measure_paired(
     options: PairedOptions,
     *,
     progress: RoundProgress | None = None,
+    before_round: Callable[[], None] | None = None,
 ) -> PairedSession:
     """Measure every query and scenario of ``workloads`` on both databases, pair by pair
-    (application-layer versions are not part of a paired session)."""
+    (application-layer versions are not part of a paired session). ``before_round`` runs
+    before each round's sessions open (``vpbench.server.buffers.buffer_evictor``)."""
     began = time.perf_counter()
     conninfo = {"before": before, "after": after}
     applied = {"before": applied_before, "after": applied_after}
@@ -278,6 +280,8 @@ def measure_paired(
     rounds = 0
     with separate_cores() as core:
         for number, order in enumerate(balanced_orders(options.max_rounds, options.seed)):
+            if before_round:
+                before_round()
             with open_pair(conninfo, order, options.timeout_ms, core) as connections:
                 sides = {state: _Side(conn) for state, conn in connections.items()}
                 for index in active:

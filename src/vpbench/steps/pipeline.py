@@ -37,6 +37,7 @@ from vpbench.migrations.folder import Migration, discover_migrations
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.results.documents import ensure_writable, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
+from vpbench.server.buffers import buffer_evictor
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import Settled, flush_statistics, run_checkpoint, settle
 from vpbench.server.target import ServerTarget, connect
@@ -169,8 +170,10 @@ def _run_step(
         say(f"  measuring {backup.name} against {copy.name} in paired rounds")
         before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
         pools = _parameter_pools(before_db, workloads)
-        session = measure_paired(before_db, after_db, workloads, pools, applied_before,
-                                 applied_after, options.paired, progress=rounds_done)  # fmt: skip
+        with buffer_evictor(target) as evict:
+            session = measure_paired(before_db, after_db, workloads, pools, applied_before,
+                                     applied_after, options.paired, progress=rounds_done,
+                                     before_round=evict)  # fmt: skip
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
         equivalence = _equivalence(target, backup, copy, workloads, pools,
                                    applied_before, applied_after, options.paired.seed)  # fmt: skip
