@@ -84,7 +84,8 @@ class WriteProfile:
     rows: int
     """probe rows the medians are over"""
     clean_rows: int
-    """probe rows whose kept re-insert wrote no full-page image (it should be all of them)"""
+    """probe rows with a re-insert that wrote no full-page image; ``wal_bytes`` is their
+    median (of all rows when none had one)"""
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,9 @@ def _quoted(name: str) -> str:
 
 
 def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> WriteProfile:
-    wal, records, buffers, dirtied, calls = [], [], [], [], []
+    wal: list[int] = []
+    clean_wal: list[int] = []
+    records, buffers, dirtied, calls = [], [], [], []
     clean = 0
     rows = insert.rows[:PROBE_ROWS]
     for values in rows:
@@ -278,8 +281,8 @@ def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> Writ
                         break
         least, second = min(clean_readings or readings, key=lambda reading: reading[0])
         node = second["Plan"]
-        clean += int(node.get("WAL FPI", 0)) == 0
-        wal.append(least)
+        clean += bool(clean_readings)
+        (clean_wal if clean_readings else wal).append(least)
         records.append(int(node.get("WAL Records", 0)))
         buffers.append(int(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)))
         dirtied.append(int(first["Plan"].get("Shared Dirtied Blocks", 0)))
@@ -287,7 +290,10 @@ def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> Writ
     structure = conn.execute(_STRUCTURE, [table]).fetchone()
     assert structure is not None
     return WriteProfile(
-        wal_bytes=statistics.median(wal),
+        # Rows whose every re-insert paid a full-page image (some land on a fresh page each
+        # time) say more about the last checkpoint than about the write: left out when
+        # others did not.
+        wal_bytes=statistics.median(clean_wal or wal),
         wal_records=statistics.median(records),
         buffers=statistics.median(buffers),
         dirtied=statistics.median(dirtied),
