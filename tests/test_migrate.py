@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from vpbench.migrations.apply import (
     split_statements,
 )
 from vpbench.migrations.folder import default_migrations_dir, discover_migrations
+from vpbench.migrations.locking import LockPolicy
 from vpbench.server.target import ServerTarget
 
 FIRST = "0001_quiz_attempt_links"
@@ -184,3 +187,97 @@ def test_cli_migrate(
         conn.execute("CREATE TABLE mine (id int)")
     code, _, err = vpbench("migrate", "down", "base", "--db", foreign)
     assert code == 2 and "refusing to revert migrations in database" in err
+
+
+QUICK_LOCKS = LockPolicy(timeout_ms=200, attempts=30, first_pause_ms=50, max_pause_ms=200)
+
+
+@pytest.fixture
+def held_lock(target: ServerTarget, legacy: psycopg.Connection[Any]) -> Iterator[threading.Event]:
+    """Another session holding ACCESS SHARE on quiz_attempts (a long report, say) until the
+    event is set, or for 2 s at most."""
+    release, holding = threading.Event(), threading.Event()
+    conninfo = target.for_database(str(legacy.info.dbname))
+
+    def hold() -> None:
+        with psycopg.connect(conninfo) as conn, conn.transaction():
+            conn.execute("LOCK TABLE quiz_attempts IN ACCESS SHARE MODE")
+            holding.set()
+            release.wait(2.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    yield release
+    release.set()
+    holder.join()
+
+
+ADD_COLUMN = "ALTER TABLE quiz_attempts ADD COLUMN reviewed boolean;"
+
+
+def test_a_lock_timeout_is_retried_until_the_holder_ends(
+    legacy: psycopg.Connection[Any], held_lock: threading.Event, tmp_path: Path
+) -> None:
+    add_migration(tmp_path, "0001_add_reviewed", "SELECT 1;\n" + ADD_COLUMN)
+    (migration,) = discover_migrations(tmp_path)
+    applied = apply_step(legacy, migration, "up", QUICK_LOCKS)
+    retries = applied.lock_retries
+    assert len(retries) >= 2 and [r.attempt for r in retries] == list(range(1, len(retries) + 1))
+    assert all(r.line == 2 and "lock timeout" in r.statement for r in retries)
+    assert legacy.execute("SELECT to_regclass('vpbench.migrations')").fetchone() != (None,)
+    columns = legacy.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'quiz_attempts'::regclass "
+        "AND attname = 'reviewed'"
+    ).fetchone()
+    assert columns == (1,)
+    assert legacy.execute("SHOW lock_timeout").fetchone() == ("0",)  # the session's own again
+
+
+def test_without_retries_a_lock_timeout_fails_the_step_and_changes_nothing(
+    legacy: psycopg.Connection[Any], held_lock: threading.Event, tmp_path: Path
+) -> None:
+    add_migration(tmp_path, "0001_add_reviewed", ADD_COLUMN)
+    (migration,) = discover_migrations(tmp_path)
+    with pytest.raises(MigrationError) as failed:
+        apply_step(legacy, migration, "up", replace(QUICK_LOCKS, attempts=1))
+    assert failed.value.sqlstate == "55P03" and failed.value.line == 1
+    assert "1 attempt of lock_timeout 200 ms" in str(failed.value)
+    assert legacy.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'quiz_attempts'::regclass "
+        "AND attname = 'reviewed'"
+    ).fetchone() == (0,)
+
+
+def test_non_transactional_statements_retry_one_by_one(
+    legacy: psycopg.Connection[Any], held_lock: threading.Event, tmp_path: Path
+) -> None:
+    add_migration(tmp_path, "0001_add_reviewed", "CREATE TABLE side (id int);\n" + ADD_COLUMN)
+    (tmp_path / "0001_add_reviewed" / "migration.toml").write_text(
+        'title = "t"\ntransactional = false\n'
+    )
+    (migration,) = discover_migrations(tmp_path)
+    applied = apply_step(legacy, migration, "up", QUICK_LOCKS)
+    assert applied.lock_retries and {r.line for r in applied.lock_retries} == {2}
+    assert legacy.execute("SHOW lock_timeout").fetchone() == ("0",)
+
+
+def test_cli_migrate_up_retries_and_says_so(
+    target: ServerTarget,
+    legacy: psycopg.Connection[Any],
+    held_lock: threading.Event,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    add_migration(tmp_path, "0001_add_reviewed", ADD_COLUMN)
+    common = ["migrate", "up", "--migrations", str(tmp_path), "--db", str(legacy.info.dbname)]
+    with pytest.raises(SystemExit) as refused:
+        main([*common, "--lock-timeout", "100ms", "--lock-attempts", "1"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 1 and "[SQLSTATE 55P03]" in err and "--lock-attempts" in err
+    with pytest.raises(SystemExit) as done:
+        main([*common, "--lock-timeout", "200ms", "--lock-attempts", "30"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "lock-timeout retr" in out and "up 0001_add_reviewed" in out

@@ -18,6 +18,7 @@ from vpbench.server.target import DEFAULT_DATABASE
 if TYPE_CHECKING:
     from vpbench.analysis.verdicts import Threshold
     from vpbench.measure.interleave import PairedOptions
+    from vpbench.migrations.locking import LockPolicy
 
 out = Console()
 err = Console(stderr=True)
@@ -115,6 +116,35 @@ def threshold_option(func: F) -> F:
         metavar="STAT:PCT",
         help="Smallest change that counts, e.g. median:5% (default) or p95:10%.",
     )(func)
+
+
+def lock_options(func: F) -> F:
+    """--lock-timeout and --lock-attempts of applying migrations."""
+    from vpbench.migrations.locking import LockPolicy
+
+    default = LockPolicy()
+    func = count_option(
+        "--lock-attempts",
+        default.attempts,
+        minimum=1,
+        help="Tries of a step that timed out waiting for a lock.",
+        dest="lock_attempts",
+    )(func)
+    return click.option(
+        "--lock-timeout",
+        "lock_timeout_ms",
+        default=f"{default.timeout_ms}ms",
+        show_default=True,
+        type=Duration(),
+        help="lock_timeout of every migration statement; a timeout retries after a pause.",
+    )(func)
+
+
+def lock_policy(lock_timeout_ms: int, lock_attempts: int) -> LockPolicy:
+    """The LockPolicy that ``lock_options`` describe."""
+    from vpbench.migrations.locking import LockPolicy
+
+    return LockPolicy(timeout_ms=lock_timeout_ms, attempts=lock_attempts)
 
 
 def paired_options(budget: str) -> Callable[[F], F]:

@@ -10,7 +10,7 @@ from vpbench.dataset.audit import AuditReport
 from vpbench.dataset.seed import SeedResult
 from vpbench.measure.run import RunOutcome
 from vpbench.measure.writecost import WriteCost
-from vpbench.migrations.apply import MigrationState
+from vpbench.migrations.apply import MigrationState, StepApplied
 from vpbench.reporting.units import detectable, human_bytes, ratio_interval
 from vpbench.steps.model import StepsResult
 from vpbench.steps.summary import Headline, headlines, index_bytes_added
@@ -147,6 +147,15 @@ def _write_cell(cost: WriteCost) -> str:
     if cost.before.indexes != cost.after.indexes:
         line += f", {cost.before.indexes} → {cost.after.indexes} indexes"
     return line
+
+
+def lock_retries(applied: StepApplied) -> str:
+    """``, 3 lock-timeout retries`` (empty without any): how often the step waited out a
+    conflicting lock before it went through."""
+    count = len(applied.lock_retries)
+    if not count:
+        return ""
+    return f", {count} lock-timeout retr{'y' if count == 1 else 'ies'}"
 
 
 def steps_table(result: StepsResult) -> Table:

@@ -6,10 +6,19 @@ from pathlib import Path
 
 import click
 
-from vpbench.cli._common import db_option, dsn_option, err, migrations_option, out
-from vpbench.cli._render import migration_table
+from vpbench.cli._common import (
+    db_option,
+    dsn_option,
+    err,
+    lock_options,
+    lock_policy,
+    migrations_option,
+    out,
+)
+from vpbench.cli._render import lock_retries, migration_table
 from vpbench.migrations.apply import apply_step, migration_states, plan_down, plan_up
 from vpbench.migrations.folder import discover_migrations
+from vpbench.migrations.locking import LockPolicy
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import connect, resolve_target
@@ -38,30 +47,41 @@ def migrate_status(migrations_dir: Path | None, dbname: str, dsn: str | None) ->
 @migrate.command("up")
 @click.argument("target_id", metavar="[TARGET]", required=False)
 @migrations_option
+@lock_options
 @db_option
 @dsn_option
 def migrate_up(
-    target_id: str | None, migrations_dir: Path | None, dbname: str, dsn: str | None
+    target_id: str | None,
+    migrations_dir: Path | None,
+    lock_timeout_ms: int,
+    lock_attempts: int,
+    dbname: str,
+    dsn: str | None,
 ) -> None:
     """Apply pending migrations, up to and including TARGET (default: all)."""
-    _migrate("up", target_id, migrations_dir, dbname, dsn, force=False)
+    locks = lock_policy(lock_timeout_ms, lock_attempts)
+    _migrate("up", target_id, migrations_dir, dbname, dsn, locks, force=False)
 
 
 @migrate.command("down")
 @click.argument("target_id", metavar="[TARGET|base]", required=False)
 @migrations_option
+@lock_options
 @db_option
 @dsn_option
 @click.option("--force", is_flag=True, help="Allow it on a database vpbench did not create.")
 def migrate_down(
     target_id: str | None,
     migrations_dir: Path | None,
+    lock_timeout_ms: int,
+    lock_attempts: int,
     dbname: str,
     dsn: str | None,
     force: bool,
 ) -> None:
     """Revert the last migration, every one after TARGET, or all of them (base)."""
-    _migrate("down", target_id, migrations_dir, dbname, dsn, force=force)
+    locks = lock_policy(lock_timeout_ms, lock_attempts)
+    _migrate("down", target_id, migrations_dir, dbname, dsn, locks, force=force)
 
 
 def _migrate(
@@ -70,6 +90,7 @@ def _migrate(
     migrations_dir: Path | None,
     dbname: str,
     dsn: str | None,
+    locks: LockPolicy,
     *,
     force: bool,
 ) -> None:
@@ -94,9 +115,10 @@ def _migrate(
                     "it runs statement by statement",
                     highlight=False,
                 )
-            step = apply_step(conn, migration, direction)
+            step = apply_step(conn, migration, direction, locks)
             out.print(
-                f"{direction} {migration.id} ({step.seconds:.2f}s) — {migration.title}",
+                f"{direction} {migration.id} ({step.seconds:.2f}s{lock_retries(step)}) — "
+                f"{migration.title}",
                 highlight=False,
             )
         if plan:

@@ -13,6 +13,8 @@ from vpbench.cli._common import (
     db_option,
     dsn_option,
     err,
+    lock_options,
+    lock_policy,
     migrations_option,
     out,
     paired_options,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 @click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
 @paired_options(budget=f"{StepsOptions().paired.budget_seconds:g}s")
 @threshold_option
+@lock_options
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
 @db_option
@@ -74,6 +77,8 @@ def steps(
     repeat: int,
     budget_ms: int,
     threshold: Threshold,
+    lock_timeout_ms: int,
+    lock_attempts: int,
     keep_backups: bool,
     force: bool,
     dbname: str,
@@ -86,6 +91,7 @@ def steps(
         paired=paired_session(rounds, max_rounds, repeat, budget_ms, seed_value),
         writes=WriteOptions(seed=seed_value),
         threshold=threshold,
+        locks=lock_policy(lock_timeout_ms, lock_attempts),
         keep_backups=keep_backups,
     )
     target = resolve_target(dsn)

@@ -3,7 +3,7 @@
 Each step's SQL and its ledger row commit together (or not at all). A step marked
 ``transactional = false`` (e.g. CREATE INDEX CONCURRENTLY) runs statement by statement in
 autocommit mode: a failure then leaves earlier statements applied, which ``steps`` undoes
-by restoring its backup.
+by restoring its backup. Lock timeouts are retried (``vpbench.migrations.locking``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import psycopg
 from vpbench.errors import MigrationError, UnknownMigrationError
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
+from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry, with_lock_retries
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class StepApplied:
     migration: Migration
     direction: str
     seconds: float
+    lock_retries: tuple[LockRetry, ...] = ()
+    """attempts that timed out waiting for a lock before the one that went through"""
 
 
 def migration_states(
@@ -114,34 +117,58 @@ def _check_target(target: str, ids: Sequence[str]) -> None:
         )
 
 
-def apply_step(conn: psycopg.Connection[Any], migration: Migration, direction: str) -> StepApplied:
+def apply_step(
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    direction: str,
+    locks: LockPolicy = DEFAULT_LOCKS,
+) -> StepApplied:
     """Run ``up`` or ``down`` of one migration and update the ledger in the same transaction
-    (``conn`` must be in autocommit mode)."""
+    (``conn`` must be in autocommit mode), every statement under ``locks.timeout_ms`` of
+    ``lock_timeout``; a lock timeout retries the step (the statement, for a
+    non-transactional one; never a ``CONCURRENTLY`` one, whose failure leaves an invalid
+    index behind), and each retry is recorded."""
     script = migration.up_sql if direction == "up" else migration.down_sql
     began = time.perf_counter()
+    retries: list[LockRetry] = []
+    timeout = f"SET lock_timeout = {int(locks.timeout_ms)}"
     if migration.transactional:
-        offset = 0
-        try:
-            with conn.transaction():
-                # Statement by statement, so a failure names the statement that failed.
-                for statement, start in split_statements(script):
-                    offset = start
-                    conn.execute(statement)
-                record_step(conn, migration, direction, time.perf_counter() - began)
-        except psycopg.Error as exc:
-            raise _failure(migration, direction, script, exc, offset) from exc
-    else:
-        offset = 0
-        for statement, offset in split_statements(script):
+
+        def whole_step() -> None:
+            offset = 0
             try:
-                conn.execute(statement)  # autocommit: each statement stands alone
+                with conn.transaction():
+                    conn.execute(timeout.replace("SET", "SET LOCAL", 1))
+                    # Statement by statement, so a failure names the statement that failed.
+                    for statement, start in split_statements(script):
+                        offset = start
+                        conn.execute(statement)
+                    record_step(conn, migration, direction, time.perf_counter() - began)
             except psycopg.Error as exc:
                 raise _failure(migration, direction, script, exc, offset) from exc
-        with conn.transaction():
-            record_step(conn, migration, direction, time.perf_counter() - began)
+
+        with_lock_retries(whole_step, locks, retries, retry=True)
+    else:
+        conn.execute(timeout)
+        try:
+            for statement, offset in split_statements(script):
+
+                def one_statement(statement: str = statement, offset: int = offset) -> None:
+                    try:
+                        conn.execute(statement)  # autocommit: each statement stands alone
+                    except psycopg.Error as exc:
+                        raise _failure(migration, direction, script, exc, offset) from exc
+
+                concurrent = "CONCURRENTLY" in statement.upper()
+                with_lock_retries(one_statement, locks, retries, retry=not concurrent)
+            with conn.transaction():
+                record_step(conn, migration, direction, time.perf_counter() - began)
+        finally:
+            if not conn.closed:
+                conn.execute("RESET lock_timeout")
     seconds = time.perf_counter() - began
     log.info("migration %s %s in %.2fs", migration.id, direction, seconds)
-    return StepApplied(migration, direction, seconds)
+    return StepApplied(migration, direction, seconds, tuple(retries))
 
 
 def split_statements(script: str) -> list[tuple[str, int]]:

@@ -12,6 +12,7 @@ from vpbench.measure.interleave import PairedOptions
 from vpbench.measure.runner import EntryResult
 from vpbench.measure.writecost import WriteCost, WriteOptions
 from vpbench.migrations.folder import Migration
+from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry
 from vpbench.server.maintenance import Settled
 from vpbench.steps.checks import Equivalence, RelationCost
 
@@ -25,6 +26,8 @@ class StepsOptions:
     """how the inserts are timed"""
     threshold: Threshold = DEFAULT_THRESHOLD
     """the smallest change a verdict (faster, slower, regression) is given for"""
+    locks: LockPolicy = DEFAULT_LOCKS
+    """lock_timeout and retries of applying each step"""
     keep_backups: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -32,6 +35,7 @@ class StepsOptions:
             "paired": self.paired.__dict__,
             "writes": self.writes.__dict__,
             "threshold": str(self.threshold),
+            "locks": self.locks.to_dict(),
             "keep_backups": self.keep_backups,
         }
 
@@ -41,6 +45,8 @@ class StepReport:
     migration: Migration
     backup_method: str
     up_seconds: float
+    lock_retries: tuple[LockRetry, ...]
+    """attempts of ``up`` that timed out waiting for a lock"""
     audit_before: AuditReport
     audit_after: AuditReport
     before: tuple[EntryResult, ...]

@@ -32,7 +32,7 @@ from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
 from vpbench.measure.writecost import WriteCost, measure_write_costs
-from vpbench.migrations.apply import apply_step, migration_states, plan_up
+from vpbench.migrations.apply import StepApplied, apply_step, migration_states, plan_up
 from vpbench.migrations.folder import Migration, discover_migrations
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.results.documents import ensure_writable, utc_stamp, write_document
@@ -148,7 +148,7 @@ def _run_step(
     try:
         with connect(target, dbname, autocommit=True) as conn:
             try:
-                applied = apply_step(conn, migration, "up")
+                applied = apply_step(conn, migration, "up", options.locks)
             except MigrationError as exc:
                 conn.close()
                 restore_backup(target, backup)
@@ -157,7 +157,10 @@ def _run_step(
                     path=exc.path, line=exc.line, sqlstate=exc.sqlstate,
                 ) from None  # fmt: skip
             flush_statistics(conn)
-            say(f"  applied in {applied.seconds:.1f}s; settling and auditing")
+            retried = (
+                f" after {len(applied.lock_retries)} lock timeouts" if applied.lock_retries else ""
+            )
+            say(f"  applied in {applied.seconds:.1f}s{retried}; settling and auditing")
             settled_after = settle(conn)
             applied_after = applied_migrations(conn)
             audit_after = run_audit(conn)
@@ -197,7 +200,7 @@ def _run_step(
     if not options.keep_backups:
         _drop_if_present(target, backup)
     return _report(
-        migration, backup, applied.seconds, (audit_before, audit_after), session,
+        migration, backup, applied, (audit_before, audit_after), session,
         problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
         {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
         {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
@@ -208,7 +211,7 @@ def _run_step(
 def _report(
     migration: Migration,
     backup: Backup,
-    up_seconds: float,
+    applied: StepApplied,
     audits: tuple[AuditReport, AuditReport],
     session: PairedSession,
     problems: list[str],
@@ -229,7 +232,8 @@ def _report(
     return StepReport(
         migration=migration,
         backup_method=backup.method,
-        up_seconds=up_seconds,
+        up_seconds=applied.seconds,
+        lock_retries=applied.lock_retries,
         audit_before=audits[0],
         audit_after=audits[1],
         before=session.before,

@@ -161,6 +161,7 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
         },
         "backup_method": step.backup_method,
         "up_seconds": step.up_seconds,
+        "lock_retries": [retry.to_dict() for retry in step.lock_retries],
         "settled": {
             "before": step.settled_before.__dict__,
             "after": step.settled_after.__dict__,
