@@ -281,3 +281,27 @@ def test_cli_migrate_up_retries_and_says_so(
         main([*common, "--lock-timeout", "200ms", "--lock-attempts", "30"])
     out = capsys.readouterr().out
     assert done.value.code == 0 and "lock-timeout retr" in out and "up 0001_add_reviewed" in out
+
+
+def test_each_statement_is_observed_on_the_server(
+    legacy: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    add_migration(
+        tmp_path,
+        "0001_rewrite",
+        "CREATE TABLE side (id int);\n"
+        "ALTER TABLE quiz_attempts ALTER COLUMN score TYPE bigint;\n"
+        "CREATE INDEX side_id ON side (id);\n",
+    )
+    (migration,) = discover_migrations(tmp_path)
+    runs = apply_step(legacy, migration, "up").statements
+    assert [r.line for r in runs] == [1, 2, 3]
+    assert runs[0].rewrote == () and "AccessExclusiveLock on side" in runs[0].locks
+    # A type change rewrites the table (new files for it and its indexes), under ACCESS
+    # EXCLUSIVE held until the step commits.
+    assert (
+        "quiz_attempts" in runs[1].rewrote
+        and "AccessExclusiveLock on quiz_attempts" in runs[1].locks
+    )
+    assert runs[2].rewrote == () and "ShareLock on side" in runs[2].locks
+    assert all(r.seconds >= 0 and r.started_s >= 0 for r in runs)

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,19 @@ log = logging.getLogger(__name__)
 BASE = "base"
 """``migrate down base`` reverts every applied migration."""
 
+_HELD_LOCKS = """
+SELECT c.relname, l.mode FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'vpbench')
+  AND n.nspname NOT LIKE 'pg_toast%'
+"""
+_FILES = """
+SELECT c.oid, c.relname, c.relfilenode FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'vpbench')
+  AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'i', 'm', 'p')
+"""
 _STATEMENT_END = re.compile(
     r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|(;)", re.S
 )
@@ -44,12 +57,34 @@ class MigrationState:
 
 
 @dataclass(frozen=True)
+class StatementRun:
+    """One statement of a step as the server ran it."""
+
+    line: int
+    text: str
+    """its first line"""
+    started_s: float
+    """since the step began"""
+    seconds: float
+    locks: tuple[str, ...]
+    """relation locks the step held after it, that it did not hold before ("AccessExclusiveLock
+    on quiz_attempts"); a transactional step holds them until it commits"""
+    rewrote: tuple[str, ...]
+    """tables and indexes it gave new files (relfilenode changed): rewritten"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class StepApplied:
     migration: Migration
     direction: str
     seconds: float
     lock_retries: tuple[LockRetry, ...] = ()
     """attempts that timed out waiting for a lock before the one that went through"""
+    statements: tuple[StatementRun, ...] = ()
+    """the statements of the attempt that went through"""
 
 
 def migration_states(
@@ -117,6 +152,45 @@ def _check_target(target: str, ids: Sequence[str]) -> None:
         )
 
 
+class _StatementLog:
+    """What each statement of one attempt did: its time, the locks it added, the files it
+    replaced (read on the migration's own connection, between statements)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], script: str, began: float) -> None:
+        self.conn, self.script, self.began = conn, script, began
+        self.runs: list[StatementRun] = []
+        self.locks = self._locks()
+        self.files = self._files()
+
+    def _locks(self) -> set[str]:
+        return {f"{mode} on {rel}" for rel, mode in self.conn.execute(_HELD_LOCKS).fetchall()}
+
+    def _files(self) -> dict[int, tuple[str, int]]:
+        return {oid: (name, node) for oid, name, node in self.conn.execute(_FILES).fetchall()}
+
+    def run(self, statement: str, offset: int) -> None:
+        started = time.perf_counter()
+        self.conn.execute(statement)
+        seconds = time.perf_counter() - started
+        locks, files = self._locks(), self._files()
+        rewrote = sorted(
+            name
+            for oid, (name, node) in files.items()
+            if oid in self.files and self.files[oid][1] != node
+        )
+        self.runs.append(
+            StatementRun(
+                line=self.script[:offset].count("\n") + 1,
+                text=statement.strip().splitlines()[0][:80],
+                started_s=started - self.began,
+                seconds=seconds,
+                locks=tuple(sorted(locks - self.locks)),
+                rewrote=tuple(rewrote),
+            )
+        )
+        self.locks, self.files = locks, files
+
+
 def apply_step(
     conn: psycopg.Connection[Any],
     migration: Migration,
@@ -132,6 +206,7 @@ def apply_step(
     began = time.perf_counter()
     retries: list[LockRetry] = []
     timeout = f"SET lock_timeout = {int(locks.timeout_ms)}"
+    observed: list[_StatementLog] = []
     if migration.transactional:
 
         def whole_step() -> None:
@@ -139,10 +214,11 @@ def apply_step(
             try:
                 with conn.transaction():
                     conn.execute(timeout.replace("SET", "SET LOCAL", 1))
+                    observed[:] = [_StatementLog(conn, script, began)]
                     # Statement by statement, so a failure names the statement that failed.
                     for statement, start in split_statements(script):
                         offset = start
-                        conn.execute(statement)
+                        observed[0].run(statement, start)
                     record_step(conn, migration, direction, time.perf_counter() - began)
             except psycopg.Error as exc:
                 raise _failure(migration, direction, script, exc, offset) from exc
@@ -150,12 +226,13 @@ def apply_step(
         with_lock_retries(whole_step, locks, retries, retry=True)
     else:
         conn.execute(timeout)
+        observed.append(_StatementLog(conn, script, began))
         try:
             for statement, offset in split_statements(script):
 
                 def one_statement(statement: str = statement, offset: int = offset) -> None:
                     try:
-                        conn.execute(statement)  # autocommit: each statement stands alone
+                        observed[0].run(statement, offset)  # autocommit: each stands alone
                     except psycopg.Error as exc:
                         raise _failure(migration, direction, script, exc, offset) from exc
 
@@ -168,7 +245,8 @@ def apply_step(
                 conn.execute("RESET lock_timeout")
     seconds = time.perf_counter() - began
     log.info("migration %s %s in %.2fs", migration.id, direction, seconds)
-    return StepApplied(migration, direction, seconds, tuple(retries))
+    runs = tuple(observed[0].runs) if observed else ()
+    return StepApplied(migration, direction, seconds, tuple(retries), runs)
 
 
 def split_statements(script: str) -> list[tuple[str, int]]:
