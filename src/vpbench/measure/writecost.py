@@ -224,6 +224,21 @@ def _by_id(conn: psycopg.Connection[Any], table: str, columns: sql.Composable) -
     )
 
 
+def app_inserts(
+    conn: psycopg.Connection[Any], table: str, count: int, seed: int
+) -> tuple[SqlText, list[dict[str, Any]]] | None:
+    """The app's prepared single-row INSERT into ``table`` on this schema, and ``count``
+    rows for it (copies of existing rows with new ids, so every constraint holds); None
+    when the table is missing or empty."""
+    if not _exists(conn, table):
+        return None
+    ids = _probe_ids(conn, conn, table, count, seed)
+    if not ids:
+        return None
+    insert = _insert(conn, table, ids, _fresh_ids(len(ids), seed))
+    return insert.statement, insert.rows
+
+
 def _fresh_ids(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]

@@ -1,0 +1,337 @@
+"""Live traffic while a migration runs, and who blocked whom.
+
+Reader sessions run the workloads' queries back to back with sampled parameters, the SQL of
+the app deployed before the step; writer sessions insert quiz attempts and reflections the
+way the app does (a prepared single-row INSERT, at a steady rate) in transactions that are
+rolled back, so that they take the app's locks without adding rows. Every request's start,
+latency and outcome is kept. A sampler reads ``pg_locks`` and ``pg_blocking_pids()`` every
+``sample_ms``: each traffic session waiting for a lock, on what, and whether the migration's
+session (the one ``watch`` names) is in its way, with the migration statement running then.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+import psycopg
+
+from vpbench.measure.runner import PreparedStatements
+from vpbench.measure.writecost import WRITE_TABLES, app_inserts
+from vpbench.migrations.apply import StepApplied, apply_step
+from vpbench.migrations.folder import Migration
+from vpbench.migrations.locking import LockPolicy
+from vpbench.workload.sampling import ParameterPool, ParameterStream
+from vpbench.workload.spec import SqlText, Workload
+
+log = logging.getLogger(__name__)
+
+APPLICATION = "vpbench-traffic"
+
+_WAITS = """
+SELECT a.application_name, a.pid, c.relname, l.locktype, l.mode, pg_blocking_pids(a.pid)
+FROM pg_stat_activity a
+JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
+LEFT JOIN pg_class c ON c.oid = l.relation
+WHERE a.datname = current_database() AND a.application_name LIKE 'vpbench-traffic %%'
+"""
+_MIGRATION = """
+SELECT a.query, coalesce(array_agg(c.relname || '=' || l.mode)
+                         FILTER (WHERE l.granted AND c.relname IS NOT NULL), '{}')
+FROM pg_stat_activity a
+LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'relation'
+LEFT JOIN pg_class c ON c.oid = l.relation
+WHERE a.pid = %s
+GROUP BY a.query
+"""
+
+
+@dataclass(frozen=True)
+class TrafficOptions:
+    readers: int = 2
+    writers: int = 1
+    writes_per_s: float = 200.0
+    """all writers together"""
+    sample_ms: float = 50.0
+    """period of the lock sampler"""
+    baseline_s: float = 2.0
+    """traffic before the migration starts: the at-rest latencies stalls are measured from"""
+    timeout_ms: int = 30_000
+    """statement_timeout of every request"""
+    seed: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    session: str
+    """``read 1``, ``write 1``"""
+    kind: str
+    """``read`` or ``write``"""
+    name: str
+    """the query, or the table written"""
+    start_s: float
+    ms: float
+    outcome: str
+    """``ok``, ``lock_timeout``, ``statement_timeout`` or ``error``"""
+    sqlstate: str | None = None
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.ms / 1000
+
+
+@dataclass(frozen=True)
+class Wait:
+    """One traffic session seen waiting for a lock by the sampler."""
+
+    at_s: float
+    session: str
+    waits_for: str
+    """``RowExclusiveLock on quiz_attempts`` (or on a transaction id)"""
+    by_migration: bool
+    """the migration's session is in its way, directly or through another waiting session"""
+    statement: str | None
+    """the migration statement running then"""
+    migration_holds: str | None
+    """the migration's lock on the same relation"""
+
+
+@dataclass(frozen=True)
+class TrafficRecord:
+    requests: tuple[Request, ...]
+    waits: tuple[Wait, ...]
+    samples: int
+    migration_s: tuple[float, float] | None
+    """when the watched migration started and ended, on the traffic's clock"""
+
+
+@dataclass
+class _Shared:
+    began: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: list[Request] = field(default_factory=list)
+    waits: list[Wait] = field(default_factory=list)
+    samples: int = 0
+    migration_pid: int | None = None
+    migration_s: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return time.perf_counter() - self.began
+
+    def add(self, request: Request) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+
+def _rolled_back(
+    conn: psycopg.Connection[Any], statements: PreparedStatements, sql: SqlText, row: dict[str, Any]
+) -> None:
+    """One app write, with its locks, and no row left behind."""
+    with conn.transaction(force_rollback=True):
+        statements.execute(conn, sql, row)
+
+
+class LiveTraffic:
+    """Readers, writers and the lock sampler, on threads of their own, for the duration of
+    ``running()``."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        workloads: Sequence[Workload],
+        pools: Mapping[str, dict[str, ParameterPool]],
+        applied: Sequence[str],
+        options: TrafficOptions = TrafficOptions(),
+    ) -> None:
+        self.conninfo, self.options = conninfo, options
+        self.queries = [
+            (workload.name, query) for workload in workloads for query in workload.queries.values()
+        ]
+        self.pools, self.applied = pools, applied
+        self._shared = _Shared(time.perf_counter())
+
+    @contextmanager
+    def running(self) -> Iterator[LiveTraffic]:
+        shared = self._shared = _Shared(time.perf_counter())
+        threads = [threading.Thread(target=self._sample, name="sampler", daemon=True)]
+        threads += [
+            threading.Thread(target=self._read, args=(n,), name=f"read {n}", daemon=True)
+            for n in range(1, self.options.readers + 1)
+        ]
+        threads += [
+            threading.Thread(target=self._write, args=(n,), name=f"write {n}", daemon=True)
+            for n in range(1, self.options.writers + 1)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            shared.stop.set()
+            for thread in threads:
+                thread.join()
+
+    @contextmanager
+    def watch(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """Attribute waits to this session (the migration's) while the context lasts."""
+        shared = self._shared
+        shared.migration_pid = conn.info.backend_pid
+        shared.migration_s = [shared.now()]
+        try:
+            yield
+        finally:
+            shared.migration_s.append(shared.now())
+            shared.migration_pid = None
+
+    def record(self) -> TrafficRecord:
+        shared = self._shared
+        with shared.lock:
+            window = shared.migration_s
+            return TrafficRecord(
+                requests=tuple(sorted(shared.requests, key=lambda r: r.start_s)),
+                waits=tuple(shared.waits),
+                samples=shared.samples,
+                migration_s=(window[0], window[1]) if len(window) == 2 else None,
+            )
+
+    def _connect(self, session: str) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.conninfo, autocommit=True)
+        conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                     [f"{self.options.timeout_ms}ms"])  # fmt: skip
+        conn.execute("SELECT set_config('application_name', %s, false)",
+                     [f"{APPLICATION} {session}"])  # fmt: skip
+        return conn
+
+    def _read(self, number: int) -> None:
+        shared, session = self._shared, f"read {number}"
+        if not self.queries:
+            return
+        streams = {
+            query.name: ParameterStream(
+                self.pools[workload], query.sql_for(self.applied)[1].params,
+                self.options.seed + number, f"traffic {query.name}",
+            )
+            for workload, query in self.queries
+        }  # fmt: skip
+        with self._connect(session) as conn:
+            statements = PreparedStatements()
+            for _, query in itertools.cycle(self.queries):
+                if shared.stop.is_set():
+                    return
+                sql = query.sql_for(self.applied)[1]
+                params = streams[query.name].draw()
+                run = partial(statements.execute, conn, sql, params)
+                self._timed(shared, session, "read", query.name, conn, run)
+                if conn.closed:
+                    return
+
+    def _write(self, number: int) -> None:
+        shared, session = self._shared, f"write {number}"
+        with self._connect(session) as conn:
+            inserts = [
+                (table, found)
+                for table in WRITE_TABLES
+                if (found := app_inserts(conn, table, 200, self.options.seed + number))
+            ]
+            if not inserts:
+                return
+            statements = PreparedStatements()
+            interval = max(self.options.writers, 1) / self.options.writes_per_s
+            due = time.perf_counter()
+            for count in itertools.count():
+                if shared.stop.wait(max(0.0, due - time.perf_counter())):
+                    return
+                due += interval
+                table, (sql, rows) = inserts[count % len(inserts)]
+                row = rows[(count // len(inserts)) % len(rows)]
+                insert = partial(_rolled_back, conn, statements, sql, row)
+                self._timed(shared, session, "write", table, conn, insert)
+                if conn.closed:
+                    return
+
+    @staticmethod
+    def _timed(
+        shared: _Shared,
+        session: str,
+        kind: str,
+        name: str,
+        conn: psycopg.Connection[Any],
+        run: Callable[[], object],
+    ) -> None:
+        start = shared.now()
+        began = time.perf_counter()
+        outcome, sqlstate = "ok", None
+        try:
+            run()
+        except psycopg.errors.LockNotAvailable as exc:
+            outcome, sqlstate = "lock_timeout", exc.sqlstate
+        except psycopg.errors.QueryCanceled as exc:
+            outcome, sqlstate = "statement_timeout", exc.sqlstate
+        except psycopg.Error as exc:
+            outcome, sqlstate = "error", exc.sqlstate
+        shared.add(Request(session, kind, name, start, (time.perf_counter() - began) * 1e3,
+                           outcome, sqlstate))  # fmt: skip
+
+    def _sample(self) -> None:
+        shared = self._shared
+        period = self.options.sample_ms / 1000
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT set_config('application_name', 'vpbench-sampler', false)")
+            while not shared.stop.wait(period):
+                self._sample_once(conn, shared)
+
+    @staticmethod
+    def _sample_once(conn: psycopg.Connection[Any], shared: _Shared) -> None:
+        at, pid = shared.now(), shared.migration_pid
+        waiting = conn.execute(_WAITS).fetchall()
+        statement, held = None, {}
+        if pid is not None:
+            row = conn.execute(_MIGRATION, [pid]).fetchone()
+            if row is not None:
+                statement = (row[0] or "").strip().splitlines()[0][:80] if row[0] else None
+                held = dict(item.split("=", 1) for item in row[1])
+        blocked = {r[1] for r in waiting if pid is not None and pid in (r[5] or ())}
+        # A session queued behind one that waits for the migration waits for it too.
+        for _ in range(len(waiting)):
+            blocked |= {r[1] for r in waiting if set(r[5] or ()) & blocked}
+        with shared.lock:
+            shared.samples += 1
+            for app, waiter, relation, locktype, mode, _ in waiting:
+                target = relation if relation else locktype
+                shared.waits.append(
+                    Wait(
+                        at_s=at,
+                        session=app.removeprefix(f"{APPLICATION} "),
+                        waits_for=f"{mode} on {target}",
+                        by_migration=waiter in blocked,
+                        statement=statement,
+                        migration_holds=held.get(relation) if relation else None,
+                    )
+                )
+
+
+def apply_under_load(
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    direction: str,
+    locks: LockPolicy,
+    traffic: LiveTraffic,
+) -> tuple[StepApplied, TrafficRecord]:
+    """Run the traffic for its baseline window, then apply the step on ``conn`` while it
+    goes on, watching the migration's session; the traffic stops when the step ends."""
+    with traffic.running():
+        time.sleep(traffic.options.baseline_s)
+        with traffic.watch(conn):
+            applied = apply_step(conn, migration, direction, locks)
+    return applied, traffic.record()
