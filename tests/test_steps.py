@@ -22,6 +22,7 @@ from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.snapshot import snapshot_tables
 from vpbench.errors import MigrationError, UnsafeOperationError
 from vpbench.measure.interleave import PairedOptions, balanced_orders
+from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
 from vpbench.reporting.markdown import build_report
 from vpbench.results.frames import load
@@ -31,9 +32,11 @@ from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import entry_judgement, index_bytes_added, regressions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
+LIGHT_TRAFFIC = TrafficOptions(readers=1, writers=1, writes_per_s=50, baseline_s=0.3)
 QUICK = StepsOptions(
     paired=PairedOptions(rounds=2, max_rounds=2, repeat=2, warmup=0, explain=1, round_ms=0),
     writes=WriteOptions(rounds=2, repeat=2),
+    traffic=LIGHT_TRAFFIC,
 )
 TINY = get_profile("tiny")
 
@@ -107,9 +110,15 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
         "memory_cost",
         "write_cost",
         "what_broke",
+        "downtime",
         "regressions",
     }
     assert summary["answers"]["what_broke"].startswith("nothing")
+    # every step was rehearsed under traffic, its statements observed on the server
+    for step in result.steps:
+        assert step.availability is not None and step.availability.requests > 0, step.migration.id
+        assert step.statements and all(r.seconds >= 0 for r in step.statements)
+    assert any("AccessExclusiveLock on quiz_attempts" in r.locks for r in first.statements)
     frames = load(tmp_path)
     assert set(frames.entries["state"]) == {"before", "after"}
     assert len(frames.samples) == sum(
@@ -329,6 +338,7 @@ def test_interleaving_puts_each_state_first_equally_often(rounds: int) -> None:
 NULL_CHECK = StepsOptions(
     paired=PairedOptions(rounds=4, max_rounds=4, repeat=3, explain=2, round_ms=20),
     writes=WriteOptions(rounds=6, repeat=2),
+    traffic=LIGHT_TRAFFIC,  # rehearsed on a copy: the measured states never see it
     # Timing verdicts are checked at 5% by bench/null_steps.py over hundreds of judgements;
     # here a wide threshold keeps the test about structure: a biased instrument (the old
     # write probe's bloat read 1.33x) still fails it, noise never does.
@@ -435,3 +445,59 @@ def test_a_migration_that_changes_nothing_reads_zero(
     assert reflections.after.wal_records == reflections.before.wal_records + 1
     assert quiz.before == quiz.after  # the other table's writes did not change
     assert answers["write_cost"].startswith("0002_index_reflections: reflections inserts write +")
+
+
+def _stalling_series(folder: Path, toml: str) -> Path:
+    step = folder / "0001_exclusive"
+    step.mkdir(parents=True)
+    (step / "up.sql").write_text(
+        "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(3);\n"
+    )
+    (step / "down.sql").write_text("SELECT 1;\n")
+    (step / "migration.toml").write_text('title = "holds quiz_attempts"\n' + toml)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("toml", "code"),
+    [("", 1), ('max_stall = "10s"\ndowntime = "a maintenance window is booked"\n', 0)],
+)
+def test_a_step_that_stalls_the_app_fails_availability(
+    target: ServerTarget,
+    session_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    toml: str,
+    code: int,
+) -> None:
+    """An exclusive lock held for 3 s stalls reads and writes beyond a 1 s budget: the step
+    fails, naming the statement, the lock and the relation; declared downtime allows it."""
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    monkeypatch.setenv("COLUMNS", "200")
+    migrations = _stalling_series(tmp_path / "migrations", toml)
+    workload = tmp_path / "attempts.toml"
+    workload.write_text(
+        '[params.video]\nsource = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"\n\n'
+        '[queries.attempts]\nsql = "SELECT id FROM quiz_attempts WHERE video_id = :video"\n'
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "steps", "--profile", "tiny", "--db", f"{session_prefix}_stall_{code}",
+            "--migrations", str(migrations), "--workload", str(workload),
+            "--rounds", "2", "--max-rounds", "2", "--repeat", "1", "--max-stall", "1s",
+            "--out", str(tmp_path / "out"),
+        ])  # fmt: skip
+    captured = capsys.readouterr()
+    assert exit_info.value.code == code, captured.err
+    document = json.loads((tmp_path / "out" / "0001_exclusive.json").read_text())
+    found = document["availability"]
+    assert found["passed"] is (code == 0)
+    assert min(found["longest_stall_ms"].values()) >= 2000
+    assert found["worst"]["migration_holds"] == "AccessExclusiveLock"
+    assert found["worst"]["waited_for"].endswith("on quiz_attempts")
+    assert found["worst"]["statement"] == "SELECT pg_sleep(3)"
+    if code:
+        assert "stalls the app" in captured.out and "SELECT pg_sleep(3)" in captured.out
+    else:
+        assert "a maintenance window is booked" in captured.out

@@ -10,6 +10,8 @@ import click
 
 from vpbench.analysis.verdicts import Threshold
 from vpbench.cli._common import (
+    Duration,
+    count_option,
     db_option,
     dsn_option,
     err,
@@ -27,6 +29,7 @@ from vpbench.cli._render import steps_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import PROFILES, get_profile
 from vpbench.errors import CheckFailedError
+from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
 from vpbench.server.target import resolve_target
 from vpbench.steps.model import StepsOptions
@@ -61,6 +64,17 @@ if TYPE_CHECKING:
 @paired_options(budget=f"{StepsOptions().paired.budget_seconds:g}s")
 @threshold_option
 @lock_options
+@click.option(
+    "--max-stall",
+    "max_stall_ms",
+    default="1s",
+    show_default=True,
+    type=Duration(),
+    help="Longest stall of the live app a step may cause (migration.toml max_stall overrides).",
+)
+@count_option("--readers", 2, minimum=0, help="Reader sessions of the live traffic.")
+@count_option("--writers", 1, minimum=0, help="Writer sessions of the live traffic.")
+@click.option("--no-traffic", is_flag=True, help="Do not rehearse each up under live traffic.")
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
 @db_option
@@ -79,6 +93,10 @@ def steps(
     threshold: Threshold,
     lock_timeout_ms: int,
     lock_attempts: int,
+    max_stall_ms: int,
+    readers: int,
+    writers: int,
+    no_traffic: bool,
     keep_backups: bool,
     force: bool,
     dbname: str,
@@ -92,6 +110,10 @@ def steps(
         writes=WriteOptions(seed=seed_value),
         threshold=threshold,
         locks=lock_policy(lock_timeout_ms, lock_attempts),
+        traffic=None
+        if no_traffic
+        else TrafficOptions(readers=readers, writers=writers, seed=seed_value),
+        max_stall_ms=max_stall_ms,
         keep_backups=keep_backups,
     )
     target = resolve_target(dsn)

@@ -57,18 +57,23 @@ class Availability:
     """outcome -> count (lock timeouts, statement timeouts, errors)"""
     worst: Stall | None
     samples: int
+    failure: str | None = None
+    """the migration's error when it failed under load"""
 
     @property
     def passed(self) -> bool:
-        return max(self.longest_stall_ms.values(), default=0.0) <= self.budget_ms
+        within = max(self.longest_stall_ms.values(), default=0.0) <= self.budget_ms
+        return within and self.failure is None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"passed": self.passed}
 
 
-def availability(record: TrafficRecord, budget_ms: float) -> Availability:
+def availability(
+    record: TrafficRecord, budget_ms: float, *, failure: str | None = None
+) -> Availability:
     """Stalls of the requests that overlapped the migration in ``record``."""
-    start, end = record.migration_s or (0.0, 0.0)
+    start, end = record.migration_s or (0.0, max((r.end_s for r in record.requests), default=0.0))
     before = [r for r in record.requests if r.end_s <= start and r.outcome == "ok"]
     during = [r for r in record.requests if r.start_s < end and r.end_s > start]
     baseline = {kind: _p99([r.ms for r in before if r.kind == kind]) for kind in KINDS}
@@ -93,7 +98,22 @@ def availability(record: TrafficRecord, budget_ms: float) -> Availability:
         failed=dict(Counter(r.outcome for r in during if r.outcome != "ok")),
         worst=_stall(worst[1], worst[0], record.waits) if worst else None,
         samples=record.samples,
+        failure=failure,
     )
+
+
+def describe_availability(found: Availability) -> str:
+    """One line: the longest stalls against the budget, and what caused the worst."""
+    stalls = ", ".join(f"{kind}s {found.longest_stall_ms[kind] / 1000:.2f} s" for kind in KINDS)
+    verdict = "within" if found.passed else "over"
+    text = f"under load: longest stall {stalls} ({verdict} the {found.budget_ms / 1000:g} s budget)"
+    if found.failed:
+        text += "; failed " + ", ".join(f"{n} {o}" for o, n in sorted(found.failed.items()))
+    if found.failure:
+        text += f"; up failed under load: {found.failure}"
+    if found.worst and not found.passed:
+        text += f"; worst: {found.worst.describe()}"
+    return text
 
 
 def _p99(values: list[float]) -> float | None:

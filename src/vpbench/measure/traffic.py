@@ -71,6 +71,9 @@ class TrafficOptions:
         return asdict(self)
 
 
+DEFAULT_TRAFFIC = TrafficOptions()
+
+
 @dataclass(frozen=True)
 class Request:
     session: str

@@ -38,6 +38,10 @@ class Migration:
     """queries whose results this step changes on purpose (it fixes the data they read)"""
     up_sql: str
     down_sql: str
+    max_stall_ms: float | None = None
+    """the longest stall of the live app this step is allowed (``max_stall``), when it
+    differs from the run's budget: an accepted downtime, declared with its ``downtime`` why"""
+    downtime: str = ""
 
     @property
     def checksum(self) -> str:
@@ -92,4 +96,28 @@ def _read_migration(path: Path) -> Migration:
         changes_results=tuple(str(q) for q in meta.get("changes_results", [])),
         up_sql=files["up.sql"].read_text(encoding="utf-8"),
         down_sql=files["down.sql"].read_text(encoding="utf-8"),
+        **_stall_budget(meta, meta_path),
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)\s*$")
+_UNIT_MS = {"ms": 1.0, "s": 1000.0, "min": 60_000.0}
+
+
+def _stall_budget(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``max_stall = "5s"`` with ``downtime = "why"``: a step's own stall budget."""
+    if "max_stall" not in meta:
+        return {}
+    match = _DURATION.match(str(meta["max_stall"]))
+    if match is None:
+        raise FixtureError(
+            f"max_stall {meta['max_stall']!r} is not a duration such as 500ms, 5s or 2min",
+            path=path,
+        )
+    why = str(meta.get("downtime", "")).strip()
+    if not why:
+        raise FixtureError(
+            'max_stall needs a downtime = "..." saying why the app may stall that long',
+            path=path,
+        )
+    return {"max_stall_ms": float(match[1]) * _UNIT_MS[match[2]], "downtime": why}

@@ -8,9 +8,12 @@ from typing import Any
 
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.audit import AuditReport
+from vpbench.measure.availability import Availability
 from vpbench.measure.interleave import PairedOptions
 from vpbench.measure.runner import EntryResult
+from vpbench.measure.traffic import DEFAULT_TRAFFIC, TrafficOptions
 from vpbench.measure.writecost import WriteCost, WriteOptions
+from vpbench.migrations.apply import StatementRun
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry
 from vpbench.server.maintenance import Settled
@@ -28,6 +31,10 @@ class StepsOptions:
     """the smallest change a verdict (faster, slower, regression) is given for"""
     locks: LockPolicy = DEFAULT_LOCKS
     """lock_timeout and retries of applying each step"""
+    traffic: TrafficOptions | None = DEFAULT_TRAFFIC
+    """the live app's traffic while ``up`` is rehearsed; None: no rehearsal"""
+    max_stall_ms: float = 1000.0
+    """the longest stall of the app a step may cause, unless its migration.toml says"""
     keep_backups: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -36,6 +43,8 @@ class StepsOptions:
             "writes": self.writes.__dict__,
             "threshold": str(self.threshold),
             "locks": self.locks.to_dict(),
+            "traffic": self.traffic.to_dict() if self.traffic else None,
+            "max_stall_ms": self.max_stall_ms,
             "keep_backups": self.keep_backups,
         }
 
@@ -47,6 +56,10 @@ class StepReport:
     up_seconds: float
     lock_retries: tuple[LockRetry, ...]
     """attempts of ``up`` that timed out waiting for a lock"""
+    statements: tuple[StatementRun, ...]
+    """``up``'s statements as the server ran them: time, locks, rewrites"""
+    availability: Availability | None
+    """what ``up`` did to the live app (rehearsed on a copy under traffic)"""
     audit_before: AuditReport
     audit_after: AuditReport
     before: tuple[EntryResult, ...]
@@ -76,8 +89,15 @@ class StepReport:
         )
 
     @property
+    def available(self) -> bool:
+        """Within its stall budget (true when not rehearsed)."""
+        return self.availability is None or self.availability.passed
+
+    @property
     def passed(self) -> bool:
-        return self.reversible and self.data_intact and not self.unexpected_changes
+        return (
+            self.reversible and self.data_intact and not self.unexpected_changes and self.available
+        )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
 from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
+from vpbench.measure.availability import Availability, describe_availability
 from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
@@ -50,6 +51,7 @@ from vpbench.steps.checks import (
     relation_sizes,
 )
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
+from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
 from vpbench.workload.sampling import ParameterPool, load_parameter_pools
 from vpbench.workload.spec import Workload, load_workloads
@@ -167,6 +169,12 @@ def _run_step(
             sizes_after = relation_sizes(conn)
             rows_after = row_counts(conn)
             quarantine_after = quarantined_rows(conn)
+        found: Availability | None = None
+        if options.traffic is not None:
+            say("  rehearsing up on a copy of the state before, under live traffic")
+            found = rehearse_under_load(target, backup.name, migration, workloads,
+                                        applied_before, options)  # fmt: skip
+            say(f"  {describe_availability(found)}")
         copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
         with connect(target, autocommit=True) as conn:
             run_checkpoint(conn)  # the copies' pages are written now, not while timing
@@ -200,7 +208,7 @@ def _run_step(
     if not options.keep_backups:
         _drop_if_present(target, backup)
     return _report(
-        migration, backup, applied, (audit_before, audit_after), session,
+        migration, backup, applied, found, (audit_before, audit_after), session,
         problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
         {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
         {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
@@ -212,6 +220,7 @@ def _report(
     migration: Migration,
     backup: Backup,
     applied: StepApplied,
+    found: Availability | None,
     audits: tuple[AuditReport, AuditReport],
     session: PairedSession,
     problems: list[str],
@@ -234,6 +243,8 @@ def _report(
         backup_method=backup.method,
         up_seconds=applied.seconds,
         lock_retries=applied.lock_retries,
+        statements=applied.statements,
+        availability=found,
         audit_before=audits[0],
         audit_after=audits[1],
         before=session.before,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vpbench.analysis.verdicts import Judgement, judge_pairs
+from vpbench.measure.availability import describe_availability
 from vpbench.measure.runner import EntryResult
 from vpbench.reporting.units import human_bytes, milliseconds, ratio_interval
 from vpbench.results.documents import KIND_STEP, SCHEMA_VERSION
@@ -162,6 +163,8 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
         "backup_method": step.backup_method,
         "up_seconds": step.up_seconds,
         "lock_retries": [retry.to_dict() for retry in step.lock_retries],
+        "statements": [run.to_dict() for run in step.statements],
+        "availability": step.availability.to_dict() if step.availability else None,
         "settled": {
             "before": step.settled_before.__dict__,
             "after": step.settled_after.__dict__,
@@ -255,11 +258,24 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
                 (["not reversible"] if not s.reversible else [])
                 + (["rows lost"] if not s.data_intact else [])
                 + [f"unexpected result change in {c}" for c in s.unexpected_changes]
+                + (
+                    [f"stalls the app: {describe_availability(s.availability)}"]
+                    if s.availability and not s.availability.passed
+                    else []
+                )
             )
             for s in steps
             if not s.passed
         )
-        or "nothing: every step was reversible, lost no row and changed no result unexpectedly",
+        or "nothing: every step was reversible, lost no row, changed no result unexpectedly "
+        "and kept the app's stalls within budget",
+        "downtime": "; ".join(
+            f"{s.migration.id}: may stall the app {s.migration.max_stall_ms / 1000:g} s "
+            f"({s.migration.downtime})"
+            for s in steps
+            if s.migration.max_stall_ms is not None
+        )
+        or "none declared: every step must keep the app's stalls within the run's budget",
         "regressions": "; ".join(
             f"{s.migration.id}: {', '.join(regressions(s))}" for s in steps if regressions(s)
         )

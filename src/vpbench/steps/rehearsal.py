@@ -1,0 +1,51 @@
+"""A step's ``up`` rehearsed under live traffic, on a copy of the database before it.
+
+The rehearsal runs on a throw-away template copy, not on the database ``steps`` goes on to
+measure: the traffic's writes are rolled back, but they still leave dead tuples and index
+entries behind, and a probe must not change what it measures (the null test). The copy is
+made the same way as the backup, from the same settled state, so the migration meets the
+same data and the same locks as on the database itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vpbench.errors import MigrationError
+from vpbench.measure.availability import Availability, availability
+from vpbench.measure.traffic import LiveTraffic, apply_under_load
+from vpbench.migrations.folder import Migration
+from vpbench.server.backup import create_backup, drop_backup
+from vpbench.server.target import ServerTarget, connect
+from vpbench.steps.model import StepsOptions
+from vpbench.workload.sampling import load_parameter_pools
+from vpbench.workload.spec import Workload
+
+
+def rehearse_under_load(
+    target: ServerTarget,
+    dbname: str,
+    migration: Migration,
+    workloads: Sequence[Workload],
+    applied: Sequence[str],
+    options: StepsOptions,
+) -> Availability:
+    """Apply ``up`` to a copy of ``dbname`` (the state before the step) while the app's
+    traffic runs against it; a step that then fails (its locks not granted in time under
+    the traffic, say) fails availability."""
+    assert options.traffic is not None
+    budget = migration.max_stall_ms if migration.max_stall_ms is not None else options.max_stall_ms
+    rehearsal = create_backup(target, dbname, f"load_{migration.id[:4]}")
+    try:
+        with connect(target, rehearsal.name, autocommit=True) as conn:
+            pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+            traffic = LiveTraffic(
+                target.for_database(rehearsal.name), workloads, pools, applied, options.traffic
+            )
+            try:
+                _, record = apply_under_load(conn, migration, "up", options.locks, traffic)
+            except MigrationError as exc:  # applied at rest, it failed under load
+                return availability(traffic.record(), budget, failure=str(exc))
+    finally:
+        drop_backup(target, rehearsal)
+    return availability(record, budget)
