@@ -305,3 +305,24 @@ def test_each_statement_is_observed_on_the_server(
     )
     assert runs[2].rewrote == () and "ShareLock on side" in runs[2].locks
     assert all(r.seconds >= 0 and r.started_s >= 0 for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('max_stall = "soon"\ndowntime = "x"\n', "is not a duration such as 500ms, 5s or 2min"),
+        ('max_stall = "5s"\n', "max_stall needs a downtime"),
+    ],
+)
+def test_a_declared_downtime_needs_a_duration_and_a_why(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    add_migration(tmp_path, "0001_slow", "SELECT 1;")
+    (tmp_path / "0001_slow" / "migration.toml").write_text('title = "t"\n' + toml)
+    with pytest.raises(FixtureError, match=message):
+        discover_migrations(tmp_path)
+    (tmp_path / "0001_slow" / "migration.toml").write_text(
+        'title = "t"\nmax_stall = "1.5s"\ndowntime = "booked window"\n'
+    )
+    (migration,) = discover_migrations(tmp_path)
+    assert migration.max_stall_ms == 1500 and migration.downtime == "booked window"
