@@ -54,7 +54,7 @@ class Availability:
     slow: int
     """requests over 1 s"""
     failed: dict[str, int]
-    """outcome -> count (lock timeouts, statement timeouts, errors)"""
+    """``read error 0A000`` -> count: requests that failed, by kind, outcome and SQLSTATE"""
     worst: Stall | None
     samples: int
     failure: str | None = None
@@ -95,7 +95,13 @@ def availability(
         during_p99_ms={kind: _p99([r.ms for r in during if r.kind == kind]) for kind in KINDS},
         longest_stall_ms=longest,
         slow=sum(r.ms > SLOW_MS for r in during),
-        failed=dict(Counter(r.outcome for r in during if r.outcome != "ok")),
+        failed=dict(
+            Counter(
+                f"{r.kind} {r.outcome} {r.sqlstate}" if r.sqlstate else f"{r.kind} {r.outcome}"
+                for r in during
+                if r.outcome != "ok"
+            )
+        ),
         worst=_stall(worst[1], worst[0], record.waits) if worst else None,
         samples=record.samples,
         failure=failure,

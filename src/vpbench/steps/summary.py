@@ -270,8 +270,8 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
         or "nothing: every step was reversible, lost no row, changed no result unexpectedly "
         "and kept the app's stalls within budget",
         "downtime": "; ".join(
-            f"{s.migration.id}: may stall the app {s.migration.max_stall_ms / 1000:g} s "
-            f"({s.migration.downtime})"
+            f"{s.migration.id}: may stall the app {s.migration.max_stall_ms / 1000:g} s"
+            + (f" (stalled {_longest_stall_s(s):.1f} s under load)" if s.availability else "")
             for s in steps
             if s.migration.max_stall_ms is not None
         )
@@ -281,6 +281,11 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
         )
         or f"none (no headline judged slower by {steps[0].threshold} in the paired sessions)",
     }
+
+
+def _longest_stall_s(step: StepReport) -> float:
+    assert step.availability is not None
+    return max(step.availability.longest_stall_ms.values(), default=0.0) / 1000
 
 
 def _biggest_gain(steps: Sequence[StepReport]) -> str:
