@@ -500,4 +500,4 @@ def test_a_step_that_stalls_the_app_fails_availability(
     if code:
         assert "stalls the app" in captured.out and "SELECT pg_sleep(3)" in captured.out
     else:
-        assert "a maintenance window is booked" in captured.out
+        assert "0001_exclusive: may stall the app 10 s (stalled" in captured.out
