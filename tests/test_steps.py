@@ -501,3 +501,56 @@ def test_a_step_that_stalls_the_app_fails_availability(
         assert "stalls the app" in captured.out and "SELECT pg_sleep(3)" in captured.out
     else:
         assert "0001_exclusive: may stall the app 10 s (stalled" in captured.out
+
+
+def test_ctrl_c_under_load_ends_the_traffic_and_keeps_the_backup(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    name = f"{session_prefix}_load_sigint"
+    migrations = tmp_path / "migrations"
+    add_migration(
+        migrations,
+        "0001_exclusive",
+        "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(4);\n",
+        "SELECT 1;\n",
+        'max_stall = "1min"\ndowntime = "test"\n',
+    )
+    workload = tmp_path / "attempts.toml"
+    workload.write_text(
+        '[params.video]\nsource = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"\n\n'
+        '[queries.attempts]\nsql = "SELECT id FROM quiz_attempts WHERE video_id = :video"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vpbench", "steps", "--profile", "tiny", "--db", name,
+         "--migrations", str(migrations), "--workload", str(workload),
+         "--out", str(tmp_path / "out")],
+        env={**os.environ, "VPBENCH_DSN": target.conninfo, "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "rehearsing up" in line:
+            break
+    with psycopg.connect(target.conninfo, autocommit=True) as watcher:
+        for _ in range(200):  # until a traffic session queues behind the migration's lock
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                "'vpbench-traffic %%' AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the traffic never waited for the migration")
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=60)
+        assert process.returncode == 130, rest
+        assert "Traceback" not in rest
+        left = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE %s",
+            [f"{name}%"],
+        ).fetchone()
+    assert left == (0,)  # no traffic, sampler or migration session left behind
+    backup = f"{name}__before_0001"
+    assert databases(target, backup) == [backup]
+    assert databases(target, f"{name}__%load%") == []  # the rehearsal copy is dropped

@@ -128,6 +128,19 @@ class _Shared:
     samples: int = 0
     migration_pid: int | None = None
     migration_s: list[float] = field(default_factory=list)
+    connections: list[psycopg.Connection[Any]] = field(default_factory=list)
+
+    def cancel_all(self) -> None:
+        """Cancel what every traffic session is running (a request queued behind the
+        migration's lock would otherwise hold the stop up until its statement_timeout)."""
+        with self.lock:
+            connections = list(self.connections)
+        for conn in connections:
+            if not conn.closed:
+                try:
+                    conn.cancel_safe(timeout=5)
+                except (psycopg.Error, OSError) as exc:
+                    log.info("cannot cancel a traffic session: %s", exc)
 
     def now(self) -> float:
         return time.perf_counter() - self.began
@@ -182,6 +195,7 @@ class LiveTraffic:
             yield self
         finally:
             shared.stop.set()
+            shared.cancel_all()
             for thread in threads:
                 thread.join()
 
@@ -214,6 +228,8 @@ class LiveTraffic:
                      [f"{self.options.timeout_ms}ms"])  # fmt: skip
         conn.execute("SELECT set_config('application_name', %s, false)",
                      [f"{APPLICATION} {session}"])  # fmt: skip
+        with self._shared.lock:
+            self._shared.connections.append(conn)
         return conn
 
     def _read(self, number: int) -> None:
@@ -283,6 +299,8 @@ class LiveTraffic:
             outcome, sqlstate = "statement_timeout", exc.sqlstate
         except psycopg.Error as exc:
             outcome, sqlstate = "error", exc.sqlstate
+        if outcome != "ok" and shared.stop.is_set():
+            return  # cancelled by the stop, not by the migration
         shared.add(Request(session, kind, name, start, (time.perf_counter() - began) * 1e3,
                            outcome, sqlstate))  # fmt: skip
 
