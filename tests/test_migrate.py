@@ -305,6 +305,7 @@ def test_each_statement_is_observed_on_the_server(
     )
     assert runs[2].rewrote == () and "ShareLock on side" in runs[2].locks
     assert all(r.seconds >= 0 and r.started_s >= 0 for r in runs)
+    assert {(r.lock_timeout, r.statement_timeout) for r in runs} == {("2s", "0")}
 
 
 @pytest.mark.parametrize(

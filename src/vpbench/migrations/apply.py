@@ -71,6 +71,9 @@ class StatementRun:
     on quiz_attempts"); a transactional step holds them until it commits"""
     rewrote: tuple[str, ...]
     """tables and indexes it gave new files (relfilenode changed): rewritten"""
+    lock_timeout: str = ""
+    """``lock_timeout`` in force while it ran ("2s"; "0" is none)"""
+    statement_timeout: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +172,10 @@ class _StatementLog:
         return {oid: (name, node) for oid, name, node in self.conn.execute(_FILES).fetchall()}
 
     def run(self, statement: str, offset: int) -> None:
+        row = self.conn.execute(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+        ).fetchone()
+        lock_timeout, statement_timeout = row if row else ("", "")
         started = time.perf_counter()
         self.conn.execute(statement)
         seconds = time.perf_counter() - started
@@ -186,6 +193,8 @@ class _StatementLog:
                 seconds=seconds,
                 locks=tuple(sorted(locks - self.locks)),
                 rewrote=tuple(rewrote),
+                lock_timeout=str(lock_timeout),
+                statement_timeout=str(statement_timeout),
             )
         )
         self.locks, self.files = locks, files
