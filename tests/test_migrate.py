@@ -327,3 +327,37 @@ def test_a_declared_downtime_needs_a_duration_and_a_why(
     )
     (migration,) = discover_migrations(tmp_path)
     assert migration.max_stall_ms == 1500 and migration.downtime == "booked window"
+
+
+def test_cli_migrate_up_under_load_stops_at_a_step_over_budget(
+    target: ServerTarget,
+    legacy: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    add_migration(folder, "0001_quick", "CREATE TABLE side (id int);")
+    add_migration(
+        folder, "0002_exclusive",
+        "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(3);",
+    )  # fmt: skip
+    add_migration(folder, "0003_never", "CREATE TABLE never (id int);")
+    workload = tmp_path / "attempts.toml"
+    workload.write_text(
+        '[params.video]\nsource = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"\n\n'
+        '[queries.attempts]\nsql = "SELECT id FROM quiz_attempts WHERE video_id = :video"\n'
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main(["migrate", "up", "--migrations", str(folder), "--db", str(legacy.info.dbname),
+              "--under-load", "--workload", str(workload), "--max-stall", "1s"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert stopped.value.code == 1, captured.err
+    assert "0002_exclusive stalled the app beyond its budget" in captured.err
+    lines = [line for line in captured.out.splitlines() if "under load" in line]
+    assert len(lines) == 2 and "within the 1 s budget" in lines[0] and "over" in lines[1]
+    assert "AccessExclusiveLock" in captured.out
+    applied = legacy.execute("SELECT id FROM vpbench.migrations ORDER BY id").fetchall()
+    assert applied == [("0001_quick",), ("0002_exclusive",)]  # 0003 was not applied

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vpbench.cli._common import (
+    Duration,
     db_option,
     dsn_option,
     err,
@@ -16,12 +17,21 @@ from vpbench.cli._common import (
     out,
 )
 from vpbench.cli._render import lock_retries, migration_table
-from vpbench.migrations.apply import apply_step, migration_states, plan_down, plan_up
+from vpbench.dataset.fixtures import default_workload_paths
+from vpbench.errors import CheckFailedError
+from vpbench.measure.availability import describe_availability
+from vpbench.migrations.apply import (
+    apply_step,
+    migration_states,
+    plan_down,
+    plan_up,
+)
 from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.locking import LockPolicy
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import connect, resolve_target
+from vpbench.steps.rehearsal import apply_under_traffic
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
@@ -48,6 +58,23 @@ def migrate_status(migrations_dir: Path | None, dbname: str, dsn: str | None) ->
 @click.argument("target_id", metavar="[TARGET]", required=False)
 @migrations_option
 @lock_options
+@click.option(
+    "--under-load",
+    is_flag=True,
+    help="Run the app's traffic (the reference workloads, or --workload) during each step "
+    "and report its stalls; a step over --max-stall (or its declared max_stall) stops here.",
+)
+@click.option(
+    "--workload",
+    "workload_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Workload file the traffic replays (repeatable; default: the reference ones).",
+)
+@click.option(
+    "--max-stall", "max_stall_ms", default="1s", show_default=True, type=Duration(),
+    help="Longest stall of the app a step may cause under load.",
+)  # fmt: skip
 @db_option
 @dsn_option
 def migrate_up(
@@ -55,12 +82,16 @@ def migrate_up(
     migrations_dir: Path | None,
     lock_timeout_ms: int,
     lock_attempts: int,
+    under_load: bool,
+    workload_paths: tuple[Path, ...],
+    max_stall_ms: int,
     dbname: str,
     dsn: str | None,
 ) -> None:
     """Apply pending migrations, up to and including TARGET (default: all)."""
     locks = lock_policy(lock_timeout_ms, lock_attempts)
-    _migrate("up", target_id, migrations_dir, dbname, dsn, locks, force=False)
+    load = (list(workload_paths) or default_workload_paths(), max_stall_ms) if under_load else None
+    _migrate("up", target_id, migrations_dir, dbname, dsn, locks, force=False, load=load)
 
 
 @migrate.command("down")
@@ -93,6 +124,7 @@ def _migrate(
     locks: LockPolicy,
     *,
     force: bool,
+    load: tuple[list[Path], int] | None = None,
 ) -> None:
     target = resolve_target(dsn)
     migrations = discover_migrations(migrations_dir)
@@ -115,12 +147,25 @@ def _migrate(
                     "it runs statement by statement",
                     highlight=False,
                 )
-            step = apply_step(conn, migration, direction, locks)
+            if load is None:
+                step = apply_step(conn, migration, direction, locks)
+            else:
+                paths, max_stall_ms = load
+                step, found = apply_under_traffic(
+                    target, dbname, conn, migration, migrations, locks, paths, max_stall_ms
+                )
             out.print(
                 f"{direction} {migration.id} ({step.seconds:.2f}s{lock_retries(step)}) — "
                 f"{migration.title}",
                 highlight=False,
             )
+            if load is not None:
+                out.print(f"  {describe_availability(found)}", highlight=False)
+                if not found.passed:
+                    raise CheckFailedError(
+                        f"{migration.id} stalled the app beyond its budget; later migrations "
+                        "were not applied"
+                    )
         if plan:
             flush_statistics(conn)
             settled = settle(conn)

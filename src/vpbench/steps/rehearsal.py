@@ -10,16 +10,23 @@ same data and the same locks as on the database itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from vpbench.errors import MigrationError
 from vpbench.measure.availability import Availability, availability
 from vpbench.measure.traffic import LiveTraffic, apply_under_load
+from vpbench.migrations.apply import StepApplied
 from vpbench.migrations.folder import Migration
+from vpbench.migrations.ledger import applied_migrations
+from vpbench.migrations.locking import LockPolicy
 from vpbench.server.backup import create_backup, drop_backup
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.model import StepsOptions
 from vpbench.workload.sampling import load_parameter_pools
-from vpbench.workload.spec import Workload
+from vpbench.workload.spec import Workload, load_workloads
 
 
 def rehearse_under_load(
@@ -49,3 +56,24 @@ def rehearse_under_load(
     finally:
         drop_backup(target, rehearsal)
     return availability(record, budget)
+
+
+def apply_under_traffic(
+    target: ServerTarget,
+    dbname: str,
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    migrations: Sequence[Migration],
+    locks: LockPolicy,
+    workload_paths: Sequence[Path],
+    max_stall_ms: float,
+) -> tuple[StepApplied, Availability]:
+    """Apply ``up`` on ``conn`` (``dbname`` itself) while the app's traffic runs on it
+    (``migrate up --under-load``: the traffic's rolled-back writes leave dead tuples there,
+    which autovacuum or the next settle removes)."""
+    workloads = load_workloads(workload_paths, [m.id for m in migrations])
+    pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+    traffic = LiveTraffic(target.for_database(dbname), workloads, pools, applied_migrations(conn))
+    step, record = apply_under_load(conn, migration, "up", locks, traffic)
+    budget = migration.max_stall_ms if migration.max_stall_ms is not None else max_stall_ms
+    return step, availability(record, budget)
