@@ -281,3 +281,18 @@ def test_unknown_change_point_is_skipped(tmp_path: Path) -> None:
         trend_frame(), tmp_path / "t.png", change_points=[("no_such_query", 3), ("video_page", 99)]
     )
     assert_readable_png(path)
+
+
+def test_traffic_timeline_chart(tmp_path: Path) -> None:
+    requests = pd.DataFrame(
+        [("read", t / 10, 3.0 if t % 7 else 1500.0, "ok") for t in range(-20, 30)]
+        + [("write", t / 10, 0.2, "ok" if t % 9 else "error") for t in range(-20, 30)],
+        columns=["kind", "start_s", "ms", "outcome"],
+    )
+    statements = pd.DataFrame(
+        [(1, "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE", 0.0, 0.01),
+         (2, "UPDATE $$ costly $$", 0.01, 2.5)],
+        columns=["line", "text", "started_s", "seconds"],
+    )  # fmt: skip
+    path = charts.traffic_timeline_chart(requests, statements, tmp_path / "t.png", budget_ms=1000)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

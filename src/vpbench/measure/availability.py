@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vpbench.measure.traffic import Request, TrafficRecord, Wait
+from vpbench.migrations.apply import StatementRun
 
 KINDS = ("read", "write")
 SLOW_MS = 1000.0
@@ -59,6 +60,10 @@ class Availability:
     samples: int
     failure: str | None = None
     """the migration's error when it failed under load"""
+    timeline: tuple[tuple[str, float, float, str], ...] = ()
+    """every request as (kind, start in s from the migration's start, ms, outcome)"""
+    statements: tuple[StatementRun, ...] = ()
+    """the migration's statements as they ran under the traffic"""
 
     @property
     def passed(self) -> bool:
@@ -70,7 +75,11 @@ class Availability:
 
 
 def availability(
-    record: TrafficRecord, budget_ms: float, *, failure: str | None = None
+    record: TrafficRecord,
+    budget_ms: float,
+    *,
+    failure: str | None = None,
+    statements: tuple[StatementRun, ...] = (),
 ) -> Availability:
     """Stalls of the requests that overlapped the migration in ``record``."""
     start, end = record.migration_s or (0.0, max((r.end_s for r in record.requests), default=0.0))
@@ -105,6 +114,11 @@ def availability(
         worst=_stall(worst[1], worst[0], record.waits) if worst else None,
         samples=record.samples,
         failure=failure,
+        statements=statements,
+        timeline=tuple(
+            (r.kind, round(r.start_s - start, 4), round(r.ms, 3), r.outcome)
+            for r in record.requests
+        ),
     )
 
 

@@ -107,6 +107,65 @@ def trend_chart(
     return _save(_trend_figure(frame, change_points, title), path)
 
 
+def traffic_timeline_chart(
+    requests: pd.DataFrame,
+    statements: pd.DataFrame,
+    path: Path,
+    *,
+    budget_ms: float | None = None,
+    title: str = "The app's requests while the migration ran",
+) -> Path:
+    """Request latency over time (``requests``: kind, start_s, ms, outcome; reads and
+    writes in their own colours, failed ones as crosses) with the migration's statements
+    (``statements``: line, text, started_s, seconds) as labelled bands."""
+    return _save(_timeline_figure(requests, statements, budget_ms, title), path)
+
+
+def _timeline_figure(
+    requests: pd.DataFrame, statements: pd.DataFrame, budget_ms: float | None, title: str
+) -> Figure:
+    _require(requests, ["kind", "start_s", "ms", "outcome"])
+    fig, (ax,) = _figure(title)
+    handles: list[Artist] = []
+    for index, (kind, rows) in enumerate(requests.groupby("kind", sort=True)):
+        colour = PALETTE[index % len(PALETTE)]
+        ok = rows[rows["outcome"] == "ok"]
+        failed = rows[rows["outcome"] != "ok"]
+        ax.scatter(ok["start_s"], ok["ms"], s=6, color=colour, alpha=0.6, lw=0)
+        ax.scatter(failed["start_s"], failed["ms"], s=18, color=colour, marker="x", lw=1)
+        handles.append(Line2D([], [], ls="none", marker="o", color=colour, label=f"{kind}s"))
+    if len(requests) and (requests["outcome"] != "ok").any():
+        handles.append(Line2D([], [], ls="none", marker="x", color="#555555", label="failed"))
+    spans = zip(
+        statements["line"].tolist(),
+        statements["text"].tolist(),
+        _numeric(statements, "started_s").tolist(),
+        _numeric(statements, "seconds").tolist(),
+        strict=True,
+    )
+    span = float(requests["start_s"].max() - requests["start_s"].min()) if len(requests) else 1.0
+    labelled = 0
+    for index, (line, text, started, seconds) in enumerate(spans):
+        colour = PALETTE[(index + 2) % len(PALETTE)]
+        ax.axvspan(started, started + max(seconds, 0.01), color=colour, alpha=0.15, lw=0)
+        if seconds < 0.04 * span:
+            continue  # too short to label legibly; the step document lists every statement
+        label = _short(f"line {line}: {text}", 30).replace("$", r"\$")  # not mathtext
+        ax.annotate(label, (started, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(2, -10 - 10 * (labelled % 5)), **OFFSET)  # fmt: skip
+        labelled += 1
+    if budget_ms:
+        ax.axhline(budget_ms, color="#D55E00", ls="--", lw=1)
+        ax.annotate(f"stall budget ({budget_ms / 1000:g} s)", (0, budget_ms), **TARGET_NOTE)
+    values = np.asarray(requests["ms"], dtype=float) if len(requests) else np.asarray([1.0])
+    _set_log(ax, "y", values)
+    ax.set_xlabel("seconds since the migration started")
+    ax.set_ylabel("request latency")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
+    _legend_right(ax, handles, first=True)
+    return fig
+
+
 def _steps_figure(frame: pd.DataFrame, title: str) -> Figure:
     _require(frame, ("step", "series", "p50_ms", "p95_ms", "target_ms"))
     steps = _ordered(frame["step"])

@@ -116,7 +116,26 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         lines += [f"### `{document['migration']['id']}` — {document['migration']['title']}", ""]
         lines += [document["migration"]["why"].strip(), ""]
         lines += [*_comparison_table(comparison), ""]
+        lines += _timeline(document, out)
     return "\n".join(lines)
+
+
+def _timeline(document: dict[str, Any], out: Path) -> list[str]:
+    """The step's requests over time while ``up`` ran under traffic, as a chart."""
+    found = document.get("availability")
+    if not found or not found.get("timeline"):
+        return []
+
+    requests = pd.DataFrame(found["timeline"], columns=["kind", "start_s", "ms", "outcome"])
+    statements = pd.DataFrame(
+        found.get("statements") or [], columns=["line", "text", "started_s", "seconds"]
+    )
+    name = f"timeline-{document['migration']['id']}.png"
+    charts.traffic_timeline_chart(
+        requests, statements, out / name, budget_ms=found["budget_ms"],
+        title=f"{document['migration']['id']} under live traffic",
+    )  # fmt: skip
+    return [f"![the app's requests while {document['migration']['id']} ran]({name})", ""]
 
 
 def _availability_table(steps: list[dict[str, Any]]) -> list[str]:

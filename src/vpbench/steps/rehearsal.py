@@ -50,12 +50,12 @@ def rehearse_under_load(
                 target.for_database(rehearsal.name), workloads, pools, applied, options.traffic
             )
             try:
-                _, record = apply_under_load(conn, migration, "up", options.locks, traffic)
+                step, record = apply_under_load(conn, migration, "up", options.locks, traffic)
             except MigrationError as exc:  # applied at rest, it failed under load
                 return availability(traffic.record(), budget, failure=str(exc))
     finally:
         drop_backup(target, rehearsal)
-    return availability(record, budget)
+    return availability(record, budget, statements=step.statements)
 
 
 def apply_under_traffic(
@@ -76,4 +76,4 @@ def apply_under_traffic(
     traffic = LiveTraffic(target.for_database(dbname), workloads, pools, applied_migrations(conn))
     step, record = apply_under_load(conn, migration, "up", locks, traffic)
     budget = migration.max_stall_ms if migration.max_stall_ms is not None else max_stall_ms
-    return step, availability(record, budget)
+    return step, availability(record, budget, statements=step.statements)
