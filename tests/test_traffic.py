@@ -70,6 +70,15 @@ def test_an_exclusive_lock_stalls_reads_and_writes_and_is_named(
     assert found.worst.statement == "SELECT pg_sleep(3)"
     assert "AccessExclusiveLock on quiz_attempts" in applied.statements[0].locks
     assert any(w.by_migration for w in record.waits) and record.samples > 10
+    # The requests queued behind the lock were kept: each session has one that waited for
+    # the whole migration and completed after it (stopping at once would cancel them).
+    assert record.migration_s is not None
+    start, end = record.migration_s
+    for session in ("read 1", "write 1"):
+        assert any(
+            r.session == session and r.start_s < start + 0.5 and r.end_s >= end
+            for r in record.requests
+        ), session
     # nothing failed: the requests waited, then went through
     assert found.failed == {} and found.requests > 0
 

@@ -129,6 +129,8 @@ class _Shared:
     migration_pid: int | None = None
     migration_s: list[float] = field(default_factory=list)
     connections: list[psycopg.Connection[Any]] = field(default_factory=list)
+    active: set[str] = field(default_factory=set)
+    """sessions still sending requests"""
 
     def cancel_all(self) -> None:
         """Cancel what every traffic session is running (a request queued behind the
@@ -181,13 +183,12 @@ class LiveTraffic:
     def running(self) -> Iterator[LiveTraffic]:
         shared = self._shared = _Shared(time.perf_counter())
         threads = [threading.Thread(target=self._sample, name="sampler", daemon=True)]
+        sessions = [(self._read, f"read {n}", n) for n in range(1, self.options.readers + 1)]
+        sessions += [(self._write, f"write {n}", n) for n in range(1, self.options.writers + 1)]
+        shared.active = {name for _, name, _ in sessions}
         threads += [
-            threading.Thread(target=self._read, args=(n,), name=f"read {n}", daemon=True)
-            for n in range(1, self.options.readers + 1)
-        ]
-        threads += [
-            threading.Thread(target=self._write, args=(n,), name=f"write {n}", daemon=True)
-            for n in range(1, self.options.writers + 1)
+            threading.Thread(target=self._session, args=(run, name, n), name=name, daemon=True)
+            for run, name, n in sessions
         ]
         for thread in threads:
             thread.start()
@@ -211,6 +212,21 @@ class LiveTraffic:
             shared.migration_s.append(shared.now())
             shared.migration_pid = None
 
+    def drain(self) -> None:
+        """Wait until every traffic session has finished what it started before now (a
+        request queued behind the migration completes when it commits): stopping at once
+        would cancel the very requests that stalled. Bounded by the traffic's
+        statement_timeout."""
+        shared = self._shared
+        since = shared.now()
+        deadline = time.perf_counter() + self.options.timeout_ms / 1000
+        while time.perf_counter() < deadline:
+            with shared.lock:
+                moved = {r.session for r in shared.requests if r.start_s >= since}
+                if shared.active <= moved:
+                    return
+            time.sleep(0.05)
+
     def record(self) -> TrafficRecord:
         shared = self._shared
         with shared.lock:
@@ -231,6 +247,15 @@ class LiveTraffic:
         with self._shared.lock:
             self._shared.connections.append(conn)
         return conn
+
+    def _session(self, run: Callable[[int], None], name: str, number: int) -> None:
+        try:
+            run(number)
+        except (psycopg.Error, OSError) as exc:  # the session itself broke: say so, end it
+            log.warning("traffic session %s ended: %s", name, exc)
+        finally:
+            with self._shared.lock:
+                self._shared.active.discard(name)
 
     def _read(self, number: int) -> None:
         shared, session = self._shared, f"read {number}"
@@ -355,4 +380,5 @@ def apply_under_load(
         time.sleep(traffic.options.baseline_s)
         with traffic.watch(conn):
             applied = apply_step(conn, migration, direction, locks)
+        traffic.drain()
     return applied, traffic.record()
