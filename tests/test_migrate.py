@@ -294,7 +294,8 @@ def test_each_statement_is_observed_on_the_server(
         "CREATE INDEX side_id ON side (id);\n",
     )
     (migration,) = discover_migrations(tmp_path)
-    runs = apply_step(legacy, migration, "up").statements
+    applied = apply_step(legacy, migration, "up")
+    runs = applied.statements
     assert [r.line for r in runs] == [1, 2, 3]
     assert runs[0].rewrote == () and "AccessExclusiveLock on side" in runs[0].locks
     # A type change rewrites the table (new files for it and its indexes), under ACCESS
@@ -306,6 +307,9 @@ def test_each_statement_is_observed_on_the_server(
     assert runs[2].rewrote == () and "ShareLock on side" in runs[2].locks
     assert all(r.seconds >= 0 and r.started_s >= 0 for r in runs)
     assert {(r.lock_timeout, r.statement_timeout) for r in runs} == {("2s", "0")}
+    # Held from the statement that took it until the step committed.
+    (hold,) = [h for h in applied.lock_holds if h.lock == "AccessExclusiveLock on quiz_attempts"]
+    assert hold.line == 2 and hold.from_s == runs[1].started_s and hold.until_s == applied.seconds
 
 
 @pytest.mark.parametrize(

@@ -501,6 +501,9 @@ def test_a_step_that_stalls_the_app_fails_availability(
     assert found["worst"]["migration_holds"] == "AccessExclusiveLock"
     assert found["worst"]["waited_for"].endswith("on quiz_attempts")
     assert found["worst"]["statement"] == "SELECT pg_sleep(3)"
+    assert f"budget {1 if code else 10} s" in captured.out  # the console's "under load" column
+    holds = {h["lock"]: h for h in document["lock_holds"]}
+    assert holds["AccessExclusiveLock on quiz_attempts"]["line"] == 1
     if code:
         assert "stalls the app" in captured.out and "SELECT pg_sleep(3)" in captured.out
     else:

@@ -70,6 +70,9 @@ def test_an_exclusive_lock_stalls_reads_and_writes_and_is_named(
     assert found.worst.statement == "SELECT pg_sleep(3)"
     assert "AccessExclusiveLock on quiz_attempts" in applied.statements[0].locks
     assert any(w.by_migration for w in record.waits) and record.samples > 10
+    # Seen on the server: the exclusive lock held from the start for the whole sleep.
+    (held,) = [h for h in record.held if h.lock == "AccessExclusiveLock on quiz_attempts"]
+    assert held.first_s < 0.5 and held.last_s - held.first_s >= 2.0
     # The requests queued behind the lock were kept: each session has one that waited for
     # the whole migration and completed after it (stopping at once would cancel them).
     assert record.migration_s is not None

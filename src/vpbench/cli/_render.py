@@ -12,7 +12,7 @@ from vpbench.measure.run import RunOutcome
 from vpbench.measure.writecost import WriteCost
 from vpbench.migrations.apply import MigrationState, StepApplied
 from vpbench.reporting.units import detectable, human_bytes, ratio_interval
-from vpbench.steps.model import StepsResult
+from vpbench.steps.model import StepReport, StepsResult
 from vpbench.steps.summary import Headline, headlines, index_bytes_added
 
 AUDIT_EXAMPLES_SHOWN = 3
@@ -158,6 +158,19 @@ def lock_retries(applied: StepApplied) -> str:
     return f", {count} lock-timeout retr{'y' if count == 1 else 'ies'}"
 
 
+def _under_load_cell(step: StepReport) -> str:
+    """Longest stall of reads and writes against the step's budget."""
+    found = step.availability
+    if found is None:
+        return "not rehearsed"
+    stalls = found.longest_stall_ms
+    colour = "green" if found.passed else "red"
+    return (
+        f"reads {stalls['read'] / 1000:.2f} s\nwrites {stalls['write'] / 1000:.2f} s\n"
+        f"[{colour}]budget {found.budget_ms / 1000:g} s[/]"
+    )
+
+
 def steps_table(result: StepsResult) -> Table:
     """Per step: headline p95s before → after with the paired ratio, its interval, verdict
     and detectable change; audit; index bytes; what an insert costs; checks."""
@@ -173,7 +186,7 @@ def steps_table(result: StepsResult) -> Table:
     table.add_column("step", min_width=min(longest, 30), overflow="fold")
     for label in labels:
         table.add_column(label, justify="right")
-    for column in ("violations", "index size", "inserts", "reversible", "checks"):
+    for column in ("violations", "index size", "inserts", "under load", "reversible", "checks"):
         table.add_column(column, justify="right")
     for step in result.steps:
         found = {h.label: h for h in headlines(step)}
@@ -189,6 +202,7 @@ def steps_table(result: StepsResult) -> Table:
             f"{step.audit_before.total_violations:,} → {step.audit_after.total_violations:,}",
             human_bytes(index_bytes_added(step), signed=True),
             "\n".join(inserts),
+            _under_load_cell(step),
             "[green]yes[/]" if step.reversible else "[red]no[/]",
             "[green]pass[/]" if step.passed else "[red]FAIL[/]",
         ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vpbench.measure.traffic import Request, TrafficRecord, Wait
+from vpbench.measure.traffic import HeldLock, Request, TrafficRecord, Wait
 from vpbench.migrations.apply import StatementRun
 
 KINDS = ("read", "write")
@@ -64,6 +64,8 @@ class Availability:
     """every request as (kind, start in s from the migration's start, ms, outcome)"""
     statements: tuple[StatementRun, ...] = ()
     """the migration's statements as they ran under the traffic"""
+    held: tuple[HeldLock, ...] = ()
+    """the locks the sampler saw the migration hold, from when until when"""
 
     @property
     def passed(self) -> bool:
@@ -115,6 +117,7 @@ def availability(
         samples=record.samples,
         failure=failure,
         statements=statements,
+        held=record.held,
         timeline=tuple(
             (r.kind, round(r.start_s - start, 4), round(r.ms, 3), r.outcome)
             for r in record.requests

@@ -116,6 +116,19 @@ class TrafficRecord:
     samples: int
     migration_s: tuple[float, float] | None
     """when the watched migration started and ended, on the traffic's clock"""
+    held: tuple[HeldLock, ...] = ()
+    """the relation locks the sampler saw the migration hold, first and last seen"""
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    lock: str
+    """``AccessExclusiveLock on quiz_attempts``"""
+    first_s: float
+    last_s: float
+    """seconds since the migration started, as sampled"""
+    statement: str | None
+    """the statement running when it was first seen"""
 
 
 @dataclass
@@ -129,6 +142,8 @@ class _Shared:
     migration_pid: int | None = None
     migration_s: list[float] = field(default_factory=list)
     connections: list[psycopg.Connection[Any]] = field(default_factory=list)
+    held: dict[str, list[Any]] = field(default_factory=dict)
+    """lock -> [first seen, last seen, statement then]"""
     active: set[str] = field(default_factory=set)
     """sessions still sending requests"""
 
@@ -236,6 +251,12 @@ class LiveTraffic:
                 waits=tuple(shared.waits),
                 samples=shared.samples,
                 migration_s=(window[0], window[1]) if len(window) == 2 else None,
+                held=tuple(
+                    HeldLock(lock, first - window[0], last - window[0], statement)
+                    for lock, (first, last, statement) in shared.held.items()
+                )
+                if window
+                else (),
             )
 
     def _connect(self, session: str) -> psycopg.Connection[Any]:
@@ -341,18 +362,22 @@ class LiveTraffic:
     def _sample_once(conn: psycopg.Connection[Any], shared: _Shared) -> None:
         at, pid = shared.now(), shared.migration_pid
         waiting = conn.execute(_WAITS).fetchall()
-        statement, held = None, {}
+        statement, held, items = None, {}, []
         if pid is not None:
             row = conn.execute(_MIGRATION, [pid]).fetchone()
             if row is not None:
                 statement = (row[0] or "").strip().splitlines()[0][:80] if row[0] else None
-                held = dict(item.split("=", 1) for item in row[1])
+                items = [tuple(item.split("=", 1)) for item in row[1]]
+                held = dict(items)
         blocked = {r[1] for r in waiting if pid is not None and pid in (r[5] or ())}
         # A session queued behind one that waits for the migration waits for it too.
         for _ in range(len(waiting)):
             blocked |= {r[1] for r in waiting if set(r[5] or ()) & blocked}
         with shared.lock:
             shared.samples += 1
+            for relation, mode in items:
+                seen = shared.held.setdefault(f"{mode} on {relation}", [at, at, statement])
+                seen[1] = at
             for app, waiter, relation, locktype, mode, _ in waiting:
                 target = relation if relation else locktype
                 shared.waits.append(

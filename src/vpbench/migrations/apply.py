@@ -80,6 +80,20 @@ class StatementRun:
 
 
 @dataclass(frozen=True)
+class LockHold:
+    """A relation lock the step took, from the statement that took it until it was let go
+    (the commit of a transactional step; the statement's end otherwise)."""
+
+    lock: str
+    line: int
+    from_s: float
+    until_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class StepApplied:
     migration: Migration
     direction: str
@@ -88,6 +102,20 @@ class StepApplied:
     """attempts that timed out waiting for a lock before the one that went through"""
     statements: tuple[StatementRun, ...] = ()
     """the statements of the attempt that went through"""
+
+    @property
+    def lock_holds(self) -> tuple[LockHold, ...]:
+        """Every lock the step took and how long it held it (seconds since it began)."""
+        return tuple(
+            LockHold(
+                lock,
+                run.line,
+                run.started_s,
+                self.seconds if self.migration.transactional else run.started_s + run.seconds,
+            )
+            for run in self.statements
+            for lock in run.locks
+        )
 
 
 def migration_states(

@@ -13,7 +13,7 @@ from vpbench.measure.interleave import PairedOptions
 from vpbench.measure.runner import EntryResult
 from vpbench.measure.traffic import DEFAULT_TRAFFIC, TrafficOptions
 from vpbench.measure.writecost import WriteCost, WriteOptions
-from vpbench.migrations.apply import StatementRun
+from vpbench.migrations.apply import LockHold, StatementRun
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry
 from vpbench.server.maintenance import Settled
@@ -58,6 +58,8 @@ class StepReport:
     """attempts of ``up`` that timed out waiting for a lock"""
     statements: tuple[StatementRun, ...]
     """``up``'s statements as the server ran them: time, locks, rewrites"""
+    lock_holds: tuple[LockHold, ...]
+    """every lock ``up`` took, from when until when"""
     availability: Availability | None
     """what ``up`` did to the live app (rehearsed on a copy under traffic)"""
     audit_before: AuditReport

@@ -244,6 +244,7 @@ def _report(
         up_seconds=applied.seconds,
         lock_retries=applied.lock_retries,
         statements=applied.statements,
+        lock_holds=applied.lock_holds,
         availability=found,
         audit_before=audits[0],
         audit_after=audits[1],

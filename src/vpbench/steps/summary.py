@@ -164,6 +164,7 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
         "up_seconds": step.up_seconds,
         "lock_retries": [retry.to_dict() for retry in step.lock_retries],
         "statements": [run.to_dict() for run in step.statements],
+        "lock_holds": [hold.to_dict() for hold in step.lock_holds],
         "availability": step.availability.to_dict() if step.availability else None,
         "settled": {
             "before": step.settled_before.__dict__,
