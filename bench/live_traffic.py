@@ -31,7 +31,7 @@ from vpbench.migrations.locking import DEFAULT_LOCKS
 from vpbench.server.backup import create_backup, drop_backup
 from vpbench.server.maintenance import settle
 from vpbench.server.target import connect, resolve_target
-from vpbench.workload.sampling import load_parameter_pools
+from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
 
 DATABASE = "vpbench_bench_live"
@@ -41,20 +41,16 @@ MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExcl
 
 
 def strongest_lock(applied: StepApplied) -> str:
-    """The strongest lock the step's statements added on an application table, and how long
-    it was held: to the step's end when transactional, for its statement otherwise."""
+    """The strongest lock the step took on an application table (not, say, on an index it
+    creates itself), and how long it held it (``StepApplied.lock_holds``)."""
     best: tuple[int, str, float] | None = None
-    for run in applied.statements:
-        for lock in run.locks:
-            mode, _, relation = lock.partition(" on ")
-            if relation not in APPLICATION_TABLES:
-                continue  # e.g. the lock on an index the step itself creates
-            rank = MODES.index(mode) if mode in MODES else -1
-            held = (
-                applied.seconds - run.started_s if applied.migration.transactional else run.seconds
-            )
-            if best is None or rank > best[0] or (rank == best[0] and held > best[2]):
-                best = (rank, lock, held)
+    for hold in applied.lock_holds:
+        mode, _, relation = hold.lock.partition(" on ")
+        if relation not in APPLICATION_TABLES:
+            continue
+        rank, held = (MODES.index(mode) if mode in MODES else -1), hold.until_s - hold.from_s
+        if best is None or (rank, held) > (best[0], best[2]):
+            best = (rank, hold.lock, held)
     return f"{best[1]} for {best[2]:.1f} s" if best else "none observed"
 
 
@@ -83,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 at_rest = apply_step(conn, migration, "up", DEFAULT_LOCKS)
             with connect(target, load.name, autocommit=True) as conn:
                 applied = applied_migrations(conn)
-                pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+                pools = load_workload_pools(conn, workloads)
                 traffic = LiveTraffic(target.for_database(load.name), workloads, pools, applied)
                 loaded, record = apply_under_load(conn, migration, "up", DEFAULT_LOCKS, traffic)
         finally:

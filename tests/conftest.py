@@ -84,3 +84,24 @@ def interruptible() -> None:
     """``preexec_fn`` for a child that a test sends Ctrl-C: a suite started from a
     background job runs with SIGINT ignored, and a child would inherit that."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+TRAFFIC_WORKLOAD = """\
+[params.video]
+source = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"
+
+[queries.attempts]
+sql = "SELECT id FROM quiz_attempts WHERE video_id = :video"
+"""
+"""one query on quiz_attempts: the live traffic of the lock and stall tests"""
+
+
+def traffic_workload(folder: Path) -> Path:
+    path = folder / "attempts.toml"
+    path.write_text(TRAFFIC_WORKLOAD)
+    return path
+
+
+def exclusive_lock_up(seconds: int) -> str:
+    """An ``up.sql`` that holds ACCESS EXCLUSIVE on quiz_attempts for ``seconds``."""
+    return f"LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep({seconds});\n"

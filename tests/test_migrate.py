@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import DatabaseFactory
+from conftest import DatabaseFactory, exclusive_lock_up, traffic_workload
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
@@ -346,14 +346,10 @@ def test_cli_migrate_up_under_load_stops_at_a_step_over_budget(
     add_migration(folder, "0001_quick", "CREATE TABLE side (id int);")
     add_migration(
         folder, "0002_exclusive",
-        "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(3);",
+        exclusive_lock_up(3),
     )  # fmt: skip
     add_migration(folder, "0003_never", "CREATE TABLE never (id int);")
-    workload = tmp_path / "attempts.toml"
-    workload.write_text(
-        '[params.video]\nsource = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"\n\n'
-        '[queries.attempts]\nsql = "SELECT id FROM quiz_attempts WHERE video_id = :video"\n'
-    )
+    workload = traffic_workload(tmp_path)
     with pytest.raises(SystemExit) as stopped:
         main(["migrate", "up", "--migrations", str(folder), "--db", str(legacy.info.dbname),
               "--under-load", "--workload", str(workload), "--max-stall", "1s"])  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import DatabaseFactory, interruptible
+from conftest import DatabaseFactory, exclusive_lock_up, interruptible, traffic_workload
 from vpbench.analysis.verdicts import Threshold
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
@@ -454,9 +454,7 @@ def test_a_migration_that_changes_nothing_reads_zero(
 def _stalling_series(folder: Path, toml: str) -> Path:
     step = folder / "0001_exclusive"
     step.mkdir(parents=True)
-    (step / "up.sql").write_text(
-        "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(3);\n"
-    )
+    (step / "up.sql").write_text(exclusive_lock_up(3))
     (step / "down.sql").write_text("SELECT 1;\n")
     (step / "migration.toml").write_text('title = "holds quiz_attempts"\n' + toml)
     return folder
@@ -480,11 +478,7 @@ def test_a_step_that_stalls_the_app_fails_availability(
     monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
     monkeypatch.setenv("COLUMNS", "200")
     migrations = _stalling_series(tmp_path / "migrations", toml)
-    workload = tmp_path / "attempts.toml"
-    workload.write_text(
-        '[params.video]\nsource = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"\n\n'
-        '[queries.attempts]\nsql = "SELECT id FROM quiz_attempts WHERE video_id = :video"\n'
-    )
+    workload = traffic_workload(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main([
             "steps", "--profile", "tiny", "--db", f"{session_prefix}_stall_{code}",
@@ -518,15 +512,11 @@ def test_ctrl_c_under_load_ends_the_traffic_and_keeps_the_backup(
     add_migration(
         migrations,
         "0001_exclusive",
-        "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(4);\n",
+        exclusive_lock_up(4),
         "SELECT 1;\n",
         'max_stall = "1min"\ndowntime = "test"\n',
     )
-    workload = tmp_path / "attempts.toml"
-    workload.write_text(
-        '[params.video]\nsource = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"\n\n'
-        '[queries.attempts]\nsql = "SELECT id FROM quiz_attempts WHERE video_id = :video"\n'
-    )
+    workload = traffic_workload(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "vpbench", "steps", "--profile", "tiny", "--db", name,
          "--migrations", str(migrations), "--workload", str(workload),

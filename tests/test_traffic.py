@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from conftest import exclusive_lock_up, traffic_workload
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.measure.availability import availability
@@ -16,16 +17,9 @@ from vpbench.measure.traffic import LiveTraffic, TrafficOptions, TrafficRecord, 
 from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.locking import LockPolicy
 from vpbench.server.target import ServerTarget
-from vpbench.workload.sampling import load_parameter_pools
+from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
 
-WORKLOAD = """\
-[params.video]
-source = "SELECT DISTINCT video_id FROM quiz_attempts ORDER BY 1"
-
-[queries.attempts]
-sql = "SELECT id, score FROM quiz_attempts WHERE video_id = :video LIMIT 5"
-"""
 OPTIONS = TrafficOptions(readers=1, writers=1, writes_per_s=50, sample_ms=20, baseline_s=0.5)
 
 
@@ -43,10 +37,9 @@ def _under_load(conninfo: str, folder: Path, up: str, toml: str = "") -> tuple[A
     (step / "down.sql").write_text("SELECT 1;\n")
     (step / "migration.toml").write_text('title = "step"\n' + toml)
     (migration,) = discover_migrations(folder / "migrations")
-    (folder / "w.toml").write_text(WORKLOAD)
-    workloads = load_workloads([folder / "w.toml"], ())
+    workloads = load_workloads([traffic_workload(folder)], ())
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+        pools = load_workload_pools(conn, workloads)
         traffic = LiveTraffic(conninfo, workloads, pools, (), OPTIONS)
         applied, record = apply_under_load(conn, migration, "up", LockPolicy(), traffic)
         conn.execute("DROP INDEX IF EXISTS probe_idx")
@@ -57,8 +50,7 @@ def _under_load(conninfo: str, folder: Path, up: str, toml: str = "") -> tuple[A
 def test_an_exclusive_lock_stalls_reads_and_writes_and_is_named(
     legacy: str, tmp_path: Path
 ) -> None:
-    up = "LOCK TABLE quiz_attempts IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(3);\n"
-    applied, record = _under_load(legacy, tmp_path, up)
+    applied, record = _under_load(legacy, tmp_path, exclusive_lock_up(3))
     found = availability(record, budget_ms=1000)
     assert not found.passed
     assert found.longest_stall_ms["read"] >= 2000 and found.longest_stall_ms["write"] >= 2000

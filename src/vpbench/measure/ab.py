@@ -25,7 +25,7 @@ from vpbench.results.documents import (
 )
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.target import ServerTarget
-from vpbench.workload.sampling import load_parameter_pools
+from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
 
 
@@ -64,7 +64,7 @@ def run_ab(
     (conn_a, label_a), (conn_b, label_b) = resolve_side(target, a), resolve_side(target, b)
     with psycopg.connect(conn_a, autocommit=True) as conn:
         applied_a = applied_migrations(conn)
-        pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+        pools = load_workload_pools(conn, workloads)
         metadata = collect_metadata(
             conn,
             server=label_a,

@@ -24,7 +24,7 @@ from psycopg import pq
 
 from vpbench.analysis.latency import LatencySummary, median, summarise_latencies
 from vpbench.measure.plan import PlanSummary, summarise_plan
-from vpbench.workload.sampling import ParameterPool, ParameterStream, load_parameter_pools
+from vpbench.workload.sampling import ParameterPool, ParameterStream, load_workload_pools
 from vpbench.workload.spec import Query, Scenario, SqlText, Workload, resolve_callable
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def measure_workloads(
     # received a million rows answers every later round trip ~8 us slower (measured with
     # bench/overhead.py), and it is the timed session.
     with open_session(conninfo, options.timeout_ms) as conn:
-        pools = {workload.name: load_parameter_pools(conn, workload) for workload in workloads}
+        pools = load_workload_pools(conn, workloads)
     results: list[EntryResult] = []
     with open_session(conninfo, options.timeout_ms) as conn:
         for workload in workloads:
@@ -229,11 +229,14 @@ def measure_workloads(
     return tuple(results)
 
 
-def open_session(conninfo: str, timeout_ms: int) -> psycopg.Connection[Any]:
-    """An autocommit connection for measuring: ``statement_timeout`` set, named vpbench."""
+def open_session(
+    conninfo: str, timeout_ms: int, application: str = "vpbench"
+) -> psycopg.Connection[Any]:
+    """An autocommit connection for measuring: ``statement_timeout`` set, named
+    ``application`` in pg_stat_activity."""
     conn = psycopg.connect(conninfo, autocommit=True)
     conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{timeout_ms}ms"])
-    conn.execute("SELECT set_config('application_name', 'vpbench', false)")
+    conn.execute("SELECT set_config('application_name', %s, false)", [application])
     return conn
 
 

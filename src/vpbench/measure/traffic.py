@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from vpbench.measure.runner import PreparedStatements
+from vpbench.measure.runner import PreparedStatements, open_session
 from vpbench.measure.writecost import WRITE_TABLES, app_inserts
 from vpbench.migrations.apply import StepApplied, apply_step
 from vpbench.migrations.folder import Migration
@@ -260,11 +260,7 @@ class LiveTraffic:
             )
 
     def _connect(self, session: str) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.conninfo, autocommit=True)
-        conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                     [f"{self.options.timeout_ms}ms"])  # fmt: skip
-        conn.execute("SELECT set_config('application_name', %s, false)",
-                     [f"{APPLICATION} {session}"])  # fmt: skip
+        conn = open_session(self.conninfo, self.options.timeout_ms, f"{APPLICATION} {session}")
         with self._shared.lock:
             self._shared.connections.append(conn)
         return conn
@@ -282,22 +278,21 @@ class LiveTraffic:
         shared, session = self._shared, f"read {number}"
         if not self.queries:
             return
-        streams = {
-            query.name: ParameterStream(
-                self.pools[workload], query.sql_for(self.applied)[1].params,
-                self.options.seed + number, f"traffic {query.name}",
-            )
+        # The SQL the deployed app sends, and a parameter stream for each query, once.
+        requests = [
+            (query.name, sql, ParameterStream(self.pools[workload], sql.params,
+                                              self.options.seed + number,
+                                              f"traffic {query.name}"))
             for workload, query in self.queries
-        }  # fmt: skip
+            for sql in [query.sql_for(self.applied)[1]]
+        ]  # fmt: skip
         with self._connect(session) as conn:
             statements = PreparedStatements()
-            for _, query in itertools.cycle(self.queries):
+            for name, sql, stream in itertools.cycle(requests):
                 if shared.stop.is_set():
                     return
-                sql = query.sql_for(self.applied)[1]
-                params = streams[query.name].draw()
-                run = partial(statements.execute, conn, sql, params)
-                self._timed(shared, session, "read", query.name, conn, run)
+                run = partial(statements.execute, conn, sql, stream.draw())
+                self._timed(shared, session, "read", name, conn, run)
                 if conn.closed:
                     return
 

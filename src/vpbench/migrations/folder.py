@@ -43,6 +43,11 @@ class Migration:
     differs from the run's budget: an accepted downtime, declared with its ``downtime`` why"""
     downtime: str = ""
 
+    def stall_budget_ms(self, default_ms: float) -> float:
+        """The longest stall of the live app this step may cause: its declared
+        ``max_stall``, else the run's ``default_ms``."""
+        return self.max_stall_ms if self.max_stall_ms is not None else default_ms
+
     @property
     def checksum(self) -> str:
         """sha256 of up.sql and down.sql: an edited, already-applied step is detected."""

@@ -53,7 +53,7 @@ from vpbench.steps.checks import (
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
-from vpbench.workload.sampling import ParameterPool, load_parameter_pools
+from vpbench.workload.sampling import ParameterPool, load_workload_pools
 from vpbench.workload.spec import Workload, load_workloads
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ def _parameter_pools(
     conninfo: str, workloads: Sequence[Workload]
 ) -> dict[str, dict[str, ParameterPool]]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return {w.name: load_parameter_pools(conn, w) for w in workloads}
+        return load_workload_pools(conn, workloads)
 
 
 def _equivalence(

@@ -25,7 +25,7 @@ from vpbench.migrations.locking import LockPolicy
 from vpbench.server.backup import create_backup, drop_backup
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.model import StepsOptions
-from vpbench.workload.sampling import load_parameter_pools
+from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import Workload, load_workloads
 
 
@@ -41,11 +41,11 @@ def rehearse_under_load(
     traffic runs against it; a step that then fails (its locks not granted in time under
     the traffic, say) fails availability."""
     assert options.traffic is not None
-    budget = migration.max_stall_ms if migration.max_stall_ms is not None else options.max_stall_ms
+    budget = migration.stall_budget_ms(options.max_stall_ms)
     rehearsal = create_backup(target, dbname, f"load_{migration.id[:4]}")
     try:
         with connect(target, rehearsal.name, autocommit=True) as conn:
-            pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+            pools = load_workload_pools(conn, workloads)
             traffic = LiveTraffic(
                 target.for_database(rehearsal.name), workloads, pools, applied, options.traffic
             )
@@ -72,8 +72,8 @@ def apply_under_traffic(
     (``migrate up --under-load``: the traffic's rolled-back writes leave dead tuples there,
     which autovacuum or the next settle removes)."""
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
-    pools = {w.name: load_parameter_pools(conn, w) for w in workloads}
+    pools = load_workload_pools(conn, workloads)
     traffic = LiveTraffic(target.for_database(dbname), workloads, pools, applied_migrations(conn))
     step, record = apply_under_load(conn, migration, "up", locks, traffic)
-    budget = migration.max_stall_ms if migration.max_stall_ms is not None else max_stall_ms
+    budget = migration.stall_budget_ms(max_stall_ms)
     return step, availability(record, budget, statements=step.statements)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,13 @@ def load_parameter_pools(
         for name in parameter.provides:
             pools[name] = pool
     return pools
+
+
+def load_workload_pools(
+    conn: psycopg.Connection[Any], workloads: Sequence[Workload]
+) -> dict[str, dict[str, ParameterPool]]:
+    """``load_parameter_pools`` of each workload, keyed by the workload's name."""
+    return {workload.name: load_parameter_pools(conn, workload) for workload in workloads}
 
 
 class ParameterStream:
