@@ -272,10 +272,11 @@ def _quoted(name: str) -> str:
 
 
 def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> WriteProfile:
-    wal: list[int] = []
+    # Per probe row, the least WAL of its re-inserts without a full-page image (clean_wal),
+    # or of all of them when every one wrote an image (image_wal).
     clean_wal: list[int] = []
+    image_wal: list[int] = []
     records, buffers, dirtied, calls = [], [], [], []
-    clean = 0
     rows = insert.rows[:PROBE_ROWS]
     for values in rows:
         params = [values[c] for c in insert.statement.params]
@@ -294,21 +295,20 @@ def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> Writ
                     clean_readings.append(reading)
                     if len(clean_readings) == CLEAN_READINGS:
                         break
-        least, second = min(clean_readings or readings, key=lambda reading: reading[0])
-        node = second["Plan"]
-        clean += bool(clean_readings)
-        (clean_wal if clean_readings else wal).append(least)
+        least, kept = min(clean_readings or readings, key=lambda reading: reading[0])
+        node = kept["Plan"]
+        (clean_wal if clean_readings else image_wal).append(least)
         records.append(int(node.get("WAL Records", 0)))
         buffers.append(int(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)))
         dirtied.append(int(first["Plan"].get("Shared Dirtied Blocks", 0)))
-        calls.append(sum(int(t.get("Calls", 0)) for t in second.get("Triggers", ())))
+        calls.append(sum(int(t.get("Calls", 0)) for t in kept.get("Triggers", ())))
     structure = conn.execute(_STRUCTURE, [table]).fetchone()
     assert structure is not None
     return WriteProfile(
         # Rows whose every re-insert paid a full-page image (some land on a fresh page each
         # time) say more about the last checkpoint than about the write: left out when
         # others did not.
-        wal_bytes=statistics.median(clean_wal or wal),
+        wal_bytes=statistics.median(clean_wal or image_wal),
         wal_records=statistics.median(records),
         buffers=statistics.median(buffers),
         dirtied=statistics.median(dirtied),
@@ -317,7 +317,7 @@ def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> Writ
         foreign_keys=int(structure[1]),
         triggers=int(structure[2]),
         rows=len(rows),
-        clean_rows=clean,
+        clean_rows=len(clean_wal),
     )
 
 
