@@ -262,6 +262,55 @@ def test_non_transactional_statements_retry_one_by_one(
     assert legacy.execute("SHOW lock_timeout").fetchone() == ("0",)
 
 
+def test_a_begin_block_runs_and_retries_as_one_transaction(
+    legacy: psycopg.Connection[Any], held_lock: threading.Event, tmp_path: Path
+) -> None:
+    add_migration(
+        tmp_path,
+        "0001_block",
+        "CREATE TABLE side (id int);\n"
+        "BEGIN;\nINSERT INTO side VALUES (1);\n" + ADD_COLUMN + "\nCOMMIT;\n"
+        "CREATE INDEX CONCURRENTLY side_id ON side (id);\n",
+    )
+    (tmp_path / "0001_block" / "migration.toml").write_text('title = "t"\ntransactional = false\n')
+    (migration,) = discover_migrations(tmp_path)
+    applied = apply_step(legacy, migration, "up", QUICK_LOCKS)
+    # The lock timeout hit the ALTER inside the block: the whole block ran again, so the
+    # INSERT before it counts once.
+    assert applied.lock_retries and {r.line for r in applied.lock_retries} == {4}
+    assert legacy.execute("SELECT count(*) FROM side").fetchone() == (1,)
+    runs = {r.line: r for r in applied.statements}
+    assert set(runs) == {1, 3, 4, 6}
+    block_end = runs[4].committed_s
+    assert block_end is not None and runs[3].committed_s == block_end
+    (hold,) = [h for h in applied.lock_holds if h.lock == "AccessExclusiveLock on quiz_attempts"]
+    assert hold.until_s == block_end  # held until the block committed, not the statement
+    assert runs[6].committed_s is None
+
+
+@pytest.mark.parametrize(
+    ("script", "line", "problem"),
+    [
+        ("SELECT 1;\nBEGIN;\nSELECT 2;\n", 2, "BEGIN without COMMIT"),
+        ("SELECT 1;\nCOMMIT;\n", 2, "COMMIT without BEGIN"),
+        ("BEGIN;\nSELECT 1;\nBEGIN;\nCOMMIT;\n", 3, "BEGIN inside a BEGIN block"),
+    ],
+)
+def test_an_unbalanced_begin_block_is_refused_before_anything_runs(
+    legacy: psycopg.Connection[Any], tmp_path: Path, script: str, line: int, problem: str
+) -> None:
+    add_migration(tmp_path, "0001_unbalanced", "CREATE TABLE side (id int);\n" + script)
+    (tmp_path / "0001_unbalanced" / "migration.toml").write_text(
+        'title = "t"\ntransactional = false\n'
+    )
+    (migration,) = discover_migrations(tmp_path)
+    with pytest.raises(MigrationError) as refused:
+        apply_step(legacy, migration, "up")
+    assert refused.value.line == line + 1 and problem in refused.value.message
+    assert str(refused.value.path).endswith("0001_unbalanced/up.sql")
+    assert legacy.execute("SELECT to_regclass('side')").fetchone() == (None,)
+
+
 def test_cli_migrate_up_retries_and_says_so(
     target: ServerTarget,
     legacy: psycopg.Connection[Any],

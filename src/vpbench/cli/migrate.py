@@ -143,8 +143,8 @@ def _migrate(
         for migration in plan:
             if not migration.transactional:
                 err.print(
-                    f"{migration.id} is not transactional (e.g. CREATE INDEX CONCURRENTLY): "
-                    "it runs statement by statement",
+                    f"{migration.id} is not transactional: it runs statement by statement "
+                    "(BEGIN ... COMMIT blocks as one); a failure leaves earlier ones applied",
                     highlight=False,
                 )
             if load is None:

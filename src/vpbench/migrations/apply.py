@@ -1,9 +1,11 @@
 """Apply and revert migrations, one transaction per step, recorded in the ledger.
 
 Each step's SQL and its ledger row commit together (or not at all). A step marked
-``transactional = false`` (e.g. CREATE INDEX CONCURRENTLY) runs statement by statement in
-autocommit mode: a failure then leaves earlier statements applied, which ``steps`` undoes
-by restoring its backup. Lock timeouts are retried (``vpbench.migrations.locking``).
+``transactional = false`` (e.g. CREATE INDEX CONCURRENTLY, batched backfills) runs
+statement by statement in autocommit mode, except that statements between ``BEGIN;`` and
+``COMMIT;`` run as one transaction (as psql would run the file): a failure then leaves
+earlier statements applied, which ``steps`` undoes by restoring its backup. Lock timeouts
+are retried (``vpbench.migrations.locking``): the statement, or its whole BEGIN block.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +76,8 @@ class StatementRun:
     lock_timeout: str = ""
     """``lock_timeout`` in force while it ran ("2s"; "0" is none)"""
     statement_timeout: str = ""
+    committed_s: float | None = None
+    """when the BEGIN block it ran in committed (a non-transactional step's block)"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,15 +111,15 @@ class StepApplied:
     def lock_holds(self) -> tuple[LockHold, ...]:
         """Every lock the step took and how long it held it (seconds since it began)."""
         return tuple(
-            LockHold(
-                lock,
-                run.line,
-                run.started_s,
-                self.seconds if self.migration.transactional else run.started_s + run.seconds,
-            )
+            LockHold(lock, run.line, run.started_s, self._released_s(run))
             for run in self.statements
             for lock in run.locks
         )
+
+    def _released_s(self, run: StatementRun) -> float:
+        if self.migration.transactional:
+            return self.seconds
+        return run.committed_s if run.committed_s is not None else run.started_s + run.seconds
 
 
 def migration_states(
@@ -227,6 +231,12 @@ class _StatementLog:
         )
         self.locks, self.files = locks, files
 
+    def committed(self, first: int) -> None:
+        """The runs from ``first`` on were one BEGIN block, which has just committed."""
+        now = time.perf_counter() - self.began
+        self.runs[first:] = [replace(run, committed_s=now) for run in self.runs[first:]]
+        self.locks = self._locks()  # let go with the commit
+
 
 def apply_step(
     conn: psycopg.Connection[Any],
@@ -265,16 +275,24 @@ def apply_step(
         conn.execute(timeout)
         observed.append(_StatementLog(conn, script, began))
         try:
-            for statement, offset in split_statements(script):
+            for unit in transaction_units(script, migration, direction):
 
-                def one_statement(statement: str = statement, offset: int = offset) -> None:
+                def one_unit(unit: list[tuple[str, int]] = unit) -> None:
+                    offset = unit[0][1]
                     try:
-                        observed[0].run(statement, offset)  # autocommit: each stands alone
+                        if len(unit) == 1:
+                            observed[0].run(*unit[0])  # autocommit: it stands alone
+                            return
+                        first = len(observed[0].runs)
+                        with conn.transaction():
+                            for statement, offset in unit:
+                                observed[0].run(statement, offset)
+                        observed[0].committed(first)
                     except psycopg.Error as exc:
                         raise _failure(migration, direction, script, exc, offset) from exc
 
-                concurrent = "CONCURRENTLY" in statement.upper()
-                with_lock_retries(one_statement, locks, retries, retry=not concurrent)
+                concurrent = any("CONCURRENTLY" in s.upper() for s, _ in unit)
+                with_lock_retries(one_unit, locks, retries, retry=not concurrent)
             with conn.transaction():
                 record_step(conn, migration, direction, time.perf_counter() - began)
         finally:
@@ -284,6 +302,52 @@ def apply_step(
     log.info("migration %s %s in %.2fs", migration.id, direction, seconds)
     runs = tuple(observed[0].runs) if observed else ()
     return StepApplied(migration, direction, seconds, tuple(retries), runs)
+
+
+_BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)(\s+(WORK|TRANSACTION))?$", re.I)
+_COMMIT = re.compile(r"^(COMMIT|END)(\s+(WORK|TRANSACTION))?$", re.I)
+
+
+def transaction_units(
+    script: str, migration: Migration, direction: str
+) -> list[list[tuple[str, int]]]:
+    """The statements of a non-transactional script, grouped into what runs as one
+    transaction: a lone statement, or the statements of a ``BEGIN; ... COMMIT;`` block."""
+    units: list[list[tuple[str, int]]] = []
+    block: list[tuple[str, int]] | None = None
+    began_at = 0
+    for statement, offset in split_statements(script):
+        if _BEGIN.match(statement):
+            if block is not None:
+                raise _script_error(
+                    migration, direction, script, offset, "BEGIN inside a BEGIN block"
+                )
+            block, began_at = [], offset
+        elif _COMMIT.match(statement):
+            if block is None:
+                raise _script_error(migration, direction, script, offset, "COMMIT without BEGIN")
+            if block:
+                units.append(block)
+            block = None
+        elif block is not None:
+            block.append((statement, offset))
+        else:
+            units.append([(statement, offset)])
+    if block is not None:
+        raise _script_error(migration, direction, script, began_at, "BEGIN without COMMIT")
+    return units
+
+
+def _script_error(
+    migration: Migration, direction: str, script: str, offset: int, problem: str
+) -> MigrationError:
+    return MigrationError(
+        f"migration {migration.id} {direction}: {problem}",
+        path=migration.path / f"{direction}.sql",
+        line=script[:offset].count("\n") + 1,
+        hint="a transactional step runs as one transaction already; "
+        "a non-transactional one may group statements in BEGIN; ... COMMIT;",
+    )
 
 
 def split_statements(script: str) -> list[tuple[str, int]]:
