@@ -235,16 +235,27 @@ def _voice_memo_metadata_in_text(
 ) -> CheckResult:
     name = "voice_memo_metadata_in_text"
     description = "voice memos whose audio metadata is only available by parsing their text"
-    if why := schema.missing({"reflections": ("id", "kind")}):
+    if why := schema.missing({"reflections": ("id", "kind", "content")}):
         return _not_applicable(name, description, why)
+    # A header in neither format holds no metadata to parse: malformed_voice_metadata
+    # counts it, this check does not, so no memo is counted twice.
     if schema.has("reflections", "audio_duration_seconds"):
         condition = sql.SQL("AND audio_duration_seconds IS NULL")
-        note = "voice memos with a NULL audio_duration_seconds"
+        note = "parseable voice memos with a NULL audio_duration_seconds"
     else:
-        condition, note = sql.SQL(""), "no audio_duration_seconds column: every voice memo"
-    violating = sql.SQL("SELECT id FROM {reflections} WHERE kind = 'voice' {condition}").format(
-        reflections=_REFLECTIONS, condition=condition
+        condition = sql.SQL("")
+        note = "no audio_duration_seconds column: every parseable voice memo"
+    violating: sql.Composable = sql.SQL(
+        "SELECT id FROM {reflections} WHERE kind = 'voice' "
+        "AND (content ~ {v1} OR content ~ {v2}) {condition}"
+    ).format(
+        reflections=_REFLECTIONS,
+        v1=sql.Literal(VOICE_MEMO_V1_PATTERN),
+        v2=sql.Literal(VOICE_MEMO_V2_PATTERN),
+        condition=condition,
     )
+    if schema.has("reflections", "audio_header_status"):
+        violating += sql.SQL(" AND audio_header_status IS DISTINCT FROM 'malformed'")
     return _count_rows(conn, name, description, violating, n, note)
 
 
@@ -252,21 +263,28 @@ def _malformed_voice_metadata(
     conn: psycopg.Connection[Any], schema: _Schema, n: int
 ) -> CheckResult:
     name = "malformed_voice_metadata"
-    description = "voice memos whose metadata header matches neither known format"
+    description = "voice memos whose metadata header matches neither known format, unflagged"
     if why := schema.missing({"reflections": ("id", "kind", "content")}):
         return _not_applicable(name, description, why)
-    # Once structured metadata exists for a memo, its text header no longer matters.
-    structured = schema.has("reflections", "audio_duration_seconds")
+    # Once a memo has structured metadata, or is flagged malformed in a queryable column,
+    # its text header no longer matters.
+    condition: sql.Composable = sql.SQL("")
+    note = ""
+    if schema.has("reflections", "audio_duration_seconds"):
+        condition += sql.SQL(" AND audio_duration_seconds IS NULL")
+    if schema.has("reflections", "audio_header_status"):
+        condition += sql.SQL(" AND audio_header_status IS NULL")
+        note = "memos flagged audio_header_status = 'malformed' are accounted for"
     violating = sql.SQL(
         "SELECT id FROM {reflections} WHERE kind = 'voice' "
-        "AND content !~ {v1} AND content !~ {v2} {condition}"
+        "AND content !~ {v1} AND content !~ {v2}{condition}"
     ).format(
         reflections=_REFLECTIONS,
         v1=sql.Literal(VOICE_MEMO_V1_PATTERN),
         v2=sql.Literal(VOICE_MEMO_V2_PATTERN),
-        condition=sql.SQL("AND audio_duration_seconds IS NULL" if structured else ""),
+        condition=condition,
     )
-    return _count_rows(conn, name, description, violating, n)
+    return _count_rows(conn, name, description, violating, n, note)
 
 
 def _missing_foreign_keys(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
