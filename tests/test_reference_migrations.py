@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,6 +22,8 @@ from vpbench.dataset.fixtures import fixtures_dir
 from vpbench.dataset.profiles import DirtyRates, get_profile
 from vpbench.dataset.seed import SeedResult, seed_database
 from vpbench.dataset.snapshot import TableSnapshot, snapshot_tables
+from vpbench.migrations.apply import split_statements, transaction_units
+from vpbench.migrations.folder import Migration, discover_migrations
 from vpbench.server.target import ServerTarget
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -114,10 +117,19 @@ def assert_same(actual: State, expected: State) -> None:
     assert actual.audit == expected.audit
 
 
+MIGRATIONS = {m.id: m for m in discover_migrations(MIGRATIONS_DIR)}
+
+
 def apply(conn: Conn, migration_id: str, direction: str) -> list[str]:
-    """Run up.sql or down.sql as the runner does: one script, one transaction. Returns the
+    """Run up.sql or down.sql as the runner does, without its ledger: a transactional step
+    as one transaction, another one statement (or BEGIN block) at a time. Returns the
     NOTICE messages it raised."""
-    script = (MIGRATIONS_DIR / migration_id / f"{direction}.sql").read_text(encoding="utf-8")
+    migration = MIGRATIONS[migration_id]
+    script = migration.up_sql if direction == "up" else migration.down_sql
+    if migration.transactional:
+        units = [split_statements(script)]
+    else:
+        units = transaction_units(script, migration, direction)
     notices: list[str] = []
 
     def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
@@ -125,8 +137,13 @@ def apply(conn: Conn, migration_id: str, direction: str) -> list[str]:
 
     conn.add_notice_handler(keep)
     try:
-        with conn.transaction():
-            conn.execute(script.encode())
+        for unit in units:
+            if len(unit) == 1 and not migration.transactional:
+                conn.execute(unit[0][0].encode())
+                continue
+            with conn.transaction():
+                for statement, _ in unit:
+                    conn.execute(statement.encode())
     finally:
         conn.remove_notice_handler(keep)
     return notices
@@ -323,26 +340,47 @@ def check_computed_scores(step: Step) -> None:
     conn = step.conn
     stale = step.before.audit["stale_stored_scores"]
     assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_stored_scores") == stale
-    attempts = step.before.tables["quiz_attempts"].rows
-    assert any(f": {stale} of {attempts} quiz attempts had a stale" in n for n in step.notices)
-    assert not {"score", "total", "percentage"} & set(column_shapes(conn, "quiz_attempts"))
-    view_columns = [
-        r[0]
-        for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = 'quiz_attempt_results' ORDER BY ordinal_position"
-        ).fetchall()
-    ]
-    assert view_columns == LEGACY_QUIZ_COLUMNS
+    assert any(f": corrected {stale} quiz attempts" in n for n in step.notices)
+    # The columns the deployed app reads and writes stay; no view, nothing to parse on read.
+    assert list(column_shapes(conn, "quiz_attempts")) == LEGACY_QUIZ_COLUMNS
+    assert scalar(conn, "SELECT count(*) FROM pg_views WHERE schemaname = 'public'") == 0
+    assert constraints(conn, "quiz_attempts")["quiz_attempts_scores_computed_check"][2]
     functions = conn.execute(
         "SELECT proname, provolatile, proparallel FROM pg_proc "
         "WHERE proname LIKE 'quiz\\_attempt\\_%' ORDER BY 1"
     ).fetchall()
     assert functions == [(f"quiz_attempt_{n}", "i", "s") for n in ("percentage", "score", "total")]
     for questions, answers, score, total, percentage in conn.execute(
-        "SELECT questions, answers, score, total, percentage FROM quiz_attempt_results"
+        "SELECT questions, answers, score, total, percentage FROM quiz_attempts"
     ):
         assert (score, total, percentage) == expected_score(questions, answers)
+
+
+def test_scores_are_computed_on_write_and_refused_when_stale_without_the_trigger(
+    seed: Callable[[DirtyRates], Seeded],
+) -> None:
+    conn = seed(DirtyRates()).conn
+    for migration_id in MIGRATION_IDS[:5]:
+        apply(conn, migration_id, "up")
+    source = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
+    copy = (
+        "INSERT INTO quiz_attempts SELECT {}, user_id, video_id, course_id, questions, "
+        "answers, total + 1, total, 1.5, started_at, completed_at FROM quiz_attempts "
+        "WHERE id = {}"
+    )
+    # The deployed app sends its own (here wrong) values: the stored ones are the true ones.
+    conn.execute(sql.SQL(copy).format(sql.Literal(NOBODY), sql.Literal(source)))
+    row = conn.execute(
+        "SELECT questions, answers, score, total, percentage FROM quiz_attempts WHERE id = %s",
+        [NOBODY],
+    ).fetchone()
+    assert row is not None
+    assert tuple(row[2:]) == expected_score(row[0], row[1])
+    # Where triggers do not fire (a logical replica, a restore), the CHECK refuses them.
+    other = "00000000-0000-4000-8000-000000000001"
+    with conn.transaction(), pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(sql.SQL(copy).format(sql.Literal(other), sql.Literal(source)))
 
 
 def expected_audio(content: str) -> tuple[Any, ...]:
@@ -357,34 +395,58 @@ def expected_audio(content: str) -> tuple[Any, ...]:
 def check_voice_memo_metadata(step: Step) -> None:
     conn = step.conn
     malformed = step.before.audit["malformed_voice_metadata"]
-    assert step.after.audit["voice_memo_metadata_in_text"] == malformed
-    assert step.after.audit["malformed_voice_metadata"] == malformed
+    assert step.after.audit["voice_memo_metadata_in_text"] == 0
+    assert step.after.audit["malformed_voice_metadata"] == 0
     assert any(f": {malformed} voice memo(s) have a header" in n for n in step.notices)
     shapes = column_shapes(conn, "reflections")
     assert shapes["audio_duration_seconds"] == ("integer", "YES")
     assert shapes["audio_format"] == shapes["audio_url"] == ("text", "YES")
+    assert shapes["audio_header_status"] == ("text", "YES")
     assert shapes["audio_size_bytes"] == ("bigint", "YES")
-    assert constraints(conn, "reflections")["reflections_audio_only_for_voice_check"][2]
+    assert constraints(conn, "reflections")["reflections_audio_header_check"][2]
     rows = conn.execute(
-        "SELECT kind, content, audio_duration_seconds, audio_format, audio_size_bytes, "
-        "audio_url FROM reflections"
+        "SELECT kind, content, audio_header_status, audio_duration_seconds, audio_format, "
+        "audio_size_bytes, audio_url FROM reflections"
     ).fetchall()
-    for kind, content, *audio in rows:
+    for kind, content, status, *audio in rows:
         expected = expected_audio(content) if kind == "voice" else (None, None, None, None)
         assert tuple(audio) == expected, content
-    assert sum(kind == "voice" and audio[0] is not None for kind, _, *audio in rows) > 0
-    user = sql.Literal(str(scalar(conn, "SELECT user_id FROM reflections LIMIT 1")))
+        if kind == "voice":
+            assert status == ("malformed" if expected[0] is None else "parsed"), content
+        else:
+            assert status is None
+    assert sum(status == "malformed" for _, _, status, *_ in rows) == malformed
+    assert sum(kind == "voice" and audio[0] is not None for kind, _, _, *audio in rows) > 0
+    row = conn.execute(
+        "SELECT user_id, course_id FROM reflections WHERE kind = 'voice' LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    user, course = (sql.Literal(str(v)) for v in row)
     query = sql.SQL(
-        "SELECT id FROM reflections WHERE user_id = {} AND kind = 'voice' "
+        "SELECT id FROM reflections WHERE user_id = {} AND course_id = {} AND kind = 'voice' "
         "ORDER BY created_at DESC LIMIT 10"
-    ).format(user)
-    assert "reflections_voice_user_created_idx" in plan_indexes(conn, query)
-    course = sql.Literal(str(scalar(conn, "SELECT course_id FROM reflections LIMIT 1")))
+    ).format(user, course)
+    assert "reflections_voice_user_course_created_idx" in plan_indexes(conn, query)
     query = sql.SQL(
         "SELECT id FROM reflections WHERE course_id = {} AND kind = 'voice' "
         "AND audio_duration_seconds > 60"
     ).format(course)
     assert "reflections_voice_course_duration_idx" in plan_indexes(conn, query)
+    # What the deployed app writes (content only) is parsed by the trigger.
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            "INSERT INTO reflections (id, user_id, video_id, course_id, kind, content, created_at) "
+            "SELECT %s, user_id, video_id, course_id, 'voice', "
+            "'Voice memo (75s, m4a, 1.5 MB): https://media.example/n.m4a', now() "
+            "FROM reflections LIMIT 1",
+            [NOBODY],
+        )
+        parsed = conn.execute(
+            "SELECT audio_header_status, audio_duration_seconds, audio_format, audio_size_bytes "
+            "FROM reflections WHERE id = %s",
+            [NOBODY],
+        ).fetchone()
+    assert parsed == ("parsed", 75, "m4a", 1_572_864)
 
 
 STEP_CHECKS: dict[str, Callable[[Step], None]] = {
@@ -425,6 +487,50 @@ def seed(target: ServerTarget, session_prefix: str) -> Iterator[Callable[[DirtyR
         conn.close()
 
 
+def production_shape_problems(migration: Migration) -> list[str]:
+    """What keeps a step from running on a live database without long blocking locks:
+    indexes built inside a transaction, VALIDATE in the transaction that added the
+    constraint, SET NOT NULL without a validated CHECK (outside a rewrite)."""
+    problems = []
+    for direction, script in (("up", migration.up_sql), ("down", migration.down_sql)):
+        units = (
+            [split_statements(script)]
+            if migration.transactional
+            else transaction_units(script, migration, direction)
+        )
+        for unit in units:
+            text = "\n".join(statement.upper() for statement, _ in unit)
+            if re.search(r"\b(CREATE|DROP) INDEX\b(?! CONCURRENTLY)", text):
+                problems.append(f"{direction}: an index built or dropped in a transaction")
+            if "NOT VALID" in text and "VALIDATE CONSTRAINT" in text:
+                problems.append(f"{direction}: VALIDATE in the transaction of its NOT VALID")
+            # SET NOT NULL scans the table under ACCESS EXCLUSIVE, unless a validated CHECK
+            # proves it or the same ALTER rewrites the table anyway (a type change).
+            lone = [s for s, _ in unit if "SET NOT NULL" in s.upper() and " TYPE " not in s.upper()]
+            if lone and not re.search(r"IS NOT NULL\b.*\) NOT VALID", script, re.S | re.I):
+                problems.append(f"{direction}: SET NOT NULL without a validated CHECK first")
+    return problems
+
+
+def test_production_shape_finds_blocking_steps(tmp_path: Path) -> None:
+    folder = tmp_path / "0001_blocking"
+    folder.mkdir()
+    (folder / "migration.toml").write_text('title = "t"\n')
+    (folder / "down.sql").write_text("DROP INDEX CONCURRENTLY i;\n")
+    (folder / "up.sql").write_text(
+        "CREATE INDEX i ON t (a);\n"
+        "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID;\n"
+        "ALTER TABLE t VALIDATE CONSTRAINT c;\n"
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL;\n"
+    )
+    (blocking,) = discover_migrations(tmp_path)
+    assert production_shape_problems(blocking) == [
+        "up: an index built or dropped in a transaction",
+        "up: VALIDATE in the transaction of its NOT VALID",
+        "up: SET NOT NULL without a validated CHECK first",
+    ]
+
+
 def test_metadata_describes_each_step() -> None:
     found = sorted(p.name for p in MIGRATIONS_DIR.iterdir() if p.is_dir())
     assert found == list(MIGRATION_IDS)
@@ -435,10 +541,9 @@ def test_metadata_describes_each_step() -> None:
         assert 1 <= len(sentences) <= 3, migration_id
         assert set(meta["fixes"]) <= AUDIT_CHECKS, migration_id
         assert isinstance(meta["rewrites_table"], bool)
-        assert meta["transactional"] is True
-        up_sql = (MIGRATIONS_DIR / migration_id / "up.sql").read_text(encoding="utf-8")
-        if "CREATE INDEX" in up_sql:
-            assert "CREATE INDEX CONCURRENTLY" in meta["why"] + meta.get("notes", "")
+        assert production_shape_problems(MIGRATIONS[migration_id]) == [], migration_id
+        if meta["rewrites_table"]:  # a rewrite under ACCESS EXCLUSIVE is declared downtime
+            assert meta["max_stall"] and meta["downtime"], migration_id
     # The backfill parses the headers with exactly the audit's patterns.
     up_sql = (MIGRATIONS_DIR / "0006_voice_memo_metadata" / "up.sql").read_text(encoding="utf-8")
     assert f"'{VOICE_MEMO_V1_PATTERN}'" in up_sql
@@ -482,15 +587,18 @@ def test_whole_series_up_then_down_restores_the_seed(
     fresh = capture(conn)
     for migration_id in MIGRATION_IDS:
         apply(conn, migration_id, "up")
-    migrated = capture(conn).audit
-    expected_left = fresh.audit["malformed_voice_metadata"]
-    assert migrated == {
-        **dict.fromkeys(AUDIT_CHECKS, 0),
-        "voice_memo_metadata_in_text": expected_left,
-        "malformed_voice_metadata": expected_left,
-    }
+    # Audit clean, every dirty row accounted for by exactly one check before the series.
+    assert capture(conn).audit == dict.fromkeys(AUDIT_CHECKS, 0)
+    voice = scalar(conn, "SELECT count(*) FROM reflections WHERE kind = 'voice'")
+    quarantined_voice = scalar(
+        conn, "SELECT count(*) FROM quarantine.reflections WHERE kind = 'voice'"
+    )
+    in_text, malformed = (
+        fresh.audit[n] for n in ("voice_memo_metadata_in_text", "malformed_voice_metadata")
+    )
+    assert in_text + malformed == voice + quarantined_voice
     if dirt == "clean":
-        assert expected_left == 0
+        assert malformed == 0
         assert scalar(conn, "SELECT count(*) FROM quarantine.quiz_attempts") == 0
     for migration_id in reversed(MIGRATION_IDS):
         apply(conn, migration_id, "down")
@@ -588,58 +696,27 @@ def test_values_the_new_types_would_respell_are_restored(
     assert_same(capture(conn), fresh)
 
 
-def test_failed_up_changes_nothing(seed: Callable[[DirtyRates], Seeded]) -> None:
+def test_a_failed_up_is_undone_by_its_down(seed: Callable[[DirtyRates], Seeded]) -> None:
+    """A failure inside the rewrite's BEGIN block changes nothing; a failure of a VALIDATE
+    after it (its own transaction) leaves the step half-applied, and down puts it back."""
     conn = seed(DirtyRates()).conn
     for migration_id in MIGRATION_IDS[:3]:
         apply(conn, migration_id, "up")
     attempt = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
-    for document, error in (
-        ('{"not": "an array"}', psycopg.errors.CheckViolation),
-        ("[{", psycopg.errors.InvalidTextRepresentation),
+    for document, error, half_applied in (
+        ("[{", psycopg.errors.InvalidTextRepresentation, False),
+        ('{"not": "an array"}', psycopg.errors.CheckViolation, True),
     ):
         conn.execute("UPDATE quiz_attempts SET questions = %s WHERE id = %s", [document, attempt])
         # The audit itself cannot score a document that is not an array: compare without it.
         before = capture(conn, audit=False)
         with pytest.raises(error):
             apply(conn, "0004_quiz_jsonb", "up")
+        shapes = column_shapes(conn, "quiz_attempts")
+        assert (shapes["questions"][0] == "jsonb") is half_applied
+        if half_applied:
+            apply(conn, "0004_quiz_jsonb", "down")
         assert_same(capture(conn, audit=False), before)
-
-
-def test_score_rebuild_keeps_table_settings_and_refuses_to_lose_objects(
-    seed: Callable[[DirtyRates], Seeded],
-) -> None:
-    conn = seed(DirtyRates()).conn
-    for migration_id in MIGRATION_IDS[:4]:
-        apply(conn, migration_id, "up")
-    for statement in (
-        "GRANT SELECT ON quiz_attempts TO PUBLIC",
-        "ALTER TABLE quiz_attempts SET (fillfactor = 90)",
-        "ALTER TABLE quiz_attempts ALTER COLUMN user_id SET STATISTICS 500",
-        "ALTER TABLE quiz_attempts ALTER COLUMN video_id SET (n_distinct = -0.05)",
-        "COMMENT ON TABLE quiz_attempts IS 'one row per finished quiz'",
-        "COMMENT ON COLUMN quiz_attempts.completed_at IS 'when the last answer was given'",
-    ):
-        conn.execute(statement.encode())
-    before = capture(conn)
-    apply(conn, "0005_computed_scores", "up")
-    view_acl = scalar(
-        conn, "SELECT relacl::text FROM pg_class WHERE relname = 'quiz_attempt_results'"
-    )
-    assert "=r/" in view_acl  # readers of the table can read the computed scores
-
-    migrated = capture(conn)
-    conn.execute("CREATE INDEX quiz_attempts_started_idx ON quiz_attempts (started_at)")
-    with pytest.raises(psycopg.errors.RaiseException, match="lose: index quiz_attempts_started"):
-        apply(conn, "0005_computed_scores", "down")
-    conn.execute("DROP INDEX quiz_attempts_started_idx")
-    conn.execute("CREATE VIEW recent_attempts AS SELECT id FROM quiz_attempts")
-    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
-        apply(conn, "0005_computed_scores", "down")
-    conn.execute("DROP VIEW recent_attempts")
-    assert_same(capture(conn), migrated)
-
-    apply(conn, "0005_computed_scores", "down")
-    assert_same(capture(conn), before)
 
 
 def test_down_keeps_what_it_did_not_quarantine(seed: Callable[[DirtyRates], Seeded]) -> None:
