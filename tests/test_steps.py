@@ -27,9 +27,11 @@ from vpbench.measure.writecost import WriteOptions
 from vpbench.reporting.markdown import build_report
 from vpbench.results.frames import load
 from vpbench.server.target import ServerTarget
+from vpbench.steps.compatibility import ANY_ORDER, BREAKS, MIGRATE_FIRST, NEW_QUERIES_FIRST
+from vpbench.steps.indexes import index_gains
 from vpbench.steps.model import StepsOptions
 from vpbench.steps.pipeline import run_steps
-from vpbench.steps.summary import entry_judgement, index_bytes_added, regressions
+from vpbench.steps.summary import index_bytes_added, regressions
 
 REFERENCE = Path(__file__).resolve().parents[1] / "workloads"
 LIGHT_TRAFFIC = TrafficOptions(readers=1, writers=1, writes_per_s=50, baseline_s=0.3)
@@ -93,7 +95,23 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
         assert cost.before and cost.after and cost.after.indexes > cost.before.indexes
         assert cost.after.wal_bytes > cost.before.wal_bytes > 0
         assert len(cost.before_ns) == len(cost.after_ns) == 2 * 2
-    assert scores.audit_after.check("stale_stored_scores").applicable is False
+    assert scores.audit_after.check("stale_stored_scores").violations == 0
+    assert result.steps[-1].audit_after.total_violations == 0  # the series ends audit clean
+    assert [s.old_app.deploy_order for s in result.steps] == [
+        BREAKS,
+        ANY_ORDER,
+        ANY_ORDER,
+        ANY_ORDER,
+        ANY_ORDER,
+        MIGRATE_FIRST,
+    ]
+    assert first.old_app.declared and not first.old_app.undeclared
+    assert any(b.startswith("course_progress: failed") for b in first.old_app.old_app_breaks)
+    gains = {g.index.split(".")[1]: g for g in index_gains(indexes)}
+    assert gains["quiz_attempts_video_idx"].pure_cost  # kept for ON DELETE CASCADE
+    assert "quiz_attempts_for_video" in {
+        u.query for u in gains["quiz_attempts_user_video_completed_idx"].used_by
+    }
     assert audio.audit_after.check("voice_memo_metadata_in_text").violations < (
         audio.audit_before.check("voice_memo_metadata_in_text").violations
     )
@@ -126,6 +144,9 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     )
     report = build_report([tmp_path], tmp_path / "report").read_text()
     assert "### Under live traffic" in report
+    assert "### The old app on the new schema" in report
+    assert "### Which index gave the gain" in report
+    assert re.search(r"`public.quiz_attempts_video_idx` \| [^|]+ \| \*\*pure cost\*\*", report)
     timeline = tmp_path / "report" / "timeline-0001_quiz_attempt_links.png"
     assert "(timeline-0001_quiz_attempt_links.png)" in report
     assert timeline.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and timeline.stat().st_size > 10_000
@@ -229,6 +250,93 @@ def test_each_check_fails_on_a_broken_migration(
     broke = summary["answers"]["what_broke"]
     assert "0001_down_forgets_index: not reversible" in broke
     assert "0002_deletes_rows: not reversible, rows lost" in broke
+
+
+OLD_APP_WORKLOAD = """\
+[params.video]
+source = "SELECT id::text FROM videos ORDER BY id"
+pool = 10
+
+[queries.video_header]
+target_ms = 50
+sql = "SELECT id, title FROM videos WHERE id = :video"
+
+[[queries.video_header.variants]]
+from = "0001_rename_title"
+sql = "SELECT id, name AS title FROM videos WHERE id = :video"
+
+[[queries.video_header.variants]]
+from = "0003_rename_back"
+sql = "SELECT id, title FROM videos WHERE id = :video"
+
+[[queries.video_header.variants]]
+from = "0004_add_note"
+sql = "SELECT id, title, note FROM videos WHERE id = :video"
+
+[[queries.video_header.variants]]
+from = "0005_drop_note"
+sql = "SELECT id, title FROM videos WHERE id = :video"
+
+[queries.recent_reflections]
+target_ms = 50
+sql = "SELECT id, created_at FROM reflections ORDER BY created_at DESC LIMIT 5"
+"""
+
+
+def test_the_old_app_on_the_new_schema_and_which_index_gave_the_gain(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    migrations = tmp_path / "migrations"
+    rename = "ALTER TABLE videos RENAME COLUMN {} TO {};"
+    add_migration(migrations, "0001_rename_title", rename.format("title", "name"),
+                  rename.format("name", "title"))  # fmt: skip
+    add_migration(
+        migrations,
+        "0002_indexes",
+        "CREATE INDEX CONCURRENTLY reflections_created_idx ON reflections (created_at DESC);\n"
+        "CREATE INDEX CONCURRENTLY videos_duration_idx ON videos (duration_seconds);\n",
+        "DROP INDEX CONCURRENTLY videos_duration_idx;\n"
+        "DROP INDEX CONCURRENTLY reflections_created_idx;\n",
+        "transactional = false\n",
+    )
+    add_migration(migrations, "0003_rename_back", rename.format("name", "title"),
+                  rename.format("title", "name"),
+                  'breaks_old_app = "the page reads the renamed column"\n')  # fmt: skip
+    add_migration(migrations, "0004_add_note", "ALTER TABLE videos ADD COLUMN note text;",
+                  "ALTER TABLE videos DROP COLUMN note;")  # fmt: skip
+    add_migration(migrations, "0005_drop_note", "ALTER TABLE videos DROP COLUMN note;",
+                  "ALTER TABLE videos ADD COLUMN note text;")  # fmt: skip
+    workload = tmp_path / "page.toml"
+    workload.write_text(OLD_APP_WORKLOAD)
+    result = run_steps(
+        target,
+        f"{session_prefix}_steps_old_app",
+        profile=TINY,
+        seed=1,
+        workload_paths=[workload],
+        migrations_dir=migrations,
+        out_dir=tmp_path / "out",
+        options=StepsOptions(paired=QUICK.paired, writes=QUICK.writes, traffic=None),
+    )
+    renamed, indexed, renamed_back, added, dropped = result.steps
+    assert [s.old_app.deploy_order for s in result.steps] == [
+        BREAKS, ANY_ORDER, BREAKS, MIGRATE_FIRST, NEW_QUERIES_FIRST
+    ]  # fmt: skip
+    assert renamed.old_app.old_app_breaks[0].startswith("video_header: failed: column")
+    # Undeclared breaks fail the step; the declared one (with its reason) passes.
+    assert renamed.old_app.undeclared and not renamed.passed
+    assert not renamed_back.old_app.undeclared and renamed_back.passed
+    assert dropped.old_app.undeclared and not dropped.passed
+    assert added.passed and indexed.passed and not result.passed
+    gains = {g.index: g for g in index_gains(indexed)}
+    assert set(gains) == {"public.reflections_created_idx", "public.videos_duration_idx"}
+    used = gains["public.reflections_created_idx"]
+    assert [u.query for u in used.used_by] == ["recent_reflections"] and not used.pure_cost
+    assert used.bytes > 0 and used.write is not None and used.write.table == "reflections"
+    assert gains["public.videos_duration_idx"].pure_cost  # nothing reads it
+    assert index_gains(added) == ()  # the twin: a step without an index has none
+    report = build_report([tmp_path / "out"], tmp_path / "report").read_text()
+    assert "the page reads the renamed column" in report and "**not declared**" in report
 
 
 def test_cli_steps(
@@ -414,7 +522,8 @@ def test_a_migration_that_changes_nothing_reads_zero(
     )
     noop, index = result.steps
     # Deterministic: nothing grew, plans and buffers are the same, so is every write figure.
-    assert noop.costs == () and index_bytes_added(noop) == 0
+    assert noop.costs == () and index_bytes_added(noop) == 0 and index_gains(noop) == ()
+    assert noop.old_app.deploy_order == ANY_ORDER and not noop.old_app.old_app_breaks
     assert not noop.settled_after.changed  # nothing for VACUUM or ANALYZE to redo
     for before, after in zip(noop.before, noop.after, strict=True):
         assert before.plan_summaries.keys() == after.plan_summaries.keys()
@@ -430,7 +539,7 @@ def test_a_migration_that_changes_nothing_reads_zero(
     # No verdict either way, so the summary names the no-op for nothing.
     for entry in noop.after:
         old = next(e for e in noop.before if e.name == entry.name)
-        assert entry_judgement(noop, old, entry).verdict not in ("faster", "slower"), entry.name
+        assert noop.judgement(old, entry).verdict not in ("faster", "slower"), entry.name
     assert not regressions(noop)
     summary = json.loads(result.summary_path.read_text())
     answers = summary["answers"]

@@ -171,6 +171,14 @@ def _under_load_cell(step: StepReport) -> str:
     )
 
 
+def _old_app_cell(step: StepReport) -> str:
+    """The deploy order the old-app check found; red when the break is undeclared."""
+    order = step.old_app.deploy_order
+    if step.old_app.undeclared:
+        return f"[red]{order}\n(undeclared)[/]"
+    return order if not step.old_app.old_app_breaks else f"[yellow]{order}[/]"
+
+
 def steps_table(result: StepsResult) -> Table:
     """Per step: headline p95s before → after with the paired ratio, its interval, verdict
     and detectable change; audit; index bytes; what an insert costs; checks."""
@@ -186,7 +194,9 @@ def steps_table(result: StepsResult) -> Table:
     table.add_column("step", min_width=min(longest, 30), overflow="fold")
     for label in labels:
         table.add_column(label, justify="right")
-    for column in ("violations", "index size", "inserts", "under load", "reversible", "checks"):
+    for column in ("violations", "index size", "inserts", "under load", "old app"):
+        table.add_column(column, justify="right")
+    for column in ("reversible", "checks"):
         table.add_column(column, justify="right")
     for step in result.steps:
         found = {h.label: h for h in headlines(step)}
@@ -203,6 +213,7 @@ def steps_table(result: StepsResult) -> Table:
             human_bytes(index_bytes_added(step), signed=True),
             "\n".join(inserts),
             _under_load_cell(step),
+            _old_app_cell(step),
             "[green]yes[/]" if step.reversible else "[red]no[/]",
             "[green]pass[/]" if step.passed else "[red]FAIL[/]",
         ]

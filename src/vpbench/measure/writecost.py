@@ -225,14 +225,19 @@ def _by_id(conn: psycopg.Connection[Any], table: str, columns: sql.Composable) -
 
 
 def app_inserts(
-    conn: psycopg.Connection[Any], table: str, count: int, seed: int
+    conn: psycopg.Connection[Any],
+    table: str,
+    count: int,
+    seed: int,
+    *,
+    also_in: psycopg.Connection[Any] | None = None,
 ) -> tuple[SqlText, list[dict[str, Any]]] | None:
     """The app's prepared single-row INSERT into ``table`` on this schema, and ``count``
-    rows for it (copies of existing rows with new ids, so every constraint holds); None
-    when the table is missing or empty."""
+    rows for it (copies of existing rows with new ids, so every constraint holds; rows
+    present in ``also_in`` too, when given); None when the table is missing or empty."""
     if not _exists(conn, table):
         return None
-    ids = _probe_ids(conn, conn, table, count, seed)
+    ids = _probe_ids(also_in or conn, conn, table, count, seed)
     if not ids:
         return None
     insert = _insert(conn, table, ids, _fresh_ids(len(ids), seed))

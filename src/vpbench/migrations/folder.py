@@ -5,7 +5,8 @@ A migrations folder holds one sub-folder per step, applied in name order::
     NNNN_short_name/
         up.sql          the change, run as one transaction
         down.sql        restores the previous schema *and* data
-        migration.toml  title, why, fixes (audit checks), rewrites_table, transactional
+        migration.toml  title, why, fixes (audit checks), rewrites_table, transactional,
+                        changes_results, max_stall + downtime, breaks_old_app
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Migration:
     """the longest stall of the live app this step is allowed (``max_stall``), when it
     differs from the run's budget: an accepted downtime, declared with its ``downtime`` why"""
     downtime: str = ""
+    breaks_old_app: str = ""
+    """why the app deployed before this step cannot keep running on its schema (``vpbench
+    steps`` finds which of its queries and writes break; undeclared, that fails the step)"""
 
     def stall_budget_ms(self, default_ms: float) -> float:
         """The longest stall of the live app this step may cause: its declared
@@ -101,6 +105,7 @@ def _read_migration(path: Path) -> Migration:
         changes_results=tuple(str(q) for q in meta.get("changes_results", [])),
         up_sql=files["up.sql"].read_text(encoding="utf-8"),
         down_sql=files["down.sql"].read_text(encoding="utf-8"),
+        breaks_old_app=str(meta.get("breaks_old_app", "")).strip(),
         **_stall_budget(meta, meta_path),
     )
 

@@ -75,9 +75,9 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
     lines += [
         "| step | "
         + " | ".join(labels)
-        + " | violations | index size | inserts | reversible | checks |"
+        + " | violations | index size | inserts | old app | reversible | checks |"
     ]
-    lines += ["|---" * (len(labels) + 6) + "|"]
+    lines += ["|---" * (len(labels) + 7) + "|"]
     for row in summary["steps"]:
         heads = {h["label"]: h for h in row["headlines"]}
         cells = [f"`{row['migration']}`"]
@@ -87,6 +87,7 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
             f"{before:,} → {after:,}",
             human_bytes(row["index_bytes_added"], signed=True),
             "<br>".join(_write_cell(w) for w in row.get("writes", [])),
+            _deploy_cell(row),
             "yes" if row["reversible"] else "**no**",
             "pass" if row["passed"] else "**FAIL**",
         ]
@@ -99,6 +100,8 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         "(deterministic) and the paired insert time.",
     ]
     lines += _availability_table(steps)
+    lines += _old_app_table(steps)
+    lines += _index_table(steps)
     lines += ["", "### What the series taught", ""]
     lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in summary["answers"].items()]
     lines += [
@@ -169,6 +172,68 @@ def _availability_table(steps: list[dict[str, Any]]) -> list[str]:
         "Each step's `up` rehearsed on a copy of the state before it while reader sessions ran "
         "the workload and a writer inserted like the app; a stall is a request's latency beyond "
         "the at-rest p99 of its kind.",
+    ]
+    return lines
+
+
+def _deploy_cell(row: dict[str, Any]) -> str:
+    order = str(row.get("deploy_order", ""))
+    if row.get("old_app_undeclared"):
+        return f"**{order}, undeclared**"
+    return order
+
+
+def _old_app_table(steps: list[dict[str, Any]]) -> list[str]:
+    """Per step: the deploy order its old-app check found, and what of the old app breaks."""
+    checked = [(d["migration"], d["checks"]["old_app"]) for d in steps if "old_app" in d["checks"]]
+    if not checked:
+        return []
+    lines = ["", "### The old app on the new schema", ""]
+    lines += ["| step | deploy order | what of the old app breaks | new SQL on the old schema |"]
+    lines += ["|---|---|---|---|"]
+    for migration, found in checked:
+        breaks = "<br>".join(f"`{b}`" for b in found["old_app_breaks"]) or "nothing"
+        if found["old_app_breaks"]:
+            declared = found["declared"]
+            breaks += f"<br>declared: {declared}" if declared else "<br>**not declared**"
+        needs = "<br>".join(f"`{n}`" for n in found["new_needs_new_schema"]) or "works"
+        lines.append(f"| `{migration['id']}` | {found['deploy_order']} | {breaks} | {needs} |")
+    lines += [
+        "",
+        "The SQL of the app deployed before each step (its variants in force then) and its "
+        "INSERTs, run against the state after it and compared with the new SQL there; and the "
+        "new SQL run against the state before it. A step that breaks the old app must say why "
+        "in `migration.toml` (`breaks_old_app`), or its checks fail.",
+    ]
+    return lines
+
+
+def _index_table(steps: list[dict[str, Any]]) -> list[str]:
+    """Every index a step added: the queries that use it and their gain, its bytes and the
+    insert cost of its table."""
+    added = [(d["migration"]["id"], i) for d in steps for i in d.get("indexes", [])]
+    if not added:
+        return []
+    lines = ["", "### Which index gave the gain", ""]
+    lines += ["| step | index | size | used by (paired ratio, verdict) | inserts into its table |"]
+    lines += ["|---|---|---:|---|---|"]
+    for step, index in added:
+        used = "<br>".join(
+            f"`{u['query']}` {_interval(u['judgement'])} {_verdict_text(u['judgement'])}"
+            for u in index["used_by"]
+        )
+        wal = index.get("insert_wal_bytes")
+        insert = f"WAL {human_bytes(wal[0])} → {human_bytes(wal[1])}/row" if wal else "not measured"
+        if index["sharing_write_cost"] > 1:
+            insert += f" (shared by the step's {index['sharing_write_cost']} new indexes)"
+        lines.append(
+            f"| `{step}` | `{index['index']}` | {human_bytes(index['bytes'])} | "
+            f"{used or '**pure cost**: no workload query uses it'} | {insert} |"
+        )
+    lines += [
+        "",
+        "Used by: the workload queries whose EXPLAIN after the step uses the index. The insert "
+        "cost is measured per table, so the indexes a step adds to one table share it.",
     ]
     return lines
 

@@ -40,6 +40,8 @@ class RelationCost:
     bytes_before: int
     bytes_after: int
     table_bytes_after: int
+    table: str = ""
+    """the table an index belongs to (the relation itself for a table), qualified"""
 
     @property
     def added_bytes(self) -> int:
@@ -80,7 +82,7 @@ def relation_costs(
         assert known is not None
         table_after = after[known.table].bytes if known.table in after else 0
         costs.append(RelationCost(name, known.kind, old.bytes if old else 0,
-                                  new.bytes if new else 0, table_after))  # fmt: skip
+                                  new.bytes if new else 0, table_after, known.table))  # fmt: skip
     return tuple(costs)
 
 

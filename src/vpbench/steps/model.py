@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
+import numpy as np
+
+from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge_pairs
 from vpbench.dataset.audit import AuditReport
 from vpbench.measure.availability import Availability
 from vpbench.measure.interleave import PairedOptions
@@ -18,6 +20,7 @@ from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry
 from vpbench.server.maintenance import Settled
 from vpbench.steps.checks import Equivalence, RelationCost
+from vpbench.steps.compatibility import OldAppCheck
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,20 @@ class StepReport:
     quarantined: dict[str, int]
     settled_before: Settled
     settled_after: Settled
+    old_app: OldAppCheck
+    """the app deployed before the step against the schema after it, and the reverse"""
     threshold: Threshold = DEFAULT_THRESHOLD
     path: Path | None = None
+
+    def judgement(self, before: EntryResult, after: EntryResult) -> Judgement:
+        """The paired verdict on one entry of the step's session (after against before)."""
+        return judge_pairs(
+            np.asarray(before.samples_ns, dtype=np.float64) / 1e6,
+            np.asarray(after.samples_ns, dtype=np.float64) / 1e6,
+            clusters=before.rounds,
+            threshold=self.threshold,
+            resamples=1000,
+        )
 
     @property
     def data_intact(self) -> bool:
@@ -98,7 +113,11 @@ class StepReport:
     @property
     def passed(self) -> bool:
         return (
-            self.reversible and self.data_intact and not self.unexpected_changes and self.available
+            self.reversible
+            and self.data_intact
+            and not self.unexpected_changes
+            and self.available
+            and not self.old_app.undeclared
         )
 
 

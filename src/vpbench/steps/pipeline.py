@@ -50,6 +50,7 @@ from vpbench.steps.checks import (
     relation_costs,
     relation_sizes,
 )
+from vpbench.steps.compatibility import OldAppCheck, check_old_app
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
@@ -186,8 +187,10 @@ def _run_step(
                                      applied_after, options.paired, progress=rounds_done,
                                      before_round=evict)  # fmt: skip
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
-        equivalence = _equivalence(target, backup, copy, workloads, pools,
-                                   applied_before, applied_after, options.paired.seed)  # fmt: skip
+        equivalence, old_app = _equivalence(target, backup, copy, workloads, pools,
+                                            applied_before, applied_after, migration,
+                                            options.paired.seed)  # fmt: skip
+        say(f"  the old app on the new schema: {old_app.deploy_order}")
         say("  measuring what an insert costs on both")
         writes = measure_write_costs(before_db, after_db, options.writes)
         _drop_if_present(target, copy)
@@ -212,7 +215,7 @@ def _run_step(
         problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
         {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
         {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
-        (settled_before, settled_after), options.threshold,
+        (settled_before, settled_after), old_app, options.threshold,
     )  # fmt: skip
 
 
@@ -231,6 +234,7 @@ def _report(
     rows_after: dict[str, int],
     quarantined: dict[str, int],
     settled: tuple[Settled, Settled],
+    old_app: OldAppCheck,
     threshold: Threshold,
 ) -> StepReport:
     unexpected = tuple(
@@ -263,6 +267,7 @@ def _report(
         quarantined=quarantined,
         settled_before=settled[0],
         settled_after=settled[1],
+        old_app=old_app,
         threshold=threshold,
     )
 
@@ -287,8 +292,11 @@ def _equivalence(
     pools: dict[str, dict[str, ParameterPool]],
     applied_before: Sequence[str],
     applied_after: Sequence[str],
+    migration: Migration,
     seed: int,
-) -> tuple[Equivalence, ...]:
+) -> tuple[tuple[Equivalence, ...], OldAppCheck]:
+    """The results of the same queries before and after; the old app after, the new one
+    before."""
     results: list[Equivalence] = []
     with (
         connect(target, before.name, autocommit=True) as old,
@@ -298,7 +306,9 @@ def _equivalence(
             results += compare_results(old, new, list(workload.queries.values()),
                                        pools[workload.name], applied_before, applied_after,
                                        seed=seed)  # fmt: skip
-    return tuple(results)
+        old_app = check_old_app(old, new, workloads, pools, applied_before, applied_after,
+                                declared=migration.breaks_old_app, seed=seed)  # fmt: skip
+    return tuple(results), old_app
 
 
 def _reversibility(

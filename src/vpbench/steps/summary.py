@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from vpbench.analysis.verdicts import Judgement, judge_pairs
+from vpbench.analysis.verdicts import Judgement
 from vpbench.measure.availability import describe_availability
 from vpbench.measure.runner import EntryResult
 from vpbench.reporting.units import human_bytes, milliseconds, ratio_interval
 from vpbench.results.documents import KIND_STEP, SCHEMA_VERSION
+from vpbench.steps.indexes import index_gains
 from vpbench.steps.model import StepReport
 
 KIND_SUMMARY = "steps-summary"
@@ -60,17 +59,6 @@ def _worst(entries: Sequence[EntryResult]) -> EntryResult | None:
     return max(entries, key=lambda e: _p95(e) or 0.0) if entries else None
 
 
-def entry_judgement(step: StepReport, before: EntryResult, after: EntryResult) -> Judgement:
-    """The paired verdict on one entry of the step's session."""
-    return judge_pairs(
-        np.asarray(before.samples_ns, dtype=np.float64) / 1e6,
-        np.asarray(after.samples_ns, dtype=np.float64) / 1e6,
-        clusters=before.rounds,
-        threshold=step.threshold,
-        resamples=1000,
-    )
-
-
 def headlines(step: StepReport) -> tuple[Headline, ...]:
     """Each scenario, and the worst query of each workload that has no scenario."""
     found: list[Headline] = []
@@ -102,7 +90,7 @@ def headlines(step: StepReport) -> tuple[Headline, ...]:
                     _p95(before),
                     _p95(after),
                     after.target_ms,
-                    entry_judgement(step, before, after) if same else None,
+                    step.judgement(before, after) if same else None,
                 )
             )
     return tuple(found)
@@ -158,6 +146,10 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
             "fixes": list(migration.fixes),
             "rewrites_table": migration.rewrites_table,
             "changes_results": list(migration.changes_results),
+            "transactional": migration.transactional,
+            "max_stall_ms": migration.max_stall_ms,
+            "downtime": migration.downtime,
+            "breaks_old_app": migration.breaks_old_app,
             "checksum": migration.checksum,
         },
         "backup_method": step.backup_method,
@@ -188,7 +180,9 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
                 for e in step.equivalence
             ],
             "unexpected_changes": list(step.unexpected_changes),
+            "old_app": step.old_app.to_dict(),
         },
+        "indexes": [gain.to_dict() for gain in index_gains(step)],
         "audit_before": step.audit_before.to_dict(),
         "audit_after": step.audit_after.to_dict(),
         "costs": [
@@ -230,6 +224,8 @@ def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> di
             "data_intact": step.data_intact,
             "unexpected_changes": list(step.unexpected_changes),
             "regressions": regressions(step),
+            "deploy_order": step.old_app.deploy_order,
+            "old_app_undeclared": step.old_app.undeclared,
             "document": step.path.name if step.path else None,
         }
         for step in steps
