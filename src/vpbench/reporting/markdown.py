@@ -173,6 +173,17 @@ def _availability_table(steps: list[dict[str, Any]]) -> list[str]:
         "the workload and a writer inserted like the app; a stall is a request's latency beyond "
         "the at-rest p99 of its kind.",
     ]
+    declared = [d["migration"] for d in rehearsed if d["migration"].get("downtime")]
+    if declared:
+        lines += [
+            "",
+            "Downtime the steps declare (`max_stall` and `downtime` in `migration.toml`):",
+            "",
+        ]
+        lines += [
+            f"- `{m['id']}` ({m['max_stall_ms'] / 1000:g} s): {m['downtime'].strip()}"
+            for m in declared
+        ]
     return lines
 
 
@@ -196,6 +207,9 @@ def _old_app_table(steps: list[dict[str, Any]]) -> list[str]:
         if found["old_app_breaks"]:
             declared = found["declared"]
             breaks += f"<br>declared: {declared}" if declared else "<br>**not declared**"
+        if found.get("refused_under_load"):
+            refused = ", ".join(found["refused_under_load"])
+            breaks += f"<br>refused by the new constraints under load: {refused}"
         needs = "<br>".join(f"`{n}`" for n in found["new_needs_new_schema"]) or "works"
         lines.append(f"| `{migration['id']}` | {found['deploy_order']} | {breaks} | {needs} |")
     lines += [
@@ -246,7 +260,13 @@ def _verdict_text(judgement: dict[str, Any]) -> str:
 def _interval(judgement: dict[str, Any]) -> str:
     if judgement.get("ratio") is None:
         return ""
-    return f"{judgement['ratio']:.2f}x [{judgement['ci_low']:.2f}, {judgement['ci_high']:.2f}]"
+    low, ratio, high = (_ratio(judgement[k]) for k in ("ci_low", "ratio", "ci_high"))
+    return f"{ratio}x [{low}, {high}]"
+
+
+def _ratio(value: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (a 250x gain is not 0.00x)."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def _headline_cell(headline: dict[str, Any]) -> str:

@@ -10,12 +10,18 @@ against the state after, rolled back. From that, one deploy order per step:
 - ``migrate first, then deploy the new queries``: the new SQL needs the new schema;
 - ``deploy the new queries first``: the new SQL works on the old schema, the old on the
   new does not;
-- ``breaks the old app``: neither works on the other's schema (a coordinated deploy).
+- ``breaks the old app``: neither works on the other's schema (a coordinated deploy);
+- ``reconnect the app after it``: the old SQL works on the new schema when prepared afresh,
+  but the deployed app's requests failed under live traffic (statements it prepared before
+  a column changed type fail until its connections prepare them again).
+
+Requests a new constraint refused under traffic (SQLSTATE class 23: the app wrote data the
+step now forbids) are listed, not counted as breaking the app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +37,7 @@ ANY_ORDER = "safe to deploy in any order"
 MIGRATE_FIRST = "migrate first, then deploy the new queries"
 NEW_QUERIES_FIRST = "deploy the new queries first"
 BREAKS = "breaks the old app"
+RECONNECT = "reconnect the app after it"
 
 
 @dataclass(frozen=True)
@@ -63,13 +70,24 @@ class OldAppCheck:
     inserts: tuple[InsertCompatibility, ...]
     declared: str = ""
     """the migration's ``breaks_old_app`` reason, if it declares one"""
+    failed_under_load: tuple[str, ...] = ()
+    """the deployed app's requests that failed while the step ran under traffic
+    ("2642 write error 42804"), other than those a new constraint refused"""
+    refused_under_load: tuple[str, ...] = ()
+    """its writes a new constraint refused (SQLSTATE class 23)"""
 
     @property
-    def old_app_breaks(self) -> tuple[str, ...]:
-        """What of the old app fails or answers differently on the new schema."""
+    def sql_breaks(self) -> tuple[str, ...]:
+        """What of the old app's SQL fails or answers differently on the new schema."""
         return tuple(
             f"{q.query}: {q.old_on_new}" for q in self.queries if q.old_on_new != "same"
         ) + tuple(f"INSERT INTO {i.table}: {i.result}" for i in self.inserts if i.result != "works")
+
+    @property
+    def old_app_breaks(self) -> tuple[str, ...]:
+        """What of the old app fails or answers differently on the new schema, or failed
+        while the step ran under its traffic."""
+        return self.sql_breaks + tuple(f"under load: {f}" for f in self.failed_under_load)
 
     @property
     def new_needs_new_schema(self) -> tuple[str, ...]:
@@ -79,9 +97,11 @@ class OldAppCheck:
 
     @property
     def deploy_order(self) -> str:
-        old_breaks, new_needs = bool(self.old_app_breaks), bool(self.new_needs_new_schema)
+        old_breaks, new_needs = bool(self.sql_breaks), bool(self.new_needs_new_schema)
         if old_breaks:
             return BREAKS if new_needs else NEW_QUERIES_FIRST
+        if self.failed_under_load:
+            return RECONNECT
         return MIGRATE_FIRST if new_needs else ANY_ORDER
 
     @property
@@ -96,6 +116,8 @@ class OldAppCheck:
             "undeclared": self.undeclared,
             "old_app_breaks": list(self.old_app_breaks),
             "new_needs_new_schema": list(self.new_needs_new_schema),
+            "failed_under_load": list(self.failed_under_load),
+            "refused_under_load": list(self.refused_under_load),
             "queries": [q.to_dict() for q in self.queries],
             "inserts": [i.to_dict() for i in self.inserts],
         }
@@ -110,10 +132,13 @@ def check_old_app(
     applied_after: Sequence[str],
     *,
     declared: str = "",
+    failed: Mapping[str, int] | None = None,
     seed: int = 1,
 ) -> OldAppCheck:
     """Run the old app's SQL and INSERTs on the state after a step, and the new app's SQL
-    on the state before it (both connections in autocommit mode; nothing is written)."""
+    on the state before it (both connections in autocommit mode; nothing is written).
+    ``failed``: the requests that failed while the step was rehearsed under traffic
+    (``Availability.failed``)."""
     queries: list[QueryCompatibility] = []
     for workload in workloads:
         for query in workload.queries.values():
@@ -135,7 +160,16 @@ def check_old_app(
     inserts = tuple(
         InsertCompatibility(table, _inserts(before, after, table, seed)) for table in WRITE_TABLES
     )
-    return OldAppCheck(tuple(queries), tuple(i for i in inserts if i.result), declared)
+    failures = sorted((failed or {}).items())
+    refused = tuple(f"{n} {key}" for key, n in failures if _integrity(key))
+    broke = tuple(f"{n} {key}" for key, n in failures if " error " in key and not _integrity(key))
+    return OldAppCheck(tuple(queries), tuple(i for i in inserts if i.result), declared,
+                       broke, refused)  # fmt: skip
+
+
+def _integrity(failure: str) -> bool:
+    """``write error 23514``: a constraint refused the row (SQLSTATE class 23)."""
+    return failure.rsplit(" ", 1)[-1].startswith("23")
 
 
 def _runs(

@@ -189,7 +189,7 @@ def _run_step(
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
         equivalence, old_app = _equivalence(target, backup, copy, workloads, pools,
                                             applied_before, applied_after, migration,
-                                            options.paired.seed)  # fmt: skip
+                                            found, options.paired.seed)  # fmt: skip
         say(f"  the old app on the new schema: {old_app.deploy_order}")
         say("  measuring what an insert costs on both")
         writes = measure_write_costs(before_db, after_db, options.writes)
@@ -293,6 +293,7 @@ def _equivalence(
     applied_before: Sequence[str],
     applied_after: Sequence[str],
     migration: Migration,
+    found: Availability | None,
     seed: int,
 ) -> tuple[tuple[Equivalence, ...], OldAppCheck]:
     """The results of the same queries before and after; the old app after, the new one
@@ -307,7 +308,8 @@ def _equivalence(
                                        pools[workload.name], applied_before, applied_after,
                                        seed=seed)  # fmt: skip
         old_app = check_old_app(old, new, workloads, pools, applied_before, applied_after,
-                                declared=migration.breaks_old_app, seed=seed)  # fmt: skip
+                                declared=migration.breaks_old_app,
+                                failed=found.failed if found else None, seed=seed)  # fmt: skip
     return tuple(results), old_app
 
 
