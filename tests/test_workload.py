@@ -222,6 +222,24 @@ def test_sources_that_fail_or_return_nothing(tmp_path: Path, attempts_db: str) -
         load_parameter_pool(conn, workload.params["viewer"])
 
 
+def test_a_source_is_not_cut_short_by_the_measurements_timeout(
+    tmp_path: Path, attempts_db: str
+) -> None:
+    slow = VALID.replace(
+        "FROM attempts ORDER BY n DESC",
+        "FROM attempts WHERE pg_sleep(0.005) IS NOT NULL ORDER BY n DESC",
+    )
+    workload = load_workload(write(tmp_path, slow), ["0001_a", "0002_b"])
+    with psycopg.connect(attempts_db, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '50ms'")
+        # The twin: the same scan as a measured statement times out.
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT n FROM attempts WHERE pg_sleep(0.005) IS NOT NULL").fetchall()
+        pool = load_parameter_pool(conn, workload.params["viewer"])
+        assert pool.size > 0
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("50ms",)
+
+
 def test_an_integer_range_is_drawn_without_rows(tmp_path: Path, attempts_db: str) -> None:
     text = (
         "[params.aid]\nrange = [1, 1000000]\n\n[params.rank]\nrange = [1, 50]\n"

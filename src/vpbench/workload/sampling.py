@@ -20,6 +20,9 @@ import psycopg
 from vpbench.errors import SamplerError
 from vpbench.workload.spec import Parameter, Workload
 
+SOURCE_TIMEOUT = "10min"
+"""how long a parameter source may run (whatever statement_timeout the session has)"""
+
 
 @dataclass(frozen=True)
 class ParameterPool:
@@ -65,8 +68,12 @@ def load_parameter_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> 
         rows = [(v,) for v in parameter.values or ()]
     else:
         try:
-            cursor = conn.execute(parameter.source)
-            fetched = cursor.fetchmany(parameter.pool)
+            # A source is setup, not a measurement: the measured statements' timeout (10 s)
+            # would cut short an aggregate over a large table (10M attempts: ~20 s).
+            with conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = '{SOURCE_TIMEOUT}'")
+                cursor = conn.execute(parameter.source)
+                fetched = cursor.fetchmany(parameter.pool)
         except psycopg.Error as exc:
             raise SamplerError(
                 f"{where}: parameter source {parameter.name!r} failed: "
