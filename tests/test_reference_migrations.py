@@ -427,6 +427,9 @@ def check_voice_memo_metadata(step: Step) -> None:
         "ORDER BY created_at DESC LIMIT 10"
     ).format(user, course)
     assert "reflections_voice_user_course_created_idx" in plan_indexes(conn, query)
+    # 0003's index now carries the duration: recorded time per course from the index alone.
+    covering = indexes(conn, "reflections")["reflections_voice_user_course_created_idx"]
+    assert covering.endswith("INCLUDE (audio_duration_seconds) WHERE (kind = 'voice'::text)")
     query = sql.SQL(
         "SELECT id FROM reflections WHERE course_id = {} AND kind = 'voice' "
         "AND audio_duration_seconds > 60"
