@@ -19,7 +19,7 @@ import pandas as pd
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.reporting import charts
-from vpbench.reporting.units import detectable, human_bytes
+from vpbench.reporting.units import detectable, human_bytes, ratio
 from vpbench.results.documents import ensure_writable, read_document
 
 REPORT = "report.md"
@@ -260,13 +260,8 @@ def _verdict_text(judgement: dict[str, Any]) -> str:
 def _interval(judgement: dict[str, Any]) -> str:
     if judgement.get("ratio") is None:
         return ""
-    low, ratio, high = (_ratio(judgement[k]) for k in ("ci_low", "ratio", "ci_high"))
-    return f"{ratio}x [{low}, {high}]"
-
-
-def _ratio(value: float) -> str:
-    """Two decimals, or two significant digits below 0.1 (a 250x gain is not 0.00x)."""
-    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+    low, middle, high = (ratio(judgement[k]) for k in ("ci_low", "ratio", "ci_high"))
+    return f"{middle}x [{low}, {high}]"
 
 
 def _headline_cell(headline: dict[str, Any]) -> str:
@@ -387,8 +382,8 @@ def _comparison_table(comparison: Comparison) -> list[str]:
             verdict = f"**{verdict}**"
         lines.append(
             f"| `{row.name}` | {_ms(row.base_p50_ms)} → {_ms(row.new_p50_ms)} | "
-            f"{_ms(row.base_p95_ms)} → {_ms(row.new_p95_ms)} | {estimate.ratio:.2f} "
-            f"[{estimate.low:.2f}, {estimate.high:.2f}] | {verdict} | "
+            f"{_ms(row.base_p95_ms)} → {_ms(row.new_p95_ms)} | {ratio(estimate.ratio)} "
+            f"[{ratio(estimate.low)}, {ratio(estimate.high)}] | {verdict} | "
             f"{detectable(row.judgement)} | "
             f"{'yes' if row.plan_changed else 'no' if row.plan_changed is False else '-'} | "
             f"{_ms(row.base_buffers)} → {_ms(row.new_buffers)} | {target} |"

@@ -48,7 +48,12 @@ def ratio_interval(judgement: Judgement) -> str:
     estimate = judgement.estimate
     if math.isnan(estimate.ratio):
         return ""
-    return f"{estimate.ratio:.2f}x [{estimate.low:.2f}, {estimate.high:.2f}]"
+    return f"{ratio(estimate.ratio)}x [{ratio(estimate.low)}, {ratio(estimate.high)}]"
+
+
+def ratio(value: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (a 250x gain is not 0.00x)."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def detectable(judgement: Judgement) -> str:
