@@ -27,7 +27,7 @@ from vpbench.dataset.profiles import get_profile
 from vpbench.server.target import resolve_target
 from vpbench.steps.model import StepsOptions
 from vpbench.steps.pipeline import run_steps
-from vpbench.steps.summary import entry_judgement, index_bytes_added
+from vpbench.steps.summary import index_bytes_added
 
 DATABASE = "vpbench_bench_null"
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     same_plans = same_writes = 0
     for step in result.steps:
         for before, after in zip(step.before, step.after, strict=True):
-            judgement = entry_judgement(step, before, after)
+            judgement = step.judgement(before, after)
             verdicts.append(judgement.verdict)
             mdes.append(judgement.mde)
             same_plans += {k: v.fingerprint for k, v in before.plan_summaries.items()} == {
