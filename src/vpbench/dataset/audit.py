@@ -239,23 +239,14 @@ def _voice_memo_metadata_in_text(
         return _not_applicable(name, description, why)
     # A header in neither format holds no metadata to parse: malformed_voice_metadata
     # counts it, this check does not, so no memo is counted twice.
+    condition: sql.Composable = sql.SQL("")
+    note = "no audio_duration_seconds column: every parseable voice memo"
     if schema.has("reflections", "audio_duration_seconds"):
-        condition = sql.SQL("AND audio_duration_seconds IS NULL")
+        condition += sql.SQL(" AND audio_duration_seconds IS NULL")
         note = "parseable voice memos with a NULL audio_duration_seconds"
-    else:
-        condition = sql.SQL("")
-        note = "no audio_duration_seconds column: every parseable voice memo"
-    violating: sql.Composable = sql.SQL(
-        "SELECT id FROM {reflections} WHERE kind = 'voice' "
-        "AND (content ~ {v1} OR content ~ {v2}) {condition}"
-    ).format(
-        reflections=_REFLECTIONS,
-        v1=sql.Literal(VOICE_MEMO_V1_PATTERN),
-        v2=sql.Literal(VOICE_MEMO_V2_PATTERN),
-        condition=condition,
-    )
     if schema.has("reflections", "audio_header_status"):
-        violating += sql.SQL(" AND audio_header_status IS DISTINCT FROM 'malformed'")
+        condition += sql.SQL(" AND audio_header_status IS DISTINCT FROM 'malformed'")
+    violating = _voice_memos("(content ~ {v1} OR content ~ {v2})", condition)
     return _count_rows(conn, name, description, violating, n, note)
 
 
@@ -275,16 +266,21 @@ def _malformed_voice_metadata(
     if schema.has("reflections", "audio_header_status"):
         condition += sql.SQL(" AND audio_header_status IS NULL")
         note = "memos flagged audio_header_status = 'malformed' are accounted for"
-    violating = sql.SQL(
-        "SELECT id FROM {reflections} WHERE kind = 'voice' "
-        "AND content !~ {v1} AND content !~ {v2}{condition}"
+    violating = _voice_memos("content !~ {v1} AND content !~ {v2}", condition)
+    return _count_rows(conn, name, description, violating, n, note)
+
+
+def _voice_memos(header_test: str, condition: sql.Composable) -> sql.Composed:
+    """Ids of the voice memos whose header passes ``header_test`` (``{v1}`` and ``{v2}``
+    stand for the two known formats) and ``condition``."""
+    return sql.SQL(
+        "SELECT id FROM {reflections} WHERE kind = 'voice' AND " + header_test + "{condition}"
     ).format(
         reflections=_REFLECTIONS,
         v1=sql.Literal(VOICE_MEMO_V1_PATTERN),
         v2=sql.Literal(VOICE_MEMO_V2_PATTERN),
         condition=condition,
     )
-    return _count_rows(conn, name, description, violating, n, note)
 
 
 def _missing_foreign_keys(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:

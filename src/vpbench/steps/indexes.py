@@ -8,6 +8,7 @@ one table, they share that cost, and the report says how many share it.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,10 +71,7 @@ def index_gains(step: StepReport) -> tuple[IndexGain, ...]:
         if c.kind == "index" and c.bytes_before == 0 and c.bytes_after and c.table not in new_tables
     ]
     before = {e.name: e for e in step.before if e.kind == "query"}
-    per_table: dict[str, int] = {}
-    tables = {c.name: c.table for c in added}
-    for table in tables.values():
-        per_table[table] = per_table.get(table, 0) + 1
+    sharing = Counter(c.table for c in added)
     writes = {w.table: w for w in step.writes}
     gains = []
     for cost in added:
@@ -85,15 +83,8 @@ def index_gains(step: StepReport) -> tuple[IndexGain, ...]:
             and entry.name in before
             and any(name in s.indexes_used for s in entry.plan_summaries.values())
         )
-        table = tables[cost.name]
+        write = writes.get(cost.table.split(".", 1)[-1])
         gains.append(
-            IndexGain(
-                cost.name,
-                table,
-                cost.bytes_after,
-                used_by,
-                writes.get(table.split(".", 1)[-1]),
-                per_table[table],
-            )
+            IndexGain(cost.name, cost.table, cost.bytes_after, used_by, write, sharing[cost.table])
         )
     return tuple(gains)
