@@ -110,8 +110,55 @@ def test_bad_dirty_rate(vpbench: Runner) -> None:
 
 def test_refused_dsn_names_host_and_port_but_not_the_password(vpbench: Runner) -> None:
     run = vpbench("audit", "--dsn", "postgresql://postgres:s3cret@127.0.0.1:1/nowhere")
-    assert_one_line_error(run, 1, "cannot connect to PostgreSQL at 127.0.0.1:1/vpbench")
+    assert_one_line_error(run, 1, "cannot connect to PostgreSQL at 127.0.0.1:1/nowhere")
     assert "s3cret" not in run.err + run.out
+
+
+def database_exists(target: ServerTarget, name: str) -> bool:
+    with psycopg.connect(target.conninfo) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+    return found is not None
+
+
+def test_a_dsn_that_names_a_database_means_that_database(
+    vpbench: Runner, target: ServerTarget, session_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like psql and pgbench: the database in --dsn, VPBENCH_DSN or DATABASE_URL is the one
+    every command works in; --db overrides it; CREATE/DROP go through another database."""
+    name = f"{session_prefix}_named"
+    dsn = target.for_database(name)
+    default_existed = database_exists(target, "vpbench")
+    seeded = vpbench("seed", "--dsn", dsn)
+    assert seeded.code == 0, seeded.err
+    assert f"/{name} " in seeded.err
+    with psycopg.connect(dsn) as conn:
+        users = conn.execute("SELECT count(*) FROM users").fetchone()
+    assert users is not None and users[0] > 0
+    assert database_exists(target, "vpbench") == default_existed
+
+    monkeypatch.delenv("VPBENCH_DSN")
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    status = vpbench("migrate", "status")
+    assert status.code == 0 and f"/{name}" in status.out and "pending" in status.out
+    other = vpbench("audit", "--db", f"{name}_other")
+    assert_one_line_error(other, 1, f"/{name}_other", "does not exist")
+
+    dropped = vpbench("db", "drop")
+    assert dropped.code == 0 and name in dropped.out
+    assert not database_exists(target, name)
+
+
+def test_a_dsn_database_vpbench_did_not_create_is_refused_as_before(
+    vpbench: Runner, create_database: DatabaseFactory
+) -> None:
+    conninfo = create_database("cli_dsn_foreign")
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+    name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    assert_one_line_error(vpbench("seed", "--dsn", conninfo), 2, f"database '{name}'", "--force")
+    assert_one_line_error(vpbench("db", "drop", "--dsn", conninfo), 2, "refusing to drop")
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
 
 
 def test_seed_refuses_unmarked_non_empty_database(

@@ -11,11 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from conftest import traversable_tempdir
 from vpbench.errors import ServerError, UsageError
 from vpbench.server.embedded import EmbeddedPostgres
-from vpbench.server.target import EMBEDDED, ServerTarget, connect, resolve_target
+from vpbench.server.target import (
+    DEFAULT_DATABASE,
+    EMBEDDED,
+    ServerTarget,
+    connect,
+    resolve_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +42,38 @@ def test_resolution_order(dsn: str | None, environ: dict[str, str], source: str)
     assert target.conninfo == expected.get(source, "")
 
 
+@pytest.mark.parametrize(
+    ("dsn", "environ", "dbname", "database"),
+    [
+        ("postgresql://u@h:5432/h_pgbench", {}, None, "h_pgbench"),
+        ("host=h dbname=app", {"PGDATABASE": "other"}, None, "app"),
+        ("postgresql://u@h:5432/h_pgbench", {}, "scratch", "scratch"),
+        ("postgresql://u@h:5432", {}, None, DEFAULT_DATABASE),
+        (None, {"DATABASE_URL": "postgresql:///staging"}, None, "staging"),
+        (None, {"PGHOST": "h", "PGDATABASE": "app"}, None, "app"),
+        (None, {"PGHOST": "h"}, None, DEFAULT_DATABASE),
+    ],
+)
+def test_the_database_is_db_else_the_one_the_dsn_names(
+    dsn: str | None, environ: dict[str, str], dbname: str | None, database: str
+) -> None:
+    assert resolve_target(dsn, environ=environ).database(dbname) == database
+
+
+def test_maintenance_connection_never_goes_to_the_dsn_database(
+    server_dsn: str, session_prefix: str
+) -> None:
+    """CREATE/DROP DATABASE need a connection elsewhere: the DSN's database may not exist
+    yet, and a database cannot be dropped from a session connected to it."""
+    missing = make_conninfo(server_dsn, dbname=f"{session_prefix}_not_yet")
+    target = resolve_target(missing, environ={})
+    with connect(target, autocommit=True) as conn:
+        assert conn.info.dbname == "postgres"
+    with pytest.raises(ServerError, match="does not exist") as error:
+        connect(target, target.database())
+    assert error.value.sqlstate == "3D000"
+
+
 def test_invalid_dsn_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="VPBENCH_DSN is not a valid PostgreSQL connection"):
         resolve_target(environ={"VPBENCH_DSN": "host=a nonsense"})
@@ -42,7 +81,7 @@ def test_invalid_dsn_is_a_usage_error() -> None:
 
 def test_description_never_shows_the_password() -> None:
     target = ServerTarget("postgresql://app:hunter2@db.internal:6000/prod", "--dsn")
-    assert target.describe() == "db.internal:6000/prod"
+    assert target.describe() == "db.internal:6000/postgres"  # the maintenance connection
     assert target.describe("vpbench") == "db.internal:6000/vpbench"
     assert "dbname=vpbench" in target.for_database("vpbench")
 

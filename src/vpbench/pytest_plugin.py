@@ -54,7 +54,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="all",
         help="Migration id to migrate to, 'none' (legacy) or 'all'.",
     )
-    group.addoption("--vpbench-db", help="Database (default: vpbench_pytest_<profile>_<seed>).")
+    group.addoption(
+        "--vpbench-db",
+        help="Database (default: the one the DSN names, else vpbench_pytest_<profile>_<seed>).",
+    )
     group.addoption(
         "--vpbench-drop-db",
         action="store_true",
@@ -98,7 +101,11 @@ def _prepare_database(pytestconfig: pytest.Config) -> BenchDatabase:
         if wanted not in ("none", "all") and wanted not in [m.id for m in migrations]:
             known = ", ".join(m.id for m in migrations)
             raise _usage(f"--vpbench-migrate-to {wanted!r} is not none, all or one of: {known}")
-        name = option("--vpbench-db") or f"vpbench_pytest_{profile.name}_{seed}"
+        name = (
+            option("--vpbench-db")
+            or target.named_database
+            or f"vpbench_pytest_{profile.name}_{seed}"
+        )
         connect(target, autocommit=True).close()  # a DSN that does not answer: usage error
         conninfo = target.for_database(name)
         if not _reusable(conninfo, profile.name, seed):

@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
-from vpbench.server.target import DEFAULT_DATABASE
+from vpbench.server.target import DEFAULT_DATABASE, resolve_target
 
 if TYPE_CHECKING:
     from vpbench.analysis.verdicts import Threshold
     from vpbench.measure.interleave import PairedOptions
     from vpbench.migrations.locking import LockPolicy
+    from vpbench.server.target import ServerTarget
 
 out = Console()
 err = Console(stderr=True)
@@ -56,10 +57,16 @@ def db_option(func: F) -> F:
     return click.option(
         "--db",
         "dbname",
-        default=DEFAULT_DATABASE,
-        show_default=True,
-        help="Database vpbench works in (created and marked as vpbench's if missing).",
+        help="Database vpbench works in (created and marked as vpbench's if missing); "
+        f"default: the one the DSN names, else {DEFAULT_DATABASE}.",
     )(func)
+
+
+def resolve_database(dsn: str | None, dbname: str | None) -> tuple[ServerTarget, str]:
+    """The server (``--dsn`` and the documented fallbacks) and the database a command
+    works in (``--db``, else the DSN's, else ``vpbench``)."""
+    target = resolve_target(dsn)
+    return target, target.database(dbname)
 
 
 def migrations_option(func: F) -> F:

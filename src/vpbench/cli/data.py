@@ -6,13 +6,13 @@ import json
 
 import click
 
-from vpbench.cli._common import db_option, dsn_option, out, progress_bars
+from vpbench.cli._common import db_option, dsn_option, out, progress_bars, resolve_database
 from vpbench.cli._render import audit_table, seed_table
 from vpbench.dataset.audit import run_audit
 from vpbench.dataset.profiles import PROFILES, get_profile, parse_dirty_rates
 from vpbench.dataset.seed import seed_database
 from vpbench.errors import CheckFailedError, SeedInterruptedError
-from vpbench.server.target import connect, resolve_target
+from vpbench.server.target import connect
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
@@ -44,13 +44,13 @@ def seed(
     seed_value: int,
     dirty_rates: tuple[str, ...],
     force: bool,
-    dbname: str,
+    dbname: str | None,
     dsn: str | None,
 ) -> None:
     """Create the legacy reference database and fill it with realistic, dirty data."""
     chosen = get_profile(profile)
     dirty = parse_dirty_rates(dirty_rates)
-    target = resolve_target(dsn)
+    target, dbname = resolve_database(dsn, dbname)
     banner = f"seeding {target.describe(dbname)} ({target.source}) with profile {chosen.name}"
     try:
         with progress_bars(banner) as on_progress:
@@ -78,9 +78,9 @@ def seed(
 @click.option(
     "--fail-on-violations", is_flag=True, help="Exit with status 1 if any check finds a violation."
 )
-def audit(dbname: str, dsn: str | None, as_json: bool, fail_on_violations: bool) -> None:
+def audit(dbname: str | None, dsn: str | None, as_json: bool, fail_on_violations: bool) -> None:
     """Count integrity violations: orphans, NULL links, stale scores, metadata in text."""
-    target = resolve_target(dsn)
+    target, dbname = resolve_database(dsn, dbname)
     with connect(target, dbname) as conn:
         report = run_audit(conn)
     if as_json:

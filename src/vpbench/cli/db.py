@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from vpbench.cli._common import db_option, dsn_option, out
+from vpbench.cli._common import db_option, dsn_option, out, resolve_database
 from vpbench.server.databases import drop_database
 from vpbench.server.embedded import EmbeddedPostgres
-from vpbench.server.target import resolve_target
+from vpbench.server.target import DEFAULT_DATABASE
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
@@ -45,16 +45,18 @@ def db_status() -> None:
 
 @db.command("url")
 @db_option
-def db_url(dbname: str) -> None:
+def db_url(dbname: str | None) -> None:
     """Print the connection URL of a database on the embedded server (starts it if needed)."""
-    out.print(EmbeddedPostgres().start().dsn(dbname), highlight=False, soft_wrap=True)
+    url = EmbeddedPostgres().start().dsn(dbname or DEFAULT_DATABASE)
+    out.print(url, highlight=False, soft_wrap=True)
 
 
 @db.command("drop")
 @db_option
 @dsn_option
 @click.option("--force", is_flag=True, help="Drop it even though vpbench did not create it.")
-def db_drop(dbname: str, dsn: str | None, force: bool) -> None:
+def db_drop(dbname: str | None, dsn: str | None, force: bool) -> None:
     """Drop a database vpbench created."""
-    dropped = drop_database(resolve_target(dsn), dbname, force=force)
+    target, dbname = resolve_database(dsn, dbname)
+    dropped = drop_database(target, dbname, force=force)
     out.print(f"dropped database {dbname}" if dropped else f"database {dbname} does not exist")

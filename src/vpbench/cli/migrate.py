@@ -15,6 +15,7 @@ from vpbench.cli._common import (
     lock_policy,
     migrations_option,
     out,
+    resolve_database,
 )
 from vpbench.cli._render import lock_retries, migration_table
 from vpbench.dataset.fixtures import default_workload_paths
@@ -30,7 +31,7 @@ from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.locking import LockPolicy
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import flush_statistics, settle
-from vpbench.server.target import connect, resolve_target
+from vpbench.server.target import connect
 from vpbench.steps.rehearsal import apply_under_traffic
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
@@ -46,9 +47,9 @@ def migrate() -> None:
 @migrations_option
 @db_option
 @dsn_option
-def migrate_status(migrations_dir: Path | None, dbname: str, dsn: str | None) -> None:
+def migrate_status(migrations_dir: Path | None, dbname: str | None, dsn: str | None) -> None:
     """List migrations and whether each is applied (edited applied ones are refused)."""
-    target = resolve_target(dsn)
+    target, dbname = resolve_database(dsn, dbname)
     with connect(target, dbname, autocommit=True) as conn:
         states = migration_states(conn, discover_migrations(migrations_dir))
     out.print(migration_table(states, target.describe(dbname)))
@@ -85,7 +86,7 @@ def migrate_up(
     under_load: bool,
     workload_paths: tuple[Path, ...],
     max_stall_ms: int,
-    dbname: str,
+    dbname: str | None,
     dsn: str | None,
 ) -> None:
     """Apply pending migrations, up to and including TARGET (default: all)."""
@@ -106,7 +107,7 @@ def migrate_down(
     migrations_dir: Path | None,
     lock_timeout_ms: int,
     lock_attempts: int,
-    dbname: str,
+    dbname: str | None,
     dsn: str | None,
     force: bool,
 ) -> None:
@@ -119,14 +120,14 @@ def _migrate(
     direction: str,
     target_id: str | None,
     migrations_dir: Path | None,
-    dbname: str,
+    dbname: str | None,
     dsn: str | None,
     locks: LockPolicy,
     *,
     force: bool,
     load: tuple[list[Path], int] | None = None,
 ) -> None:
-    target = resolve_target(dsn)
+    target, dbname = resolve_database(dsn, dbname)
     migrations = discover_migrations(migrations_dir)
     with connect(target, dbname, autocommit=True) as conn:
         states = migration_states(conn, migrations)

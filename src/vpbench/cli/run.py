@@ -13,6 +13,7 @@ from vpbench.cli._common import (
     dsn_option,
     err,
     progress_bars,
+    resolve_database,
     wide,
 )
 from vpbench.cli._render import run_table
@@ -20,7 +21,6 @@ from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.errors import CheckFailedError, RunInterruptedError
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import RunOptions
-from vpbench.server.target import resolve_target
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
@@ -73,7 +73,7 @@ def run(
     seed_value: int,
     out_dir: Path,
     migrations_dir: Path | None,
-    dbname: str,
+    dbname: str | None,
     dsn: str | None,
 ) -> None:
     """Measure workload queries and scenarios (default: the reference workloads); write one
@@ -86,7 +86,7 @@ def run(
         timeout_ms=timeout_ms,
         seed=seed_value,
     )
-    target = resolve_target(dsn)
+    target, dbname = resolve_database(dsn, dbname)
     try:
         with progress_bars(f"measuring on {target.describe(dbname)} ({target.source})") as tick:
             outcome = run_workloads(

@@ -22,6 +22,7 @@ from vpbench.cli._common import (
     paired_options,
     paired_session,
     progress_bars,
+    resolve_database,
     threshold_option,
     wide,
 )
@@ -31,7 +32,6 @@ from vpbench.dataset.profiles import PROFILES, get_profile
 from vpbench.errors import CheckFailedError
 from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
-from vpbench.server.target import resolve_target
 from vpbench.steps.model import StepsOptions
 from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import answers
@@ -99,7 +99,7 @@ def steps(
     no_traffic: bool,
     keep_backups: bool,
     force: bool,
-    dbname: str,
+    dbname: str | None,
     dsn: str | None,
 ) -> None:
     """The main job: seed, then apply every migration measured, audited and checked."""
@@ -116,7 +116,7 @@ def steps(
         max_stall_ms=max_stall_ms,
         keep_backups=keep_backups,
     )
-    target = resolve_target(dsn)
+    target, dbname = resolve_database(dsn, dbname)
     began = time.monotonic()
 
     def event(message: str) -> None:

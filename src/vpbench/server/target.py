@@ -1,7 +1,12 @@
-"""Which PostgreSQL server to use, and connections to it with one-line errors.
+"""Which PostgreSQL server and database to use, and connections with one-line errors.
 
 Resolution order: ``--dsn``, ``VPBENCH_DSN``, ``DATABASE_URL``, libpq ``PG*`` variables (only
 when ``PGHOST`` or ``PGDATABASE`` is set), else the embedded server, started on demand.
+
+The database a command works in is ``--db``, else the one the DSN names (``PGDATABASE`` for
+the ``PG*`` variables), as psql and every libpq tool read it, else ``vpbench``. CREATE and
+DROP DATABASE go through a maintenance connection to ``postgres`` (``template1`` if the
+server has no ``postgres``), never to the database the DSN names.
 """
 
 from __future__ import annotations
@@ -22,24 +27,35 @@ from vpbench.server.embedded import EmbeddedPostgres
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded server"
+PG_VARIABLES = "PG* variables"
 DEFAULT_DATABASE = "vpbench"
+MAINTENANCE_DATABASES = ("postgres", "template1")
 CONNECT_TIMEOUT_SECONDS = 10
+INVALID_CATALOG_NAME = "3D000"
+"""SQLSTATE of a connection to a database that does not exist"""
 
 
 @dataclass(frozen=True)
 class ServerTarget:
-    """A server to work on: a libpq conninfo for its maintenance database, and where it
-    came from (``--dsn``, ``VPBENCH_DSN``, ``DATABASE_URL``, ``PG* variables``, embedded)."""
+    """A server to work on: a libpq conninfo, where it came from (``--dsn``,
+    ``VPBENCH_DSN``, ``DATABASE_URL``, ``PG* variables``, embedded) and the database it
+    names, if any."""
 
     conninfo: str
     source: str
+    named_database: str | None = None
 
     @property
     def maintenance_database(self) -> str:
-        return str(conninfo_to_dict(self.conninfo).get("dbname") or "postgres")
+        return MAINTENANCE_DATABASES[0]
+
+    def database(self, dbname: str | None = None) -> str:
+        """The database a command works in: ``dbname`` (``--db``), else the one the DSN
+        names, else ``vpbench``."""
+        return dbname or self.named_database or DEFAULT_DATABASE
 
     def for_database(self, dbname: str) -> str:
-        """The conninfo of another database on the same server."""
+        """The conninfo of a database on this server."""
         return make_conninfo(self.conninfo, dbname=dbname)
 
     def describe(self, dbname: str | None = None) -> str:
@@ -61,9 +77,11 @@ def resolve_target(
     for source, value in (("--dsn", dsn), ("VPBENCH_DSN", env.get("VPBENCH_DSN")),
                           ("DATABASE_URL", env.get("DATABASE_URL"))):  # fmt: skip
         if value:
-            return ServerTarget(_checked_conninfo(value, source), source)
+            conninfo = _checked_conninfo(value, source)
+            named = conninfo_to_dict(conninfo).get("dbname")
+            return ServerTarget(conninfo, source, str(named) if named else None)
     if env.get("PGHOST") or env.get("PGDATABASE"):
-        return ServerTarget("", "PG* variables")
+        return ServerTarget("", PG_VARIABLES, env.get("PGDATABASE") or None)
     status = EmbeddedPostgres(embedded_home).start()
     return ServerTarget(status.dsn("postgres"), EMBEDDED)
 
@@ -79,19 +97,32 @@ def _checked_conninfo(value: str, source: str) -> str:
 def connect(
     target: ServerTarget, dbname: str | None = None, *, autocommit: bool = False
 ) -> psycopg.Connection[Any]:
-    """Open a connection; a refused or unreachable server becomes one ServerError line."""
-    conninfo = target.for_database(dbname) if dbname else target.conninfo
+    """Open a connection to ``dbname``, or to the maintenance database when it is None; a
+    refused or unreachable server becomes one ServerError line."""
+    if dbname is not None:
+        return _connect(target, dbname, autocommit)
+    for name in MAINTENANCE_DATABASES[:-1]:
+        try:
+            return _connect(target, name, autocommit)
+        except ServerError as exc:
+            if exc.sqlstate != INVALID_CATALOG_NAME:
+                raise
+    return _connect(target, MAINTENANCE_DATABASES[-1], autocommit)
+
+
+def _connect(target: ServerTarget, dbname: str, autocommit: bool) -> psycopg.Connection[Any]:
+    conninfo = target.for_database(dbname)
     try:
         return psycopg.connect(
             conninfo, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS
         )
     except psycopg.OperationalError as exc:
         reason = _reason(exc, conninfo)
-        missing = dbname is not None and f'database "{dbname}" does not exist' in reason
+        missing = f'database "{dbname}" does not exist' in reason
         raise ServerError(
             f"cannot connect to PostgreSQL at {target.describe(dbname)} "
             f"(from {target.source}): {reason}",
-            sqlstate=exc.sqlstate,
+            sqlstate=INVALID_CATALOG_NAME if missing else exc.sqlstate,
             hint=f"create and fill it with: vpbench seed --db {dbname}" if missing else None,
         ) from None
 
