@@ -161,6 +161,18 @@ def test_a_dsn_database_vpbench_did_not_create_is_refused_as_before(
         assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
 
 
+def test_a_binary_or_empty_workload_is_one_line_and_exit_2(vpbench: Runner, tmp_path: Path) -> None:
+    binary, empty = tmp_path / "chart.toml", tmp_path / "empty.toml"
+    binary.write_bytes(bytes(range(128, 256)))
+    empty.write_text("# nothing yet\n")
+    out = tmp_path / "out"
+    assert_one_line_error(
+        vpbench("run", str(binary), "--out", str(out)), 2, f"{binary}:1: not a UTF-8"
+    )
+    assert_one_line_error(vpbench("run", str(empty), "--out", str(out)), 2, f"{empty}: defines no")
+    assert not out.exists()
+
+
 def test_seed_refuses_unmarked_non_empty_database(
     vpbench: Runner, create_database: DatabaseFactory
 ) -> None:

@@ -44,7 +44,8 @@ target_ms = 50
 sql = "SELECT id, title FROM videos WHERE id = :video"
 
 [queries.broken]
-sql = "SELECT no_such_column FROM videos WHERE id = :video"
+# prepares fine, fails when run (a statement the server refuses to prepare stops the run)
+sql = "SELECT title::int FROM videos WHERE id = :video"
 
 [queries.sleepy]
 sql = "SELECT pg_sleep(:naptime)"
@@ -147,7 +148,7 @@ def test_failures_and_timeouts_are_recorded_and_the_rest_runs(
     assert by_name["video_by_id"].status == "ok"
     assert by_name["video_by_id"].meets_target is True
     assert by_name["broken"].status == "error"
-    assert 'column "no_such_column" does not exist' in (by_name["broken"].error or "")
+    assert "invalid input syntax for type integer" in (by_name["broken"].error or "")
     assert by_name["sleepy"].status == "timeout"
     assert by_name["sleepy"].timeouts == 3  # stops after three
     assert by_name["both"].status == "timeout"
@@ -175,6 +176,58 @@ def test_nothing_is_written_when_a_source_is_empty(
     with pytest.raises(SamplerError, match=r"small\.toml:1: parameter source 'video' returned no"):
         run_workloads(target, legacy_db, [write(tmp_path, empty)], QUICK, out_dir=tmp_path / "o")
     assert list((tmp_path / "o").iterdir()) == []
+
+
+PREFLIGHT_WORKLOAD = """\
+[params.video]
+source = "SELECT id::text FROM videos ORDER BY id"
+
+[queries.counted]
+sql = "SELECT nextval('vp_preflight_probe'), id FROM videos WHERE id = :video"
+
+[queries.typo]
+sql = '''
+SELECT id,
+       titel
+FROM videos WHERE id = :video
+'''
+
+[[queries.typo.variants]]
+from = "0001_quiz_attempt_links"
+sql = "SELECT id FROM videos WHERE id = :video"
+"""
+
+
+def test_a_statement_the_server_refuses_stops_the_run_before_any_timing(
+    target: ServerTarget,
+    legacy_db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every statement in force is prepared first: the missing column is reported with its
+    file line and SQLSTATE, no statement ran (the probe sequence never advanced) and no
+    results file exists."""
+    with psycopg.connect(target.for_database(legacy_db), autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE IF NOT EXISTS vp_preflight_probe")
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    path = write(tmp_path, PREFLIGHT_WORKLOAD)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(path), "--db", legacy_db, "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"vpbench: error: {path}:10: query 'typo': column \"titel\" does not exist [SQLSTATE 42703]"
+    ], err
+    assert not out.exists() or list(out.iterdir()) == []
+    with psycopg.connect(target.for_database(legacy_db), autocommit=True) as conn:
+        assert conn.execute("SELECT is_called FROM vp_preflight_probe").fetchone() == (False,)
+        # the twin: the same file, typo fixed, runs and draws from the probe
+        fixed = write(tmp_path, PREFLIGHT_WORKLOAD.replace("titel", "title"))
+        run_workloads(target, legacy_db, [fixed], QUICK, out_dir=out)
+        assert conn.execute("SELECT is_called FROM vp_preflight_probe").fetchone() == (True,)
+        conn.execute("DROP SEQUENCE vp_preflight_probe")
 
 
 def test_unwritable_out_fails_before_running(
@@ -231,7 +284,7 @@ def test_cli_run_reports_failures_and_keeps_passwords_out(
         )
     captured = capsys.readouterr()
     assert exit_info.value.code == 1
-    assert "query 'broken' failed: column \"no_such_column\" does not exist" in captured.err
+    assert "query 'broken' failed: invalid input syntax for type integer" in captured.err
     assert "video_by_id" in captured.out and "timeout" in captured.out
     (result,) = out.iterdir()
     assert "hunter2" not in result.read_text()

@@ -139,6 +139,48 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
         load_workload(path, [])
 
 
+def test_a_binary_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_bytes(b'[queries.q]\nsql = "SELECT 1"\n\x89PNG\r\n\x1a\n\x00\xff')
+    with pytest.raises(WorkloadError) as error:
+        load_workload(path, [])
+    assert (
+        str(error.value) == f"{path}:3: not a UTF-8 text file (byte 0x89): a workload file is TOML"
+    )
+
+
+def test_a_workload_without_queries_is_refused(tmp_path: Path) -> None:
+    for text in ("", '[workload]\nname = "empty"\n', "[params.p]\nvalue = 1\n"):
+        with pytest.raises(WorkloadError, match=r"w\.toml: defines no queries"):
+            load_workload(write(tmp_path, text), [])
+
+
+def test_syntax_errors_in_any_statement_or_variant_name_their_line(tmp_path: Path) -> None:
+    """PostgreSQL's own parser runs on every statement, variants included, without a
+    server: each error at the line of the token it stops at."""
+    path = write(
+        tmp_path,
+        "[queries.q]\n"
+        "sql = '''\n"
+        "SELECT id\n"
+        "FROM videos\n"
+        "WHER id = 1\n"
+        "'''\n"
+        "[[queries.q.variants]]\n"
+        'from = "0001_a"\n'
+        'sql = "SELECT FROM FROM videos"\n',
+    )
+    with pytest.raises(WorkloadError) as error:
+        load_workload(path, ["0001_a"])
+    assert [str(i) for i in error.value.issues] == [
+        f"{path}:5: query 'q': syntax error: syntax error at or near \"id\"",
+        f"{path}:9: query 'q' (variant from 0001_a): syntax error: syntax error at or near "
+        '"FROM"',
+    ]
+    fixed = path.read_text().replace("WHER", "WHERE").replace("FROM FROM", "1 FROM")
+    assert load_workload(write(tmp_path, fixed), ["0001_a"]).queries["q"].sql.line == 3
+
+
 def test_bad_callable_paths(tmp_path: Path) -> None:
     (tmp_path / "app_module_for_test.py").write_text("def render(conn, params):\n    return 1\n")
     base = '[queries.q]\nsql = "SELECT 1"\napp = "{}"\n'

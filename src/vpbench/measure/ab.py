@@ -25,6 +25,7 @@ from vpbench.results.documents import (
 )
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.target import ServerTarget
+from vpbench.workload.preflight import check_prepared
 from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
 
@@ -64,6 +65,7 @@ def run_ab(
     (conn_a, label_a), (conn_b, label_b) = resolve_side(target, a), resolve_side(target, b)
     with psycopg.connect(conn_a, autocommit=True) as conn:
         applied_a = applied_migrations(conn)
+        check_prepared(conn, workloads, applied_a)
         pools = load_workload_pools(conn, workloads)
         metadata = collect_metadata(
             conn,
@@ -75,6 +77,7 @@ def run_ab(
         )
     with psycopg.connect(conn_b, autocommit=True) as conn:
         applied_b = applied_migrations(conn)
+        check_prepared(conn, workloads, applied_b)
     same_server = target.for_database(a) == conn_a and target.for_database(b) == conn_b
     with buffer_evictor(target) if same_server else nullcontext() as evict:
         session = measure_paired(

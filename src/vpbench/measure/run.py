@@ -14,6 +14,7 @@ from vpbench.migrations.folder import migration_ids
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.results.documents import ensure_writable, run_document, run_file_name, write_document
 from vpbench.server.target import ServerTarget, connect
+from vpbench.workload.preflight import check_prepared
 from vpbench.workload.spec import load_workloads
 
 DEFAULT_OUT = Path("results")
@@ -57,6 +58,7 @@ def run_workloads(
     ensure_writable(out_dir)
     with connect(target, dbname, autocommit=True) as conn:
         applied = applied_migrations(conn)
+        check_prepared(conn, workloads, applied)
         metadata = collect_metadata(
             conn,
             server=f"{target.describe(dbname)} ({target.source})",

@@ -54,6 +54,7 @@ from vpbench.steps.compatibility import OldAppCheck, check_old_app
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
+from vpbench.workload.preflight import check_prepared
 from vpbench.workload.sampling import ParameterPool, load_workload_pools
 from vpbench.workload.spec import Workload, load_workloads
 
@@ -93,6 +94,7 @@ def run_steps(
     say(f"seeding {dbname} with profile {profile.name} (seed {seed})")
     seed_database(target, dbname, profile, seed=seed, dirty=dirty, force=force)
     with connect(target, dbname, autocommit=True) as conn:
+        check_prepared(conn, workloads, applied_migrations(conn))
         pending = plan_up(migration_states(conn, migrations), to)
     reports: list[StepReport] = []
     for number, migration in enumerate(pending, start=1):
@@ -159,6 +161,7 @@ def _run_step(
                     f"{exc.message}; the database was restored from its backup ({backup.method})",
                     path=exc.path, line=exc.line, sqlstate=exc.sqlstate,
                 ) from None  # fmt: skip
+            check_prepared(conn, workloads, applied_migrations(conn))
             flush_statistics(conn)
             retried = (
                 f" after {len(applied.lock_retries)} lock timeouts" if applied.lock_retries else ""

@@ -28,6 +28,7 @@ class TomlLines:
 
     def __init__(self, text: str) -> None:
         self._lines: dict[KeyPath, int] = {}
+        self._value_on_next_line: set[KeyPath] = set()
         arrays: Counter[tuple[str, ...]] = Counter()
         table: KeyPath = ()
         open_string: str | None = None
@@ -48,8 +49,11 @@ class TomlLines:
                 continue
             key = _KEY.match(line)
             if key:
-                self._lines.setdefault((*table, *_split_key(key.group(1))), number)
+                key_path = (*table, *_split_key(key.group(1)))
+                self._lines.setdefault(key_path, number)
                 rest = line[key.end() :]
+                if rest.strip() in ('"""', "'''"):  # TOML drops the newline after it
+                    self._value_on_next_line.add(key_path)
                 for quote in ('"""', "'''"):
                     if rest.count(quote) % 2 == 1:
                         open_string = quote
@@ -62,6 +66,14 @@ class TomlLines:
             if line is not None:
                 return line
         return None
+
+    def value_line(self, path: KeyPath) -> int | None:
+        """The line a string value's text starts on (the next one after an opening
+        triple quote that ends its line)."""
+        line = self._lines.get(path)
+        if line is None:
+            return self.line_of(path)
+        return line + 1 if path in self._value_on_next_line else line
 
 
 def decode_error_line(message: str) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pglast import parser
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vpbench.errors import AppCallableError, Located, VpbenchError, WorkloadError
@@ -126,6 +127,12 @@ class SqlText:
     runnable: str
     params: tuple[str, ...]
     positional: str
+    line: int | None = None
+    """the workload file's line the statement starts on"""
+
+    def line_at(self, offset: int) -> int | None:
+        """The file's line of character ``offset`` (0-based) of ``positional``."""
+        return None if self.line is None else self.line + self.positional.count("\n", 0, offset)
 
 
 @dataclass(frozen=True)
@@ -195,9 +202,10 @@ class Workload:
         return next(p for p in self.params.values() if param in p.provides)
 
 
-def parse_sql(sql: str) -> SqlText:
+def parse_sql(sql: str, line: int | None = None) -> SqlText:
     """Turn ``:name`` parameters into psycopg's ``%(name)s`` (and every ``%`` into ``%%``);
-    literals, quoted names, comments, dollar quotes and ``::`` casts are left alone."""
+    literals, quoted names, comments, dollar quotes and ``::`` casts are left alone.
+    ``line``: the file's line ``sql`` starts on."""
     params: dict[str, int] = {}
 
     def named(match: re.Match[str]) -> str:
@@ -211,7 +219,9 @@ def parse_sql(sql: str) -> SqlText:
 
     runnable = _SQL_TOKENS.sub(named, sql).strip()
     positional = _SQL_TOKENS.sub(numbered, sql).strip()
-    return SqlText(sql.strip(), runnable, tuple(params), positional)
+    leading = sql[: len(sql) - len(sql.lstrip())].count("\n")
+    start = None if line is None else line + leading
+    return SqlText(sql.strip(), runnable, tuple(params), positional, start)
 
 
 def load_workloads(
@@ -243,11 +253,19 @@ def load_workload(path: str | Path, migration_ids: Sequence[str]) -> Workload:
     """Load one workload file; raise WorkloadError with every problem found."""
     shown = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise WorkloadError(
             [Issue(shown, None, f"cannot read workload file: {exc.strerror}")]
         ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = f"0x{data[exc.start]:02x}"
+        raise WorkloadError(
+            [Issue(shown, data.count(b"\n", 0, exc.start) + 1,
+                   f"not a UTF-8 text file (byte {byte}): a workload file is TOML")]
+        ) from None  # fmt: skip
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -317,12 +335,24 @@ def _check(
     for name, q in spec.queries.items():
         if not _NAME.match(name):
             problem(("queries", name), f"invalid query name {name!r}")
-        base = parse_sql(q.sql)
+        base = parse_sql(q.sql, lines.value_line(("queries", name, "sql")))
+        parsed = [
+            parse_sql(v.sql, lines.value_line(("queries", name, "variants", i, "sql")))
+            for i, v in enumerate(q.variants)
+        ]
         variants = []
         for sql, where in [(base, ("queries", name, "sql"))] + [
-            (parse_sql(v.sql), ("queries", name, "variants", i, "sql"))
-            for i, v in enumerate(q.variants)
+            (parsed[i], ("queries", name, "variants", i, "sql")) for i in range(len(q.variants))
         ]:
+            if (syntax := _syntax_error(sql)) is not None:
+                which = (
+                    f"query {name!r}"
+                    if len(where) == 3
+                    else (
+                        f"query {name!r} (variant from {q.variants[int(where[3])].from_migration})"
+                    )
+                )
+                issues.append(Issue(shown, sql.line_at(syntax[1]), f"{which}: {syntax[0]}"))
             for used_name in sql.params:
                 used.add(used_name)
                 if used_name not in provided:
@@ -339,7 +369,7 @@ def _check(
                     f"query {name!r}: unknown migration {v.from_migration!r} (known: {known})",
                 )
                 continue
-            variants.append(Variant(v.from_migration, parse_sql(v.sql)))
+            variants.append(Variant(v.from_migration, parsed[i]))
         variants.sort(key=lambda v: order[v.from_migration])
         if q.app is not None and (message := _callable_problem(q.app, path)):
             problem(("queries", name, "app"), message)
@@ -360,10 +390,22 @@ def _check(
             problem(("scenarios", name, "app"), message)
         scenarios[name] = Scenario(name, _workload_name(spec, path), shown, s.description,
                                    tuple(s.queries), s.target_ms, s.app)  # fmt: skip
+    if not spec.queries:
+        issues.append(Issue(shown, None, "defines no queries: nothing to measure"))
     if issues:
         raise WorkloadError(issues)
     return Workload(_workload_name(spec, path), shown, spec.workload.description, params,
                     queries, scenarios)  # fmt: skip
+
+
+def _syntax_error(sql: SqlText) -> tuple[str, int] | None:
+    """PostgreSQL's own parser (pglast) on ``sql``: its syntax error and where, if any."""
+    try:
+        parser.parse_sql(sql.positional)
+    except parser.ParseError as exc:
+        message, offset = (*exc.args, 0)[:2]
+        return f"syntax error: {message}", int(offset)
+    return None
 
 
 def _workload_name(spec: WorkloadSpec, path: Path) -> str:

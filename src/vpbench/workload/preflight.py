@@ -1,0 +1,51 @@
+"""Every statement in force prepared on the target before any timing, so a typo or a
+missing column costs seconds, not a run.
+
+Loading a workload already ran PostgreSQL's own parser (pglast) on every statement and
+variant; preparing (never running) each statement in force on the server finds what only
+the schema can tell, such as a missing column or table, with the server's message and
+SQLSTATE, as ``file:line: message`` for every failing statement at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.pq import DiagnosticField, ExecStatus
+
+from vpbench.errors import WorkloadError
+from vpbench.workload.spec import Issue, Query, SqlText, Workload
+
+
+def check_prepared(
+    conn: psycopg.Connection[Any], workloads: Sequence[Workload], applied: Collection[str]
+) -> None:
+    """Prepare (never run) the statement in force of every query on ``conn``; raise one
+    WorkloadError listing every statement the server refuses."""
+    issues: list[Issue] = []
+    for workload in workloads:
+        for query in workload.queries.values():
+            variant, sql = query.sql_for(applied)
+            result = conn.pgconn.prepare(b"", sql.positional.encode())
+            if result.status == ExecStatus.COMMAND_OK:
+                continue
+            primary = _field(result, DiagnosticField.MESSAGE_PRIMARY) or "prepare failed"
+            state = _field(result, DiagnosticField.SQLSTATE)
+            position = _field(result, DiagnosticField.STATEMENT_POSITION)
+            offset = int(position) - 1 if position else 0
+            text = f"{primary} [SQLSTATE {state}]" if state else primary
+            issues.append(_issue(query, variant, sql, offset, text))
+    if issues:
+        raise WorkloadError(issues)
+
+
+def _issue(query: Query, variant: str | None, sql: SqlText, offset: int, message: str) -> Issue:
+    which = f"query {query.name!r}" + (f" (variant from {variant})" if variant else "")
+    return Issue(query.path, sql.line_at(offset), f"{which}: {message}")
+
+
+def _field(result: Any, field: DiagnosticField) -> str | None:
+    value = result.error_field(field)
+    return value.decode(errors="replace") if value else None
