@@ -122,6 +122,10 @@ class ServerError(VpbenchError):
     """The database server cannot be reached, started or stopped."""
 
 
+class StatisticsUnavailableError(ServerError):
+    """pg_stat_statements is not loaded or not readable on the server."""
+
+
 class UnsafeOperationError(BadInputError):
     """A destructive operation on a database vpbench does not own (without --force)."""
 

@@ -9,6 +9,7 @@ import click
 
 from vpbench import __version__
 from vpbench.cli._common import configure_logging, err
+from vpbench.cli.capture import capture, coverage_command
 from vpbench.cli.compare import ab, compare
 from vpbench.cli.data import audit, seed
 from vpbench.cli.db import db
@@ -33,6 +34,8 @@ cli.add_command(db)
 cli.add_command(seed)
 cli.add_command(audit)
 cli.add_command(run)
+cli.add_command(capture)
+cli.add_command(coverage_command)
 cli.add_command(migrate)
 cli.add_command(steps)
 cli.add_command(compare)

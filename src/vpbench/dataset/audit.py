@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from vpbench.errors import AuditError, UsageError
+from vpbench.server.target import untracked
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +339,7 @@ def run_audit(conn: psycopg.Connection[Any], *, sample_size: int = 5) -> AuditRe
     results: list[CheckResult] = []
     try:
         with conn.transaction():
+            untracked(conn)
             schema = _read_schema(conn)
             for check in _CHECKS:
                 result = check(conn, schema, sample_size)

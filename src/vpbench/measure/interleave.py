@@ -37,11 +37,11 @@ from vpbench.measure.runner import (
     ExplainRun,
     PreparedStatements,
     combine_explains,
-    error_message,
     explain,
     explain_run,
     open_session,
 )
+from vpbench.server.target import error_message
 from vpbench.workload.sampling import ParameterPool, ParameterStream
 from vpbench.workload.spec import Query, Scenario, SqlText, Workload
 

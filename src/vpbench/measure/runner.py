@@ -24,6 +24,7 @@ from psycopg import pq
 
 from vpbench.analysis.latency import LatencySummary, median, summarise_latencies
 from vpbench.measure.plan import PlanSummary, summarise_plan
+from vpbench.server.target import error_message
 from vpbench.workload.sampling import ParameterPool, ParameterStream, load_workload_pools
 from vpbench.workload.spec import Query, Scenario, SqlText, Workload, resolve_callable
 
@@ -468,13 +469,6 @@ def combine_explains(runs: Sequence[ExplainRun]) -> ExplainRun:
         sum(r.shared_read_blocks for r in runs),
         digest.hexdigest(),
     )
-
-
-def error_message(exc: psycopg.Error) -> str:
-    """The server's message on one line, with its SQLSTATE."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return f"{text} [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else text
 
 
 def _failed(entry: EntryResult, exc: psycopg.Error) -> EntryResult:

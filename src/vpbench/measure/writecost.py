@@ -33,7 +33,8 @@ from psycopg import sql
 
 from vpbench.analysis.verdicts import Judgement, Threshold, judge_pairs
 from vpbench.measure.interleave import balanced_orders, open_pair, separate_cores
-from vpbench.measure.runner import PreparedStatements, error_message, open_session
+from vpbench.measure.runner import PreparedStatements, open_session
+from vpbench.server.target import error_message
 from vpbench.workload.spec import SqlText
 
 log = logging.getLogger(__name__)

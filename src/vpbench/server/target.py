@@ -137,3 +137,18 @@ def _reason(exc: psycopg.Error, conninfo: str) -> str:
     if password:
         reason = reason.replace(str(password), "***")
     return reason
+
+
+def error_message(exc: psycopg.Error) -> str:
+    """The server's message on one line, with its SQLSTATE."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return f"{text} [SQLSTATE {exc.sqlstate}]" if exc.sqlstate else text
+
+
+def untracked(conn: psycopg.Connection[Any]) -> None:
+    """Inside a transaction: keep what it runs out of pg_stat_statements, the server's
+    record of the application's own statements (vpbench's setup queries are not the app's
+    traffic). Needs a superuser; for anyone else it does nothing."""
+    if conn.info.parameter_status("is_superuser") == "on":
+        conn.execute("SET LOCAL pg_stat_statements.track = 'none'")

@@ -18,6 +18,7 @@ import numpy.typing as npt
 import psycopg
 
 from vpbench.errors import SamplerError
+from vpbench.server.target import untracked
 from vpbench.workload.spec import Parameter, Workload
 
 SOURCE_TIMEOUT = "10min"
@@ -72,6 +73,7 @@ def load_parameter_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> 
             # would cut short an aggregate over a large table (10M attempts: ~20 s).
             with conn.transaction():
                 conn.execute(f"SET LOCAL statement_timeout = '{SOURCE_TIMEOUT}'")
+                untracked(conn)
                 cursor = conn.execute(parameter.source)
                 fetched = cursor.fetchmany(parameter.pool)
         except psycopg.Error as exc:

@@ -340,12 +340,14 @@ class EmbeddedPostgres:
     # -- settings and log files ---------------------------------------------------------
 
     def _write_settings(self, port: int, account: Account | None) -> None:
-        """Write the file ``postgresql.conf`` includes: address, port and socket folder."""
+        """Write the file ``postgresql.conf`` includes: address, port, socket folder, and
+        pg_stat_statements loaded (``vpbench capture`` and ``coverage`` read it)."""
         text = (
             "# Written by vpbench before each start; edits here are overwritten.\n"
             f"listen_addresses = '{_HOST}'\n"
             f"port = {port}\n"
             f"unix_socket_directories = '{_conf_quote(str(self.data_dir))}'\n"
+            "shared_preload_libraries = 'pg_stat_statements'\n"
         )
         target = self.data_dir / _SETTINGS
         staging = target.with_suffix(".tmp")

@@ -1,0 +1,453 @@
+"""``vpbench capture``: a workload file from the statements the server really runs.
+
+pg_stat_statements records each statement with its constants replaced by ``$n``. Each
+``$n`` becomes a named parameter; PostgreSQL's own parser (pglast) says what it is
+compared with: a column (``col = $1``, ``col IN ($1, $2)``, ``BETWEEN``, an INSERT's or
+UPDATE's target column) gives a sampler of that column's values, a LIMIT or OFFSET a fixed
+value, anything else a fixed value of the type the server infers for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.pq import ExecStatus
+
+from vpbench.server.target import ServerTarget, connect, error_message, untracked
+from vpbench.workload.spec import parse_sql
+from vpbench.workload.statements import (
+    ServerStatement,
+    ServerStatements,
+    parse_tree,
+    read_statements,
+    relations_in,
+)
+
+POOL = 200
+"""values a captured column sampler draws from"""
+SAMPLE_ROWS = 200_000
+"""a source scans about this many rows of a big table (TABLESAMPLE), all of a small one"""
+LIMIT_VALUE, OFFSET_VALUE = 20, 0
+TRIAL_TIMEOUT = "10s"
+"""the longest a captured statement runs at capture time, once, to check it runs"""
+COMPARISONS = ("AEXPR_OP", "AEXPR_OP_ANY", "AEXPR_OP_ALL", "AEXPR_IN", "AEXPR_BETWEEN",
+               "AEXPR_NOT_BETWEEN", "AEXPR_LIKE", "AEXPR_ILIKE")  # fmt: skip
+# Fixed values by the type the server infers for a parameter compared with no column.
+VALUES_BY_TYPE: dict[int, Any] = {
+    16: True, 20: 1, 21: 1, 23: 1, 700: 1.0, 701: 1.0, 1700: 1,
+    1082: "2026-01-01", 1114: "2026-01-01 00:00:00", 1184: "2026-01-01 00:00:00+00",
+    2950: "00000000-0000-0000-0000-000000000000",
+}  # fmt: skip
+VERBS = {"SelectStmt": "select", "InsertStmt": "insert", "UpdateStmt": "update",
+         "DeleteStmt": "delete", "MergeStmt": "merge"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CapturedParameter:
+    """A ``[params.NAME]`` entry: a sampler over a column, or one fixed value."""
+
+    name: str
+    note: str
+    source: str | None = None
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class CapturedQuery:
+    name: str
+    statement: ServerStatement
+    sql: str
+    """the statement with ``:name`` parameters"""
+
+
+@dataclass(frozen=True)
+class Capture:
+    statements: ServerStatements
+    queries: tuple[CapturedQuery, ...]
+    parameters: tuple[CapturedParameter, ...]
+    left_out: tuple[tuple[ServerStatement, str], ...]
+    """statements among the top that the file does not hold, and why"""
+    top: int
+    min_calls: int
+    captured_at: datetime = field(default_factory=lambda: datetime.now().astimezone())
+
+    @property
+    def share(self) -> float:
+        return self.statements.share([q.statement for q in self.queries])
+
+    def to_toml(self) -> str:
+        return _render(self)
+
+
+def capture_workload(
+    target: ServerTarget, dbname: str, *, top: int = 20, min_calls: int = 2
+) -> Capture:
+    """The top ``top`` read statements by total execution time with ``min_calls`` calls."""
+    found = read_statements(target, dbname)
+    ranked = [s for s in found.statements if s.calls >= min_calls][:top]
+    queries: list[CapturedQuery] = []
+    parameters: dict[str, CapturedParameter] = {}
+    left_out: list[tuple[ServerStatement, str]] = []
+    with connect(target, dbname, autocommit=True) as conn:
+        binder = _Binder(conn)
+        first_values: dict[str, Any] = {}
+        for statement in ranked:
+            if not statement.reads_only:
+                left_out.append((statement, "it writes (a benchmark repeats every statement)"))
+                continue
+            name = _unique(f"{VERBS[statement.kind]}_{_first_table(statement.text)}",
+                           {q.name for q in queries})  # fmt: skip
+            bound = binder.bind(statement.text, name)
+            if isinstance(bound, str):
+                left_out.append((statement, bound))
+                continue
+            text, used = bound
+            failure = _trial(conn, text, used, first_values)
+            if failure is not None:
+                left_out.append((statement, failure))
+                continue
+            for parameter in used:
+                parameters.setdefault(parameter.name, parameter)
+            queries.append(CapturedQuery(name, statement, text))
+    return Capture(found, tuple(queries), tuple(parameters.values()), tuple(left_out), top,
+                   min_calls)  # fmt: skip
+
+
+def _trial(
+    conn: psycopg.Connection[Any],
+    text: str,
+    parameters: list[CapturedParameter],
+    first_values: dict[str, Any],
+) -> str | None:
+    """Run the statement once with the first value of each parameter, read-only and rolled
+    back: why the file could not run it, or None. (pg_stat_statements kept no constant, so
+    a fixed value can make a statement fail, e.g. a regular expression that became ''.)"""
+    values: dict[str, Any] = {}
+    for parameter in parameters:
+        if parameter.source is None:
+            values[parameter.name] = parameter.value
+            continue
+        if parameter.name not in first_values:
+            with conn.transaction():
+                untracked(conn)
+                row = conn.execute(f"{parameter.source} LIMIT 1").fetchone()
+            first_values[parameter.name] = row[0] if row else None
+        if first_values[parameter.name] is None:
+            return f"its parameter :{parameter.name} has no values to draw"
+        values[parameter.name] = first_values[parameter.name]
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute(f"SET LOCAL statement_timeout = '{TRIAL_TIMEOUT}'")
+            untracked(conn)
+            conn.execute(parse_sql(text).runnable, values)
+    except psycopg.errors.QueryCanceled:
+        return None  # slow, but it runs
+    except psycopg.Error as exc:
+        return f"with the inferred parameters it fails: {error_message(exc)}"
+    return None
+
+
+class _Binder:
+    """Turns one statement's ``$n`` into named parameters with samplers."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._columns: dict[tuple[str | None, str], set[str]] = {}
+
+    def bind(self, text: str, query: str) -> tuple[str, list[CapturedParameter]] | str:
+        """(SQL with ``:name`` parameters, its parameters), or why it cannot be captured."""
+        prepared = self.conn.pgconn.prepare(b"", text.encode())
+        if prepared.status != ExecStatus.COMMAND_OK:
+            reason = (prepared.error_message or b"").decode(errors="replace").strip()
+            return f"the server cannot prepare it here: {reason.splitlines()[0] if reason else ''}"
+        described = self.conn.pgconn.describe_prepared(b"")
+        types = {n + 1: described.param_type(n) for n in range(described.nparams)}
+        (statement,) = parse_tree(text)
+        tree = statement["stmt"]
+        tables = self._tables(tree)
+        compared = dict(_compared_columns(tree))
+        limits = dict(_limits(tree))
+        names: dict[int, CapturedParameter] = {}
+        taken: set[str] = set()
+        for number in sorted(types):
+            column, as_array = compared.get(number, (None, False))
+            resolved = self._resolve(column, tables) if column else None
+            if resolved is not None:
+                schema, table, col = resolved
+                names[number] = self._column_sampler(schema, table, col, taken, as_array)
+            elif number in limits:
+                clause = limits[number]
+                value = LIMIT_VALUE if clause == "LIMIT" else OFFSET_VALUE
+                names[number] = CapturedParameter(
+                    _unique(f"{query}_{clause.lower()}", taken),
+                    f"{clause}: pg_stat_statements kept no constant; {value} chosen",
+                    value=value,
+                )
+            else:
+                value = VALUES_BY_TYPE.get(types[number], "")
+                names[number] = CapturedParameter(
+                    _unique(f"{query}_p{number}", taken),
+                    f"${number} is compared with no column: a fixed value of its type; edit it",
+                    value=value,
+                )
+            taken.add(names[number].name)
+        return _renumbered(text, {n: p.name for n, p in names.items()}), list(names.values())
+
+    def _tables(self, tree: Any) -> dict[str, tuple[str | None, str]]:
+        tables: dict[str, tuple[str | None, str]] = {}
+        for relation in relations_in(tree):
+            key = (relation.get("schemaname"), str(relation["relname"]))
+            tables.setdefault(str(relation["relname"]), key)
+            alias = (relation.get("alias") or {}).get("aliasname")
+            if alias:
+                tables[str(alias)] = key
+        return tables
+
+    def _resolve(
+        self, fields: tuple[str, ...], tables: dict[str, tuple[str | None, str]]
+    ) -> tuple[str | None, str, str] | None:
+        if len(fields) >= 2 and fields[-2] in tables:
+            schema, table = tables[fields[-2]]
+            return (
+                (schema, table, fields[-1])
+                if fields[-1] in self._columns_of(schema, table)
+                else None
+            )
+        if len(fields) == 1:
+            for schema, table in dict.fromkeys(tables.values()):
+                if fields[0] in self._columns_of(schema, table):
+                    return schema, table, fields[0]
+        return None
+
+    def _columns_of(self, schema: str | None, table: str) -> set[str]:
+        key = (schema, table)
+        if key not in self._columns:
+            name = f"{schema}.{table}" if schema else table
+            rows = self.conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                "AND attnum > 0 AND NOT attisdropped",
+                [pgsql.Identifier(*name.split(".")).as_string(self.conn)],
+            ).fetchall()
+            self._columns[key] = {str(r[0]) for r in rows}
+        return self._columns[key]
+
+    def _column_sampler(
+        self, schema: str | None, table: str, column: str, taken: set[str], as_array: bool
+    ) -> CapturedParameter:
+        name = _unique(f"{table}_{column}{'_array' if as_array else ''}", taken)
+        relation = pgsql.Identifier(*([schema] if schema else []), table)
+        col = pgsql.Identifier(column)
+        row = self.conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+            [relation.as_string(self.conn)],
+        ).fetchone()
+        rows = float(row[0]) if row and row[0] is not None else 0.0
+        sample = pgsql.SQL("")
+        if rows > 2 * SAMPLE_ROWS:
+            percent = max(0.01, round(100 * SAMPLE_ROWS / rows, 2))
+            sample = pgsql.SQL(f" TABLESAMPLE SYSTEM ({percent:g}) REPEATABLE (1)")
+        value = pgsql.SQL("ARRAY[{col}]::text" if as_array else "{col}::text").format(col=col)
+        source = pgsql.SQL(
+            "SELECT {value} AS {name} FROM {relation}{sample} WHERE {col} IS NOT NULL "
+            "GROUP BY {col} ORDER BY md5({col}::text)"
+        ).format(value=value, col=col, name=pgsql.Identifier(name), relation=relation,
+                 sample=sample)  # fmt: skip
+        where = f"{schema}.{table}.{column}" if schema else f"{table}.{column}"
+        note = f"compared with {where}: " + (
+            "arrays of one of its values" if as_array else "its values"
+        )
+        return CapturedParameter(name, note, source=source.as_string(self.conn))
+
+
+def _compared_columns(node: Any) -> Iterator[tuple[int, tuple[tuple[str, ...], bool]]]:
+    """(parameter number, (column reference, whether the parameter is an array)) for every
+    parameter compared with a column (``= ANY($1)`` takes an array), assigned to an INSERT
+    column or SET in an UPDATE."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _compared_columns(item)
+        return
+    if not isinstance(node, dict):
+        return
+    expr = node.get("A_Expr")
+    if expr is not None and expr.get("kind") in COMPARISONS:
+        left, right = expr.get("lexpr"), expr.get("rexpr")
+        for column_side, param_side in ((left, right), (right, left)):
+            column = _column_ref(column_side)
+            if column is not None:
+                array = expr["kind"] in ("AEXPR_OP_ANY", "AEXPR_OP_ALL") and param_side is right
+                for number in _param_numbers(param_side):
+                    yield number, (column, array)
+    insert = node.get("InsertStmt")
+    if insert is not None:
+        columns = [t["ResTarget"]["name"] for t in insert.get("cols", [])]
+        values = (insert.get("selectStmt") or {}).get("SelectStmt", {}).get("valuesLists", [])
+        for row in values:
+            for column, item in zip(columns, row["List"]["items"], strict=False):
+                for number in _param_numbers(item):
+                    yield number, ((column,), False)
+    update = node.get("UpdateStmt")
+    if update is not None:
+        for target in update.get("targetList", []):
+            for number in _param_numbers(target["ResTarget"].get("val")):
+                yield number, ((target["ResTarget"]["name"],), False)
+    for value in node.values():
+        yield from _compared_columns(value)
+
+
+def _limits(node: Any) -> Iterator[tuple[int, str]]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _limits(item)
+    elif isinstance(node, dict):
+        select = node.get("SelectStmt")
+        if select is not None:
+            for key, clause in (("limitCount", "LIMIT"), ("limitOffset", "OFFSET")):
+                for number in _param_numbers(select.get(key)):
+                    yield number, clause
+        for value in node.values():
+            yield from _limits(value)
+
+
+def _column_ref(node: Any) -> tuple[str, ...] | None:
+    node = _uncast(node)
+    if isinstance(node, dict) and "ColumnRef" in node:
+        fields = node["ColumnRef"]["fields"]
+        if all("String" in f for f in fields):
+            return tuple(str(f["String"]["sval"]) for f in fields)
+    return None
+
+
+def _param_numbers(node: Any) -> list[int]:
+    node = _uncast(node)
+    if isinstance(node, dict):
+        if "ParamRef" in node:
+            return [int(node["ParamRef"]["number"])]
+        if "List" in node:
+            return [n for item in node["List"].get("items", []) for n in _param_numbers(item)]
+    return []
+
+
+def _uncast(node: Any) -> Any:
+    while isinstance(node, dict) and "TypeCast" in node:
+        node = node["TypeCast"]["arg"]
+    return node
+
+
+def _param_locations(node: Any) -> Iterator[tuple[int, int]]:
+    """(byte offset, number) of every ``$n`` in a tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "ParamRef":
+                yield int(value["location"]), int(value["number"])
+            else:
+                yield from _param_locations(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _param_locations(item)
+
+
+def _renumbered(text: str, names: dict[int, str]) -> str:
+    """``text`` with each ``$n`` (found by the parser, not by a pattern) as ``:name``."""
+    data = text.encode()
+    for location, number in sorted(set(_param_locations(parse_tree(text))), reverse=True):
+        token = f"${number}".encode()
+        if data[location : location + len(token)] == token:
+            data = data[:location] + f":{names[number]}".encode() + data[location + len(token) :]
+    return data.decode()
+
+
+def _first_table(text: str) -> str:
+    relation = next(relations_in(parse_tree(text)), None)
+    return str(relation["relname"]) if relation else "statement"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    return candidate
+
+
+# -- the file ---------------------------------------------------------------------------
+
+
+def _render(capture: Capture) -> str:
+    share = capture.share
+    count = len(capture.statements.statements)
+    lines = [
+        f"# Captured by `vpbench capture` from pg_stat_statements on {capture.statements.where}",
+        f"# at {capture.captured_at:%Y-%m-%d %H:%M %Z}: the top {capture.top} statements by total "
+        f"execution time with at least {capture.min_calls} calls.",
+        f"# These {len(capture.queries)} queries cover {share:.1%} of the execution time of the "
+        f"{count} application statements recorded for this database.",
+        "# pg_stat_statements replaced every constant with $n: each is a parameter below, drawn",
+        "# from the values of the column it is compared with, or a fixed value (edit to taste).",
+    ]
+    for statement, why in capture.left_out:
+        share_one = capture.statements.share([statement])
+        lines.append(
+            f"# Left out ({share_one:.1%} of the time): {_one_line(statement.text)} — {why}"
+        )
+    lines += ["", "[workload]", f"description = {_basic(_description(capture))}", ""]
+    for parameter in capture.parameters:
+        lines += [f"[params.{parameter.name}]", f"# {parameter.note}"]
+        if parameter.source is not None:
+            lines += [f"source = {_basic(parameter.source)}", f"pool = {POOL}"]
+        else:
+            lines.append(f"value = {_scalar(parameter.value)}")
+        lines.append("")
+    for query in capture.queries:
+        s = query.statement
+        lines += [
+            f"[queries.{query.name}]",
+            f"description = {_basic(_query_description(s, capture.statements))}",
+            f"sql = {_multiline(query.sql)}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _description(capture: Capture) -> str:
+    return (
+        f"The server's top {len(capture.queries)} read statements by total execution time "
+        f"({capture.share:.1%} of it), captured {capture.captured_at:%Y-%m-%d}."
+    )
+
+
+def _query_description(statement: ServerStatement, statements: ServerStatements) -> str:
+    return (
+        f"{statements.share([statement]):.1%} of the execution time: {statement.calls} calls, "
+        f"mean {statement.mean_ms:.2f} ms, {statement.rows / max(statement.calls, 1):.1f} rows."
+    )
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _basic(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _multiline(text: str) -> str:
+    if "'''" in text or any(ord(c) < 32 and c not in "\n\t" for c in text):
+        return _basic(text)
+    return f"'''\n{text.strip()}\n'''"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _basic(str(value))
