@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.image import imread
+from matplotlib.patches import Patch
 
 from vpbench.reporting import charts
 
@@ -296,3 +299,92 @@ def test_traffic_timeline_chart(tmp_path: Path) -> None:
     )  # fmt: skip
     path = charts.traffic_timeline_chart(requests, statements, tmp_path / "t.png", budget_ms=1000)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def style_pairs(figure: Figure) -> list[tuple[str, str]]:
+    """(colour, marker) of every series a reader tells apart: labelled data lines with a
+    marker, error bars, and the patches of a legend (marker "patch")."""
+    pairs = []
+    for ax in figure.axes:
+        for line in ax.get_lines():
+            marker = str(line.get_marker())
+            if marker not in ("None", "", " ") and not str(line.get_label()).startswith("_"):
+                pairs.append((to_hex(line.get_color()), marker))
+        for container in ax.containers:
+            if isinstance(container, ErrorbarContainer) and container.lines[0] is not None:
+                data = container.lines[0]
+                pairs.append((to_hex(data.get_color()), str(data.get_marker())))
+        legend = ax.get_legend()
+        for handle in legend.legend_handles if legend else []:
+            if isinstance(handle, Patch):
+                pairs.append((to_hex(handle.get_facecolor()), "patch"))
+    return pairs
+
+
+def all_figures() -> list[Figure]:
+    frames = [steps_frame() for _ in range(7)]
+    many_series = pd.concat(
+        [frame.assign(series=frame["series"] + f" {i}") for i, frame in enumerate(frames)]
+    )
+    return [
+        charts._steps_figure(many_series, "t"),
+        charts._trend_figure(twelve_query_trend(), [("q05", 9)], "t"),
+        charts._before_after_figure(comparison_frame(), "t"),
+        charts._distribution_figure(samples_frame(), "t"),
+        charts._run_figure(run_frame(), "t"),
+    ]
+
+
+def twelve_query_trend() -> pd.DataFrame:
+    rows = [
+        (f"nightly-{n:02d}", f"q{q:02d}", 1.0 + q + 0.1 * n, 100.0 if q == 0 else 20.0)
+        for n in range(10)
+        for q in range(12)
+    ]
+    return pd.DataFrame(rows, columns=["run", "name", "p95_ms", "target_ms"])
+
+
+def run_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "name": ["video_page", "video_header", "long_memos", "no_target"],
+            "p50_ms": [3.0, 0.2, 300.0, 1.0],
+            "p95_ms": [4.0, 0.3, 600.0, 2.0],
+            "target_ms": [100.0, 20.0, 20.0, np.nan],
+        }
+    )
+
+
+def test_no_chart_reuses_a_colour_marker_pair() -> None:
+    """21 series in the steps chart, 12 queries in the trend: each its own colour and
+    marker (latest_memo_per_video and video_header were both orange squares)."""
+    for figure in all_figures():
+        pairs = style_pairs(figure)
+        assert pairs and len(pairs) == len(set(pairs)), figure.get_suptitle()
+    assert len({charts.series_style(i) for i in range(64)}) == 64
+
+
+def test_twin_a_reused_colour_marker_pair_is_found() -> None:
+    figure = Figure()
+    ax = figure.add_subplot()
+    ax.plot([1, 2], [1, 2], color="#D55E00", marker="s", label="latest_memo_per_video")
+    ax.plot([1, 2], [2, 3], color="#D55E00", marker="s", label="video_header")
+    pairs = style_pairs(figure)
+    assert len(pairs) == 2 and len(set(pairs)) == 1
+
+
+def test_the_trend_is_small_multiples_with_each_querys_own_target() -> None:
+    figure = charts._trend_figure(twelve_query_trend(), [("q05", 9)], "t")
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title(loc="left") for ax in panels] == [f"q{q:02d}" for q in range(12)]
+    for ax, target in zip(panels, [100.0] + [20.0] * 11, strict=True):
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert [line.get_ydata()[0] for line in dashed] == [target]  # type: ignore[index]
+        assert len([line for line in ax.get_lines() if line.get_label() == "p95"]) == 1
+    assert any(text.get_text().startswith("change:") for text in panels[5].texts)
+
+
+def test_run_chart_marks_each_entry_against_its_target() -> None:
+    labels = legend_texts(charts._run_figure(run_frame(), "t"))
+    assert {"p95, meets its target", "p95, misses its target", "p95, no target"} <= set(labels)
+    assert "target" in labels

@@ -286,8 +286,13 @@ def test_cli_run_reports_failures_and_keeps_passwords_out(
     assert exit_info.value.code == 1
     assert "query 'broken' failed: invalid input syntax for type integer" in captured.err
     assert "video_by_id" in captured.out and "timeout" in captured.out
-    (result,) = out.iterdir()
+    (result,) = out.glob("*.json")
     assert "hunter2" not in result.read_text()
+    # The report beside the run: written even though an entry failed, naming it.
+    report = out / f"{result.stem}-report" / "report.md"
+    assert f"report: {report}" in captured.out.replace("\n", "")
+    assert "**failed: `broken`**" in report.read_text()
+    assert (report.parent / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(tmp_path / "missing.toml"), "--db", legacy_db])
@@ -398,8 +403,8 @@ def test_run_without_workload_files_measures_the_reference_ones(
     out = tmp_path / "out"
     arguments = ["run", "--db", legacy_db, "--dsn", target.conninfo, "--out", str(out)]
     with pytest.raises(SystemExit) as exit_info:
-        main([*arguments, "--repeat", "2", "--warmup", "0", "--explain", "0"])
+        main([*arguments, "--repeat", "2", "--warmup", "0", "--explain", "0", "--no-report"])
     assert exit_info.value.code == 0
-    (result,) = out.iterdir()
+    (result,) = out.iterdir()  # --no-report: the run file alone
     workloads = {entry["workload"] for entry in read_document(result)["entries"]}
     assert workloads == {"video_page", "voice_memos"}

@@ -404,11 +404,17 @@ def test_cli_steps(
     for text in ("video_page p95", "voice_memos", "biggest gain", "what broke"):
         assert text in captured.out
     assert "step 2/2: 0002_reflection_links" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("*.json")) == [
         "0001_quiz_attempt_links.json",
         "0002_reflection_links.json",
         "summary.json",
     ]
+    # The main job draws its charts: report.md beside the documents, images it links to.
+    report = out / "report.md"
+    assert f"report: {report}" in captured.out.replace("\n", "")
+    text = report.read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert "steps-latency.png" in images and all((out / image).is_file() for image in images)
 
     conninfo = create_database("steps_foreign")
     with psycopg.connect(conninfo) as conn:

@@ -53,6 +53,14 @@ def count_option(
     )
 
 
+def no_report_option(func: F) -> F:
+    return click.option(
+        "--no-report",
+        is_flag=True,
+        help="Do not write report.md and its charts next to the results.",
+    )(func)
+
+
 def db_option(func: F) -> F:
     return click.option(
         "--db",

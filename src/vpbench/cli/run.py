@@ -12,6 +12,8 @@ from vpbench.cli._common import (
     db_option,
     dsn_option,
     err,
+    no_report_option,
+    out,
     progress_bars,
     resolve_database,
     wide,
@@ -60,6 +62,7 @@ from vpbench.measure.runner import RunOptions
     type=click.Path(file_okay=False, path_type=Path),
     help="Migrations folder whose ids variants name (default: the reference series).",
 )
+@no_report_option
 @db_option
 @dsn_option
 def run(
@@ -73,11 +76,12 @@ def run(
     seed_value: int,
     out_dir: Path,
     migrations_dir: Path | None,
+    no_report: bool,
     dbname: str | None,
     dsn: str | None,
 ) -> None:
     """Measure workload queries and scenarios (default: the reference workloads); write one
-    results file."""
+    results file, and its report (report.md with a chart) in a folder beside it."""
     options = RunOptions(
         warmup=warmup,
         repeat=repeat,
@@ -102,6 +106,11 @@ def run(
     except KeyboardInterrupt:
         raise RunInterruptedError("run interrupted: no results file was written") from None
     wide(run_table(outcome))
+    if not no_report:
+        from vpbench.reporting.markdown import build_report
+
+        folder = outcome.path.with_name(f"{outcome.path.stem}-report")
+        out.print(f"report: {build_report([outcome.path], folder)}", highlight=False)
     for failure in outcome.failures:
         err.print(
             f"vpbench: error: {failure.path}: query {failure.name!r} failed: {failure.error}",

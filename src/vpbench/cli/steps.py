@@ -18,6 +18,7 @@ from vpbench.cli._common import (
     lock_options,
     lock_policy,
     migrations_option,
+    no_report_option,
     out,
     paired_options,
     paired_session,
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
 @click.option("--no-traffic", is_flag=True, help="Do not rehearse each up under live traffic.")
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
 @click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
+@no_report_option
 @db_option
 @dsn_option
 def steps(
@@ -99,6 +101,7 @@ def steps(
     no_traffic: bool,
     keep_backups: bool,
     force: bool,
+    no_report: bool,
     dbname: str | None,
     dsn: str | None,
 ) -> None:
@@ -141,6 +144,11 @@ def steps(
     for question, answer in answers(result.steps).items():
         out.print(f"{question.replace('_', ' ')}: {answer}", highlight=False)
     out.print(f"results: {result.out_dir} ({result.seconds:.0f}s)")
+    if not no_report:
+        from vpbench.reporting.markdown import build_report
+
+        report = build_report([result.out_dir], result.out_dir, threshold=threshold)
+        out.print(f"report: {report} (charts beside it)", highlight=False)
     failed = [step.migration.id for step in result.steps if not step.passed]
     if failed:
         raise CheckFailedError(f"steps failed their checks: {', '.join(failed)}")

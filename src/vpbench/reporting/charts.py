@@ -63,6 +63,14 @@ LEGEND_RIGHT: dict[str, Any] = {  # outside the axes, so that a legend never hid
 CHANGE_STAR: dict[str, Any] = {"ls": "none", "marker": "*", "ms": 12, "c": "#777777", "mec": "k"}
 
 
+def run_latency_chart(
+    frame: pd.DataFrame, path: Path, *, title: str = "Latency per query and scenario"
+) -> Path:
+    """One row per entry: p50 to p95, the p95 marked by whether it meets the entry's
+    target, and the target itself."""
+    return _save(_run_figure(frame, title), path)
+
+
 def steps_latency_chart(
     frame: pd.DataFrame, path: Path, *, title: str = "Latency across the migration series"
 ) -> Path:
@@ -166,6 +174,44 @@ def _timeline_figure(
     return fig
 
 
+RUN_STYLE = {  # the p95's colour and marker by target outcome
+    "meets its target": ("#009E73", "o"),
+    "misses its target": ("#D55E00", "s"),
+    "no target": ("#7f7f7f", "D"),
+}
+
+
+def _run_figure(frame: pd.DataFrame, title: str) -> Figure:
+    _require(frame, ("name", "p50_ms", "p95_ms", "target_ms"))
+    rows, size = len(frame), 9 if len(frame) < 20 else 7
+    fig, (ax,) = _figure(title, height=max(HEIGHT_IN, 0.32 * rows + 2.0))
+    p50, p95, target = (_numeric(frame, c).to_numpy() for c in ("p50_ms", "p95_ms", "target_ms"))
+    every = np.concatenate([p50, p95, target])
+    finite = every[np.isfinite(every) & (every > 0)]
+    if finite.size and _wants_log_scale(finite):
+        _set_log(ax, "x", finite)
+    y = np.arange(rows)
+    ax.hlines(y, p50, p95, color="#bbbbbb", lw=3, zorder=1)
+    ax.plot(p50, y, ls="none", marker="|", ms=12, mew=2, color="#555555", label="p50")
+    outcome = np.where(np.isnan(target), "no target", np.where(p95 < target, "meets its target",
+                                                                "misses its target"))  # fmt: skip
+    for name, (colour, marker) in RUN_STYLE.items():
+        chosen = outcome == name
+        if chosen.any():
+            ax.plot(p95[chosen], y[chosen], ls="none", marker=marker, ms=7, color=colour,
+                    label=f"p95, {name}")  # fmt: skip
+    if np.isfinite(target).any():
+        ax.plot(target, y, ls="none", marker="x", ms=8, mew=1.6, color="#222222", label="target")
+    ax.set_yticks(y, [_short(n) for n in frame["name"]], fontsize=size)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.grid(axis="x", color="#dddddd", lw=0.6)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
+    ax.set_xlabel("latency (ms)")
+    _legend_right(ax, [])
+    _mark_empty(ax, pd.Series(p95))
+    return fig
+
+
 def _steps_figure(frame: pd.DataFrame, title: str) -> Figure:
     _require(frame, ("step", "series", "p50_ms", "p95_ms", "target_ms"))
     steps = _ordered(frame["step"])
@@ -176,7 +222,7 @@ def _steps_figure(frame: pd.DataFrame, title: str) -> Figure:
     series = frame["series"].astype(str)
     for i, name in enumerate(_ordered(series)):
         rows = x[series == name].sort_values(kind="stable").index
-        colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+        colour, marker = series_style(i)
         ax.plot(x[rows], p95[rows], color=colour, marker=marker, lw=2, label=_short(name))
         ax.plot(x[rows], p50[rows], color=colour, marker=".", ls=":", lw=1.5)
     _draw_targets(ax, frame)
@@ -332,47 +378,66 @@ def _integrity_figure(frame: pd.DataFrame, title: str) -> Figure:
 def _trend_figure(
     frame: pd.DataFrame, change_points: Sequence[tuple[str, int]], title: str
 ) -> Figure:
+    """Small multiples: one panel per query, each with its own scale and target line."""
     _require(frame, ("run", "name", "p95_ms"))
     runs = _ordered(frame["run"])
     x = frame["run"].astype(str).map({r: i for i, r in enumerate(runs)})
     p95 = _numeric(frame, "p95_ms")
-    fig, (ax,) = _figure(title)
-    _scale_y(ax, p95.to_numpy())
     names = frame["name"].astype(str)
-    series: dict[str, tuple[Floats, Floats, str]] = {}
-    for i, name in enumerate(_ordered(names)):
-        rows = x[names == name].sort_values(kind="stable").index
-        colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
-        xs, ys = np.asarray(x[rows], dtype=float), p95[rows].to_numpy(dtype=float)
-        series[name] = (xs, ys, colour)
-        ax.plot(xs, ys, color=colour, marker=marker, ms=4, lw=1.8, label=_short(name))
+    queries = _ordered(names) or ["(none)"]
+    columns = 1 if len(queries) == 1 else 2 if len(queries) <= 4 else 3 if len(queries) <= 12 else 4
+    rows = math.ceil(len(queries) / columns)
+    fig, axes = _grid(title, rows, columns, height=max(HEIGHT_IN, 2.3 * rows + 1.4))
+    series: dict[str, tuple[Axes, Floats, Floats, str]] = {}
+    for i, name in enumerate(queries):
+        ax = axes[i]
+        chosen = x[names == name].sort_values(kind="stable").index
+        colour, marker = series_style(i)
+        xs, ys = np.asarray(x[chosen], dtype=float), p95[chosen].to_numpy(dtype=float)
+        series[name] = (ax, xs, ys, colour)
+        ax.plot(xs, ys, color=colour, marker=marker, ms=4, lw=1.6, label="p95")
+        own = frame[names == name]
+        targets: Floats = (
+            _numeric(own, "target_ms").dropna().to_numpy() if "target_ms" in own else np.empty(0)
+        )
+        _scale_y(ax, np.concatenate([ys, targets]))  # the target in view, on a log axis if far
+        _draw_targets(ax, own)
+        ax.set_title(_short(name), fontsize=9, loc="left")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
+        _mark_empty(ax, pd.Series(ys, dtype=float))
     extra: list[Artist] = []
     for name, index in change_points:
-        if name not in series or not 0 <= index < len(series[name][0]):
+        if name not in series or not 0 <= index < len(series[name][1]):
             logger.warning("change point (%s, %d) is outside the plotted series", name, index)
             continue
-        xs, ys, colour = series[name]
-        ax.plot(xs[index], ys[index], marker="*", ms=17, color=colour, mec="black", zorder=5)
+        ax, xs, ys, colour = series[name]
+        ax.plot(xs[index], ys[index], marker="*", ms=15, color=colour, mec="black", zorder=5)
         before, after = _median(ys[:index]), _median(ys[index:])
         text = "change" if math.isnan(before) else f"change: {_ms(before)} → {_ms(after)} ms"
-        # Put the note on the side the series left, where the line no longer runs.
         below = not math.isnan(before) and after > before
         box: dict[str, Any] = {"boxstyle": "round,pad=0.25", "fc": "white", "ec": colour}
-        ax.annotate(
-            text,
-            (xs[index], ys[index]),
-            xytext=(12, -22 if below else 14),
-            bbox=box,
-            arrowprops={"arrowstyle": "-", "color": colour},
-            zorder=6,
-            **OFFSET,
-        )
+        ax.annotate(text, (xs[index], ys[index]), xytext=(10, -18 if below else 10), bbox=box,
+                    arrowprops={"arrowstyle": "-", "color": colour}, zorder=6,
+                    **OFFSET)  # fmt: skip
         extra = [Line2D([], [], label="change point", **CHANGE_STAR)]
-    _draw_targets(ax, frame)
-    _label_axes(ax, runs, "run", "p95 latency (ms)")
-    _legend_right(ax, extra)
-    _mark_empty(ax, p95)
+    for ax in axes[len(queries) :]:
+        ax.set_visible(False)
+    for ax in axes[: len(queries)]:
+        if ax in axes[len(queries) - columns : len(queries)]:  # the lowest panel of a column
+            _label_axes(ax, runs, "run", "")
+        else:
+            ax.tick_params(labelbottom=False)
+    fig.supylabel("p95 latency (ms)", fontsize=10)
+    _figure_legend(fig, extra)
     return fig
+
+
+def series_style(index: int) -> tuple[str, str]:
+    """The colour and marker of the ``index``-th series of a chart: every pair distinct up
+    to len(PALETTE) * len(MARKERS) series (colour cycles first, then the marker)."""
+    if index >= len(PALETTE) * len(MARKERS):
+        raise ValueError(f"more than {len(PALETTE) * len(MARKERS)} series in one chart")
+    return PALETTE[index % len(PALETTE)], MARKERS[index // len(PALETTE)]
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
@@ -502,10 +567,35 @@ def _mark_empty(ax: Axes, values: pd.Series[float]) -> None:
 
 
 def _figure(title: str, *, height: float = HEIGHT_IN, panels: int = 1) -> tuple[Figure, list[Axes]]:
+    fig = _canvas(title, height)
+    return fig, [fig.add_subplot(panels, 1, i + 1) for i in range(panels)]
+
+
+def _grid(title: str, rows: int, columns: int, *, height: float) -> tuple[Figure, list[Axes]]:
+    """Panels in ``rows`` x ``columns`` that share the x axis."""
+    fig = _canvas(title, height)
+    first = fig.add_subplot(rows, columns, 1)
+    rest = [fig.add_subplot(rows, columns, i, sharex=first) for i in range(2, rows * columns + 1)]
+    return fig, [first, *rest]
+
+
+def _figure_legend(fig: Figure, extra: Sequence[Artist]) -> None:
+    """One legend under the panels: each distinct label once (targets, change points)."""
+    seen: dict[str, Artist] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label != "p95":
+                seen.setdefault(label, handle)
+    handles = [*seen.values(), *extra]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False, fontsize=8)
+
+
+def _canvas(title: str, height: float) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, min(height, MAX_HEIGHT_IN)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     fig.suptitle(title, fontsize=13, fontweight="bold")
-    return fig, [fig.add_subplot(panels, 1, i + 1) for i in range(panels)]
+    return fig
 
 
 def _save(fig: Figure, path: Path) -> Path:

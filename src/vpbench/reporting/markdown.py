@@ -19,8 +19,9 @@ import pandas as pd
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.reporting import charts
+from vpbench.reporting.run_report import run_report
 from vpbench.reporting.units import detectable, human_bytes, ratio
-from vpbench.results.documents import ensure_writable, read_document
+from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
 
 REPORT = "report.md"
 
@@ -33,11 +34,13 @@ def build_report(
     alpha: float = 0.05,
     force: bool = False,
 ) -> Path:
-    """A steps folder gives the migration-series report; one step/ab document or two runs
-    give a before/after comparison report."""
+    """A steps folder gives the migration-series report, one run document the run's report;
+    one step/ab document or two runs give a before/after comparison report."""
     ensure_writable(out_dir)
     if len(inputs) == 1 and (inputs[0] / "summary.json").is_file():
         text = _steps_report(inputs[0], out_dir, threshold, alpha)
+    elif len(inputs) == 1 and inputs[0].is_file() and _kind(inputs[0]) == KIND_RUN:
+        text = run_report(read_document(inputs[0]), out_dir)
     else:
         base, new, paired = load_sides(list(inputs))
         comparison = compare_sides(
@@ -47,6 +50,11 @@ def build_report(
     path = out_dir / REPORT
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _kind(path: Path) -> str | None:
+    kind = read_document(path).get("kind")
+    return str(kind) if kind is not None else None
 
 
 def _ms(value: float | None) -> str:

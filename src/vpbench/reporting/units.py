@@ -29,11 +29,13 @@ def human_bytes(value: float | None, *, signed: bool = False) -> str:
     return f"{value / scale:{sign}.1f} {unit}" if scale > 1 else f"{value:{sign}.0f} B"
 
 
-def milliseconds(value: float | None) -> str:
-    """``0.091 ms`` below 1 ms, ``12.3 ms`` above; empty for None or NaN."""
+def milliseconds(value: float | None, *, unit: bool = True) -> str:
+    """``0.091 ms`` below 1 ms, ``12.3 ms`` above (without `` ms`` for a column that says
+    it); empty for None or NaN."""
     if value is None or math.isnan(value):
         return ""
-    return f"{value:.3f} ms" if value < 1 else f"{value:.1f} ms"
+    number = f"{value:.3f}" if value < 1 else f"{value:.1f}"
+    return f"{number} ms" if unit else number
 
 
 def percent(fraction: float | None, *, signed: bool = True) -> str:
