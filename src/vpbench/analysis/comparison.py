@@ -82,6 +82,10 @@ class EntryComparison:
         }
 
 
+def _counted(rows: tuple[EntryComparison, ...], one: str, many: str) -> str:
+    return f"{len(rows)} {one if len(rows) == 1 else many} ({', '.join(r.name for r in rows)})"
+
+
 def _meets(p95: float | None, target: float | None) -> bool | None:
     return None if p95 is None or target is None else p95 <= target
 
@@ -108,11 +112,9 @@ class Comparison:
         ``any``): the regressions and target breaches it counts; None when none."""
         found = []
         if fail_on in ("regression", "any") and (regressions := self.regressions()):
-            found.append(
-                f"{len(regressions)} regressions ({', '.join(r.name for r in regressions)})"
-            )
+            found.append(_counted(regressions, "regression", "regressions"))
         if fail_on in ("target", "any") and (breaches := self.target_breaches()):
-            found.append(f"{len(breaches)} target breaches ({', '.join(r.name for r in breaches)})")
+            found.append(_counted(breaches, "target breach", "target breaches"))
         return "; ".join(found) or None
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import click
 from vpbench import __version__
 from vpbench.cli._common import configure_logging, err
 from vpbench.cli.capture import capture, coverage_command
+from vpbench.cli.ci import ci
 from vpbench.cli.compare import ab, compare
 from vpbench.cli.data import audit, seed
 from vpbench.cli.db import db
@@ -42,6 +43,7 @@ cli.add_command(compare)
 cli.add_command(ab)
 cli.add_command(report)
 cli.add_command(trend)
+cli.add_command(ci)
 
 
 EXIT_CODES: tuple[tuple[type[VpbenchError], int], ...] = (

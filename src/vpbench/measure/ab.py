@@ -57,12 +57,16 @@ def run_ab(
     out_dir: Path,
     migrations_dir: Path | None = None,
     label: str | None = None,
+    side_labels: tuple[str, str] | None = None,
 ) -> AbOutcome:
     """Measure both sides with the same parameters (pools drawn from A) and write one
-    ``ab`` document; ``vpbench compare`` on it judges B against A as a paired session."""
+    ``ab`` document; ``vpbench compare`` on it judges B against A as a paired session.
+    The sides are labelled by database (or ``host:port/db``) unless ``side_labels``."""
     workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
     ensure_writable(out_dir)
     (conn_a, label_a), (conn_b, label_b) = resolve_side(target, a), resolve_side(target, b)
+    if side_labels is not None:
+        label_a, label_b = side_labels
     with psycopg.connect(conn_a, autocommit=True) as conn:
         applied_a = applied_migrations(conn)
         check_prepared(conn, workloads, applied_a)

@@ -1,0 +1,208 @@
+"""``vpbench ci pr`` and ``vpbench ci nightly``: what the CI workflows run (they only call
+these, so everything they do runs the same on a laptop)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vpbench.cli._common import (
+    count_option,
+    db_option,
+    dsn_option,
+    err,
+    migrations_option,
+    out,
+    paired_options,
+    paired_session,
+    resolve_database,
+    threshold_option,
+    wide,
+)
+from vpbench.cli.compare import FAIL_ON, comparison_table
+from vpbench.dataset.fixtures import default_workload_paths
+from vpbench.dataset.profiles import PROFILES, get_profile
+from vpbench.errors import CheckFailedError
+from vpbench.measure.runner import RunOptions
+
+if TYPE_CHECKING:
+    from vpbench.analysis.verdicts import Threshold
+
+FAIL_CHOICES = (*FAIL_ON, "none")
+
+
+@click.group()
+def ci() -> None:
+    """The CI jobs: a migration pull request judged paired, and the nightly run."""
+
+
+@ci.command("pr")
+@click.option("--base", required=True, metavar="REF", help="Base commit (e.g. the PR's base).")
+@click.option("--head", metavar="REF", help="Head commit (default: the working tree).")
+@click.option(
+    "--repo",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The git repository.",
+)
+@click.option("--migrations-path", default="fixtures/migrations", show_default=True,
+              help="Migrations folder inside the repository.")  # fmt: skip
+@click.option("--workloads-path", default="workloads", show_default=True,
+              help="Folder of workload files (*.toml) inside the repository.")  # fmt: skip
+@click.option("--profile", default="small", show_default=True, metavar="|".join(PROFILES))
+@click.option("--seed", "seed_value", default=1, show_default=True)
+@paired_options(budget="60s")
+@threshold_option
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_CHOICES),
+    default="regression",
+    show_default=True,
+    help="Exit 1 on a regression, a target breach, either, or never.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="results/pr",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@db_option
+@dsn_option
+def ci_pr(
+    base: str,
+    head: str | None,
+    repo: Path,
+    migrations_path: str,
+    workloads_path: str,
+    profile: str,
+    seed_value: int,
+    rounds: int,
+    max_rounds: int,
+    repeat: int,
+    budget_ms: int,
+    threshold: Threshold,
+    fail_on: str,
+    out_dir: Path,
+    dbname: str | None,
+    dsn: str | None,
+) -> None:
+    """Base and head final states measured paired in one session; report.md, charts and
+    the pull-request comment (comment.md)."""
+    from vpbench.steps.pull_request import Layout, judge_pull_request
+
+    target, dbname = resolve_database(dsn, dbname)
+    result = judge_pull_request(
+        target,
+        repo,
+        base,
+        head,
+        profile=get_profile(profile),
+        seed=seed_value,
+        options=paired_session(rounds, max_rounds, repeat, budget_ms, seed_value),
+        out_dir=out_dir,
+        layout=Layout(migrations_path, workloads_path),
+        databases=(f"{dbname}_pr_base", f"{dbname}_pr_head"),
+        threshold=threshold,
+        say=lambda message: err.print(message, highlight=False),
+    )
+    wide(comparison_table(result.comparison))
+    out.print(f"report: {result.report}\ncomment: {result.comment}", highlight=False)
+    failure = None if fail_on == "none" else result.comparison.failure(fail_on)
+    if failure:
+        raise CheckFailedError(f"head against base: {failure}")
+
+
+@ci.command("nightly")
+@click.option("--profile", default="medium", show_default=True, metavar="|".join(PROFILES))
+@click.option("--seed", "seed_value", default=1, show_default=True)
+@click.option(
+    "--workload",
+    "workload_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Workload file (repeatable; default: the reference workloads).",
+)
+@migrations_option
+@count_option("--repeat", 30, minimum=1, help="Timed executions per entry.")
+@count_option("--explain", 5, minimum=0, help="EXPLAIN (ANALYZE, BUFFERS) executions.",
+              dest="explain_runs")  # fmt: skip
+@click.option("--label", help="Name of tonight's run (default: nightly-<commit or date>).")
+@click.option(
+    "--history",
+    default="results/history",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the nights' run files (kept between nights).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="results/nightly",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_CHOICES),
+    default="regression",
+    show_default=True,
+    help="Exit 1 on a regression against the previous night, a target breach, either, never.",
+)
+@db_option
+@dsn_option
+def ci_nightly(
+    profile: str,
+    seed_value: int,
+    workload_paths: tuple[Path, ...],
+    migrations_dir: Path | None,
+    repeat: int,
+    explain_runs: int,
+    label: str | None,
+    history: Path,
+    out_dir: Path,
+    fail_on: str,
+    dbname: str | None,
+    dsn: str | None,
+) -> None:
+    """Seed, migrate to the head of the series, run the workloads into the history, compare
+    with the previous night and draw the trend."""
+    from vpbench.steps.nightly import run_nightly
+
+    target, dbname = resolve_database(dsn, dbname)
+    result = run_nightly(
+        target,
+        dbname,
+        profile=get_profile(profile),
+        seed=seed_value,
+        workload_paths=list(workload_paths) or default_workload_paths(),
+        options=RunOptions(repeat=repeat, explain=explain_runs, seed=seed_value),
+        history=history,
+        out_dir=out_dir,
+        label=label or _nightly_label(),
+        migrations_dir=migrations_dir,
+    )
+    out.print(f"tonight: {result.run}", highlight=False)
+    if result.comparison is not None:
+        wide(comparison_table(result.comparison))
+    else:
+        out.print("first night: nothing to compare with", highlight=False)
+    out.print(f"report: {result.report}\ntrend: {result.trend.markdown}", highlight=False)
+    failure = None
+    if result.comparison is not None and fail_on != "none":
+        failure = result.comparison.failure(fail_on)
+    if failure:
+        raise CheckFailedError(f"tonight against the previous night: {failure}")
+
+
+def _nightly_label() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    commit = done.stdout.strip() if done.returncode == 0 else ""
+    return f"nightly-{commit}" if commit else f"nightly-{datetime.now(UTC):%Y%m%d}"

@@ -1,0 +1,30 @@
+"""A database in the final state of a migration series: seeded afresh, every migration
+applied, settled (VACUUM (ANALYZE) until autovacuum has nothing left to change)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vpbench.dataset.profiles import Profile
+from vpbench.dataset.seed import seed_database
+from vpbench.migrations.apply import apply_step, migration_states, plan_up
+from vpbench.migrations.folder import discover_migrations
+from vpbench.migrations.locking import LockPolicy
+from vpbench.server.maintenance import flush_statistics, settle
+from vpbench.server.target import ServerTarget, connect
+
+
+def prepare_final_state(
+    target: ServerTarget, name: str, migrations_dir: Path | None, profile: Profile, seed: int
+) -> tuple[str, ...]:
+    """Seed ``name``, apply every migration of ``migrations_dir`` (default: the reference
+    series) and settle; the ids applied."""
+    seed_database(target, name, profile, seed=seed)
+    migrations = discover_migrations(migrations_dir)
+    with connect(target, name, autocommit=True) as conn:
+        pending = plan_up(migration_states(conn, migrations), None)
+        for migration in pending:
+            apply_step(conn, migration, "up", LockPolicy())
+        flush_statistics(conn)
+        settle(conn)
+    return tuple(m.id for m in pending)

@@ -1,0 +1,181 @@
+"""``vpbench ci pr`` and ``vpbench ci nightly`` end to end: real PostgreSQL and a local git
+repository whose commits change a migration series."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vpbench.cli.main import main
+from vpbench.results.documents import read_document
+from vpbench.server.target import ServerTarget
+from vpbench.steps.pull_request import MARKER
+
+PROBE_WORKLOAD = """\
+[params.video]
+source = "SELECT id::text FROM videos ORDER BY id"
+pool = 5
+
+[queries.probe]
+target_ms = 50
+sql = "SELECT probe() FROM videos WHERE id = :video"
+"""
+
+FAST = "CREATE OR REPLACE FUNCTION probe() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+SLOW = (
+    "CREATE OR REPLACE FUNCTION probe() RETURNS int LANGUAGE sql "
+    "AS 'SELECT 1 FROM pg_sleep(0.005)';\n"
+)
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def step(repo: Path, name: str, up: str, down: str) -> None:
+    folder = repo / "migrations" / name
+    folder.mkdir(parents=True)
+    (folder / "up.sql").write_text(up)
+    (folder / "down.sql").write_text(down)
+    (folder / "migration.toml").write_text(f'title = "{name}"\n')
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> dict[str, str | Path]:
+    """A repository with a base commit and two heads: one that changes nothing measurable,
+    one that makes the probe query sleep 5 ms."""
+    root = tmp_path / "app"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    step(root, "0001_probe", FAST, "DROP FUNCTION probe();\n")
+    (root / "workloads").mkdir()
+    (root / "workloads" / "probe.toml").write_text(PROBE_WORKLOAD)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    base = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-qb", "slow")
+    step(root, "0002_change", SLOW, FAST)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "slow")
+    slow = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-q", "main")
+    step(root, "0002_change", "COMMENT ON FUNCTION probe() IS 'documented';\n",
+         "COMMENT ON FUNCTION probe() IS NULL;\n")  # fmt: skip
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "documented")
+    return {"root": root, "base": base, "slow": slow}
+
+
+def ci_pr(target: ServerTarget, session_prefix: str, repo: dict[str, str | Path], out: Path,
+          *extra: str) -> int:  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "ci", "pr", "--base", str(repo["base"]), "--repo", str(repo["root"]),
+            "--migrations-path", "migrations", "--profile", "tiny",
+            "--rounds", "3", "--max-rounds", "3", "--repeat", "3", "--out", str(out),
+            "--dsn", target.for_database(f"{session_prefix}_ci"), *extra,
+        ])  # fmt: skip
+    code = exit_info.value.code
+    return code if isinstance(code, int) else 1
+
+
+def test_a_pull_request_that_changes_nothing_passes_with_its_comment(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "pr"
+    code = ci_pr(target, session_prefix, repo, out)  # head: the working tree ("documented")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    document = read_document(next(out.glob("*-ab-pr.json")))
+    assert document["kind"] == "ab"
+    assert document["labels"] == {
+        "before": f"base {str(repo['base'])[:12]}",
+        "after": "head working tree",
+    }
+    assert document["metadata"]["b_applied_migrations"] == ["0001_probe", "0002_change"]
+    assert document["metadata"]["applied_migrations"] == ["0001_probe"]
+    comment = (out / "comment.md").read_text()
+    assert comment.startswith(MARKER + "\n")
+    assert "No regression." in comment
+    charts = re.findall(r"```mermaid\nxychart-beta\n(.*?)```", comment, re.S)
+    assert len(charts) == 2
+    for chart in charts:
+        (axis,) = re.findall(r"x-axis (\[.*\])", chart)
+        series = re.findall(r"(?:bar|line) \[(.*)\]", chart)
+        assert axis == '["probe"]' and len(series) == 2
+        assert all(len(values.split(",")) == 1 for values in series)
+    assert "![" not in comment  # the PNGs are in the report folder, not in the comment
+    report = out / "report" / "report.md"
+    assert f"report: {report}" in captured.out.replace("\n", "")
+    assert (out / "report" / "before-after.png").is_file()
+    assert "`probe`" in report.read_text()
+
+
+def test_a_pull_request_that_slows_a_query_fails_and_says_which(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "pr"
+    code = ci_pr(target, session_prefix, repo, out, "--head", str(repo["slow"]))
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "head against base: 1 regression (probe)" in captured.err
+    comment = (out / "comment.md").read_text()
+    assert "**Regression: 1 regression (probe)**" in comment
+    assert "**slower**" in comment
+    # --fail-on none: the same finding, reported, exit 0
+    assert ci_pr(target, session_prefix, repo, tmp_path / "pr2", "--head", str(repo["slow"]),
+                 "--fail-on", "none") == 0  # fmt: skip
+
+
+def test_a_ref_without_the_migrations_folder_is_one_line(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ci", "pr", "--base", "no-such-ref", "--repo", str(repo["root"]),
+              "--migrations-path", "migrations", "--out", str(tmp_path / "pr"),
+              "--dsn", target.for_database(f"{session_prefix}_ci")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert "cannot read migrations, workloads at 'no-such-ref'" in err[0]
+
+
+def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
+    target: ServerTarget, session_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history, out = tmp_path / "history", tmp_path / "nightly"
+    arguments = [
+        "ci", "nightly", "--profile", "tiny", "--repeat", "5", "--explain", "1",
+        "--history", str(history), "--out", str(out),
+        "--dsn", target.for_database(f"{session_prefix}_nightly"),
+    ]  # fmt: skip
+    for night, expected in ((1, "first night: nothing to compare with"), (2, "(runs collected")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*arguments, "--label", f"night-{night}"])
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 0, captured.err
+        assert expected in captured.out.replace("\n", " ")
+    assert len(list(history.glob("*.json"))) == 2
+    assert (out / "compare" / "report.md").is_file() and (out / "run" / "report.md").is_file()
+    trend = (out / "trend" / "trend.md").read_text()
+    assert trend.startswith("**2 runs,") and (out / "trend" / "trend.png").is_file()
