@@ -20,7 +20,7 @@ from vpbench.analysis.verdicts import Threshold
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.snapshot import snapshot_tables
-from vpbench.errors import MigrationError, UnsafeOperationError
+from vpbench.errors import MigrationError, UnsafeOperationError, WorkloadError
 from vpbench.measure.interleave import PairedOptions, balanced_orders
 from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
@@ -691,3 +691,30 @@ def test_ctrl_c_under_load_ends_the_traffic_and_keeps_the_backup(
     backup = f"{name}__before_0001"
     assert databases(target, backup) == [backup]
     assert databases(target, f"{name}__%load%") == []  # the rehearsal copy is dropped
+
+
+def test_a_variant_the_new_schema_refuses_stops_the_step_before_its_timing(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    """The variant in force after 0001 is prepared on the migrated database right after
+    the step is applied: its missing column fails the run there, with its file line, and
+    no step document is written."""
+    workload = tmp_path / "w.toml"
+    workload.write_text(
+        "[queries.attempts]\n"
+        'sql = "SELECT count(*) FROM quiz_attempts"\n'
+        "\n"
+        "[[queries.attempts.variants]]\n"
+        'from = "0001_quiz_attempt_links"\n'
+        'sql = "SELECT count(no_such_column) FROM quiz_attempts"\n'
+    )
+    out = tmp_path / "out"
+    with pytest.raises(WorkloadError) as error:
+        run_steps(target, f"{session_prefix}_variant", profile=TINY, seed=1,
+                  workload_paths=[workload], options=QUICK, out_dir=out,
+                  to="0001_quiz_attempt_links")  # fmt: skip
+    assert str(error.value) == (
+        f"{workload}:6: query 'attempts' (variant from 0001_quiz_attempt_links): "
+        'column "no_such_column" does not exist [SQLSTATE 42703]'
+    )
+    assert list(out.glob("*.json")) == []
