@@ -117,6 +117,7 @@ def test_a_pull_request_that_changes_nothing_passes_with_its_comment(
         series = re.findall(r"(?:bar|line) \[(.*)\]", chart)
         assert axis == '["probe"]' and len(series) == 2
         assert all(len(values.split(",")) == 1 for values in series)
+        assert all(re.fullmatch(r"\d+(\.\d+)?", v.strip()) for v in series)  # no exponent
     assert "![" not in comment  # the PNGs are in the report folder, not in the comment
     report = out / "report" / "report.md"
     assert f"report: {report}" in captured.out.replace("\n", "")

@@ -42,7 +42,7 @@ def comparison_charts(comparison: Comparison) -> str:
             f'    title "{_text(comparison.new.label)} / {_text(comparison.base.label)}, '
             'ratio of medians (line: 1 = no change)"',
             f"    x-axis {json.dumps(names)}",
-            f'    y-axis "ratio" 0 --> {top:.3g}',
+            f'    y-axis "ratio" 0 --> {_number(top)}',
             f"    bar {_numbers(ratios)}",
             f"    line {_numbers([1.0] * len(rows))}",
             "```",
@@ -60,7 +60,12 @@ def _finite(value: float | None) -> bool:
 
 
 def _numbers(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+    return "[" + ", ".join(_number(v) for v in values) + "]"
+
+
+def _number(value: float) -> str:
+    """Plain decimal notation (Mermaid reads no exponent), three decimals at most."""
+    return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
 
 
 def _label(name: str) -> str:
