@@ -10,7 +10,6 @@ value, anything else a fixed value of the type the server infers for it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from psycopg import sql as pgsql
 from psycopg.pq import ExecStatus
 
 from vpbench.server.target import ServerTarget, connect, error_message, untracked
+from vpbench.workload.placeholders import compared_columns, limit_parameters, renumbered
 from vpbench.workload.spec import parse_sql
 from vpbench.workload.statements import (
     ServerStatement,
@@ -36,8 +36,6 @@ SAMPLE_ROWS = 200_000
 LIMIT_VALUE, OFFSET_VALUE = 20, 0
 TRIAL_TIMEOUT = "10s"
 """the longest a captured statement runs at capture time, once, to check it runs"""
-COMPARISONS = ("AEXPR_OP", "AEXPR_OP_ANY", "AEXPR_OP_ALL", "AEXPR_IN", "AEXPR_BETWEEN",
-               "AEXPR_NOT_BETWEEN", "AEXPR_LIKE", "AEXPR_ILIKE")  # fmt: skip
 # Fixed values by the type the server infers for a parameter compared with no column.
 VALUES_BY_TYPE: dict[int, Any] = {
     16: True, 20: 1, 21: 1, 23: 1, 700: 1.0, 701: 1.0, 1700: 1,
@@ -172,8 +170,8 @@ class _Binder:
         (statement,) = parse_tree(text)
         tree = statement["stmt"]
         tables = self._tables(tree)
-        compared = dict(_compared_columns(tree))
-        limits = dict(_limits(tree))
+        compared = dict(compared_columns(tree))
+        limits = dict(limit_parameters(tree))
         names: dict[int, CapturedParameter] = {}
         taken: set[str] = set()
         for number in sorted(types):
@@ -198,7 +196,7 @@ class _Binder:
                     value=value,
                 )
             taken.add(names[number].name)
-        return _renumbered(text, {n: p.name for n, p in names.items()}), list(names.values())
+        return renumbered(text, {n: p.name for n, p in names.items()}), list(names.values())
 
     def _tables(self, tree: Any) -> dict[str, tuple[str | None, str]]:
         tables: dict[str, tuple[str | None, str]] = {}
@@ -264,104 +262,6 @@ class _Binder:
             "arrays of one of its values" if as_array else "its values"
         )
         return CapturedParameter(name, note, source=source.as_string(self.conn))
-
-
-def _compared_columns(node: Any) -> Iterator[tuple[int, tuple[tuple[str, ...], bool]]]:
-    """(parameter number, (column reference, whether the parameter is an array)) for every
-    parameter compared with a column (``= ANY($1)`` takes an array), assigned to an INSERT
-    column or SET in an UPDATE."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _compared_columns(item)
-        return
-    if not isinstance(node, dict):
-        return
-    expr = node.get("A_Expr")
-    if expr is not None and expr.get("kind") in COMPARISONS:
-        left, right = expr.get("lexpr"), expr.get("rexpr")
-        for column_side, param_side in ((left, right), (right, left)):
-            column = _column_ref(column_side)
-            if column is not None:
-                array = expr["kind"] in ("AEXPR_OP_ANY", "AEXPR_OP_ALL") and param_side is right
-                for number in _param_numbers(param_side):
-                    yield number, (column, array)
-    insert = node.get("InsertStmt")
-    if insert is not None:
-        columns = [t["ResTarget"]["name"] for t in insert.get("cols", [])]
-        values = (insert.get("selectStmt") or {}).get("SelectStmt", {}).get("valuesLists", [])
-        for row in values:
-            for column, item in zip(columns, row["List"]["items"], strict=False):
-                for number in _param_numbers(item):
-                    yield number, ((column,), False)
-    update = node.get("UpdateStmt")
-    if update is not None:
-        for target in update.get("targetList", []):
-            for number in _param_numbers(target["ResTarget"].get("val")):
-                yield number, ((target["ResTarget"]["name"],), False)
-    for value in node.values():
-        yield from _compared_columns(value)
-
-
-def _limits(node: Any) -> Iterator[tuple[int, str]]:
-    if isinstance(node, list):
-        for item in node:
-            yield from _limits(item)
-    elif isinstance(node, dict):
-        select = node.get("SelectStmt")
-        if select is not None:
-            for key, clause in (("limitCount", "LIMIT"), ("limitOffset", "OFFSET")):
-                for number in _param_numbers(select.get(key)):
-                    yield number, clause
-        for value in node.values():
-            yield from _limits(value)
-
-
-def _column_ref(node: Any) -> tuple[str, ...] | None:
-    node = _uncast(node)
-    if isinstance(node, dict) and "ColumnRef" in node:
-        fields = node["ColumnRef"]["fields"]
-        if all("String" in f for f in fields):
-            return tuple(str(f["String"]["sval"]) for f in fields)
-    return None
-
-
-def _param_numbers(node: Any) -> list[int]:
-    node = _uncast(node)
-    if isinstance(node, dict):
-        if "ParamRef" in node:
-            return [int(node["ParamRef"]["number"])]
-        if "List" in node:
-            return [n for item in node["List"].get("items", []) for n in _param_numbers(item)]
-    return []
-
-
-def _uncast(node: Any) -> Any:
-    while isinstance(node, dict) and "TypeCast" in node:
-        node = node["TypeCast"]["arg"]
-    return node
-
-
-def _param_locations(node: Any) -> Iterator[tuple[int, int]]:
-    """(byte offset, number) of every ``$n`` in a tree."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "ParamRef":
-                yield int(value["location"]), int(value["number"])
-            else:
-                yield from _param_locations(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _param_locations(item)
-
-
-def _renumbered(text: str, names: dict[int, str]) -> str:
-    """``text`` with each ``$n`` (found by the parser, not by a pattern) as ``:name``."""
-    data = text.encode()
-    for location, number in sorted(set(_param_locations(parse_tree(text))), reverse=True):
-        token = f"${number}".encode()
-        if data[location : location + len(token)] == token:
-            data = data[:location] + f":{names[number]}".encode() + data[location + len(token) :]
-    return data.decode()
 
 
 def _first_table(text: str) -> str:

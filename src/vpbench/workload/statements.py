@@ -154,18 +154,26 @@ def _classified(
                            fingerprint(text))  # fmt: skip
 
 
-def relations_in(node: Any) -> Iterator[dict[str, Any]]:
-    """Every RangeVar (a table or view named in FROM, INSERT INTO, UPDATE, ...) in a tree."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            # A RangeVar is tagged where any node may stand, bare where only one may (the
-            # target ``relation`` of INSERT, UPDATE, DELETE and MERGE).
-            if key == "RangeVar" or (key == "relation" and "relname" in value):
-                yield value
-            yield from relations_in(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from relations_in(item)
+def walk(tree: Any) -> Iterator[tuple[str, Any]]:
+    """Every (field or node name, value) pair of a parse tree, depth first."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield key, value
+            yield from walk(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from walk(item)
+
+
+def relations_in(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every RangeVar (a table or view named in FROM, INSERT INTO, UPDATE, ...) in a tree.
+    A RangeVar is tagged where any node may stand, bare where only one may (the target
+    ``relation`` of INSERT, UPDATE, DELETE and MERGE)."""
+    for key, value in walk(tree):
+        if key == "RangeVar" or (
+            key == "relation" and isinstance(value, dict) and "relname" in value
+        ):
+            yield value
 
 
 def _is_system(relation: dict[str, Any]) -> bool:
@@ -176,8 +184,4 @@ def _is_system(relation: dict[str, Any]) -> bool:
 
 def _modifies(tree: Any) -> bool:
     """Whether a tree holds an INSERT, UPDATE, DELETE or MERGE (e.g. in a WITH)."""
-    if isinstance(tree, dict):
-        return any(k in APPLICATION_STATEMENTS[1:] or _modifies(v) for k, v in tree.items())
-    if isinstance(tree, list):
-        return any(_modifies(item) for item in tree)
-    return False
+    return any(key in APPLICATION_STATEMENTS[1:] for key, _ in walk(tree))
