@@ -116,11 +116,6 @@ def _write_checked(path: Path, text: str) -> None:
         Path(staging).unlink(missing_ok=True)
 
 
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= STATEMENT_SHOWN else flat[: STATEMENT_SHOWN - 1] + "…"
-
-
 def _capture_table(captured: Capture) -> Table:
     table = Table(title=f"captured from pg_stat_statements on {captured.statements.where}")
     for column, justify in (("query", "left"), ("share", "right"), ("calls", "right"),
@@ -129,11 +124,11 @@ def _capture_table(captured: Capture) -> Table:
     for query in captured.queries:
         s = query.statement
         table.add_row(query.name, f"{captured.statements.share([s]):.1%}", f"{s.calls:,}",
-                      f"{s.mean_ms:.2f}", _one_line(s.text))  # fmt: skip
+                      f"{s.mean_ms:.2f}", s.one_line(STATEMENT_SHOWN))  # fmt: skip
     for statement, why in captured.left_out:
         table.add_row("[dim]left out[/]", f"{captured.statements.share([statement]):.1%}",
                       f"{statement.calls:,}", f"{statement.mean_ms:.2f}",
-                      f"[dim]{_one_line(statement.text)}: {why}[/]")  # fmt: skip
+                      f"[dim]{statement.one_line(STATEMENT_SHOWN)}: {why}[/]")  # fmt: skip
     return table
 
 
@@ -147,5 +142,5 @@ def _coverage_table(found: Coverage) -> Table:
         s = row.statement
         covered = ", ".join(row.covered_by) if row.covered_by else "[red]not covered[/]"
         table.add_row(str(rank), f"{row.share:.1%}", f"{s.calls:,}", f"{s.mean_ms:.2f}",
-                      covered, _one_line(s.text))  # fmt: skip
+                      covered, s.one_line(STATEMENT_SHOWN))  # fmt: skip
     return table

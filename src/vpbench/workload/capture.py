@@ -16,15 +16,14 @@ from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg.pq import ExecStatus
 
 from vpbench.server.target import ServerTarget, connect, error_message, untracked
 from vpbench.workload.placeholders import compared_columns, limit_parameters, renumbered
+from vpbench.workload.preflight import prepare_failure
 from vpbench.workload.spec import parse_sql
 from vpbench.workload.statements import (
     ServerStatement,
     ServerStatements,
-    parse_tree,
     read_statements,
     relations_in,
 )
@@ -99,9 +98,9 @@ def capture_workload(
             if not statement.reads_only:
                 left_out.append((statement, "it writes (a benchmark repeats every statement)"))
                 continue
-            name = _unique(f"{VERBS[statement.kind]}_{_first_table(statement.text)}",
+            name = _unique(f"{VERBS[statement.kind]}_{_first_table(statement)}",
                            {q.name for q in queries})  # fmt: skip
-            bound = binder.bind(statement.text, name)
+            bound = binder.bind(statement, name)
             if isinstance(bound, str):
                 left_out.append((statement, bound))
                 continue
@@ -159,16 +158,16 @@ class _Binder:
         self.conn = conn
         self._columns: dict[tuple[str | None, str], set[str]] = {}
 
-    def bind(self, text: str, query: str) -> tuple[str, list[CapturedParameter]] | str:
+    def bind(
+        self, statement: ServerStatement, query: str
+    ) -> tuple[str, list[CapturedParameter]] | str:
         """(SQL with ``:name`` parameters, its parameters), or why it cannot be captured."""
-        prepared = self.conn.pgconn.prepare(b"", text.encode())
-        if prepared.status != ExecStatus.COMMAND_OK:
-            reason = (prepared.error_message or b"").decode(errors="replace").strip()
-            return f"the server cannot prepare it here: {reason.splitlines()[0] if reason else ''}"
+        failure = prepare_failure(self.conn, statement.text)
+        if failure is not None:
+            return f"the server cannot prepare it here: {failure[0]}"
         described = self.conn.pgconn.describe_prepared(b"")
         types = {n + 1: described.param_type(n) for n in range(described.nparams)}
-        (statement,) = parse_tree(text)
-        tree = statement["stmt"]
+        tree = statement.tree
         tables = self._tables(tree)
         compared = dict(compared_columns(tree))
         limits = dict(limit_parameters(tree))
@@ -196,7 +195,8 @@ class _Binder:
                     value=value,
                 )
             taken.add(names[number].name)
-        return renumbered(text, {n: p.name for n, p in names.items()}), list(names.values())
+        named = renumbered(statement.text, tree, {n: p.name for n, p in names.items()})
+        return named, list(names.values())
 
     def _tables(self, tree: Any) -> dict[str, tuple[str | None, str]]:
         tables: dict[str, tuple[str | None, str]] = {}
@@ -227,11 +227,10 @@ class _Binder:
     def _columns_of(self, schema: str | None, table: str) -> set[str]:
         key = (schema, table)
         if key not in self._columns:
-            name = f"{schema}.{table}" if schema else table
             rows = self.conn.execute(
                 "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
                 "AND attnum > 0 AND NOT attisdropped",
-                [pgsql.Identifier(*name.split(".")).as_string(self.conn)],
+                [_relation(schema, table).as_string(self.conn)],
             ).fetchall()
             self._columns[key] = {str(r[0]) for r in rows}
         return self._columns[key]
@@ -240,7 +239,7 @@ class _Binder:
         self, schema: str | None, table: str, column: str, taken: set[str], as_array: bool
     ) -> CapturedParameter:
         name = _unique(f"{table}_{column}{'_array' if as_array else ''}", taken)
-        relation = pgsql.Identifier(*([schema] if schema else []), table)
+        relation = _relation(schema, table)
         col = pgsql.Identifier(column)
         row = self.conn.execute(
             "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
@@ -264,8 +263,12 @@ class _Binder:
         return CapturedParameter(name, note, source=source.as_string(self.conn))
 
 
-def _first_table(text: str) -> str:
-    relation = next(relations_in(parse_tree(text)), None)
+def _relation(schema: str | None, table: str) -> pgsql.Identifier:
+    return pgsql.Identifier(*([schema] if schema else []), table)
+
+
+def _first_table(statement: ServerStatement) -> str:
+    relation = next(relations_in(statement.tree), None)
     return str(relation["relname"]) if relation else "statement"
 
 
@@ -293,9 +296,7 @@ def _render(capture: Capture) -> str:
     ]
     for statement, why in capture.left_out:
         share_one = capture.statements.share([statement])
-        lines.append(
-            f"# Left out ({share_one:.1%} of the time): {_one_line(statement.text)} — {why}"
-        )
+        lines.append(f"# Left out ({share_one:.1%} of the time): {statement.one_line(80)} — {why}")
     lines += ["", "[workload]", f"description = {_basic(_description(capture))}", ""]
     for parameter in capture.parameters:
         lines += [f"[params.{parameter.name}]", f"# {parameter.note}"]
@@ -327,11 +328,6 @@ def _query_description(statement: ServerStatement, statements: ServerStatements)
         f"{statements.share([statement]):.1%} of the execution time: {statement.calls} calls, "
         f"mean {statement.mean_ms:.2f} ms, {statement.rows / max(statement.calls, 1):.1f} rows."
     )
-
-
-def _one_line(text: str, limit: int = 80) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _basic(text: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from vpbench.workload.statements import parse_tree, walk
+from vpbench.workload.statements import walk
 
 COMPARISONS = ("AEXPR_OP", "AEXPR_OP_ANY", "AEXPR_OP_ALL", "AEXPR_IN", "AEXPR_BETWEEN",
                "AEXPR_NOT_BETWEEN", "AEXPR_LIKE", "AEXPR_ILIKE")  # fmt: skip
@@ -80,10 +80,11 @@ def _param_locations(tree: Any) -> Iterator[tuple[int, int]]:
             yield int(node["location"]), int(node["number"])
 
 
-def renumbered(text: str, names: dict[int, str]) -> str:
-    """``text`` with each ``$n`` (found by the parser, not by a pattern) as ``:name``."""
+def renumbered(text: str, tree: Any, names: dict[int, str]) -> str:
+    """``text`` with each ``$n`` (found in its parse tree ``tree``, not by a pattern) as
+    ``:name``."""
     data = text.encode()
-    for location, number in sorted(set(_param_locations(parse_tree(text))), reverse=True):
+    for location, number in sorted(set(_param_locations(tree)), reverse=True):
         token = f"${number}".encode()
         if data[location : location + len(token)] == token:
             data = data[:location] + f":{names[number]}".encode() + data[location + len(token) :]

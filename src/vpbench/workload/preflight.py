@@ -28,17 +28,25 @@ def check_prepared(
     for workload in workloads:
         for query in workload.queries.values():
             variant, sql = query.sql_for(applied)
-            result = conn.pgconn.prepare(b"", sql.positional.encode())
-            if result.status == ExecStatus.COMMAND_OK:
-                continue
-            primary = _field(result, DiagnosticField.MESSAGE_PRIMARY) or "prepare failed"
-            state = _field(result, DiagnosticField.SQLSTATE)
-            position = _field(result, DiagnosticField.STATEMENT_POSITION)
-            offset = int(position) - 1 if position else 0
-            text = f"{primary} [SQLSTATE {state}]" if state else primary
-            issues.append(_issue(query, variant, sql, offset, text))
+            failure = prepare_failure(conn, sql.positional)
+            if failure is not None:
+                issues.append(_issue(query, variant, sql, failure[1], failure[0]))
     if issues:
         raise WorkloadError(issues)
+
+
+def prepare_failure(conn: psycopg.Connection[Any], statement: str) -> tuple[str, int] | None:
+    """Prepare (never run) ``statement`` as the unnamed statement of ``conn``: the server's
+    message with its SQLSTATE and the 0-based offset it points at, or None when it
+    prepares (and can then be described)."""
+    result = conn.pgconn.prepare(b"", statement.encode())
+    if result.status == ExecStatus.COMMAND_OK:
+        return None
+    primary = _field(result, DiagnosticField.MESSAGE_PRIMARY) or "prepare failed"
+    state = _field(result, DiagnosticField.SQLSTATE)
+    position = _field(result, DiagnosticField.STATEMENT_POSITION)
+    text = f"{primary} [SQLSTATE {state}]" if state else primary
+    return text, int(position) - 1 if position else 0
 
 
 def _issue(query: Query, variant: str | None, sql: SqlText, offset: int, message: str) -> Issue:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -39,11 +39,18 @@ class ServerStatement:
     mean_ms: float
     rows: int
     fingerprint: str
+    tree: dict[str, Any] = field(compare=False, repr=False)
+    """the statement's parse tree, ``{kind: node}``, parsed once"""
 
     @property
     def reads_only(self) -> bool:
         """A SELECT without a data-modifying WITH: safe to repeat while measuring."""
-        return self.kind == "SelectStmt" and not _modifies(parse_tree(self.text))
+        return self.kind == "SelectStmt" and not _modifies(self.tree)
+
+    def one_line(self, limit: int) -> str:
+        """The text on one line, cut to ``limit`` characters."""
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ def _classified(
     if not relations or all(_is_system(r) for r in relations):
         return None
     return ServerStatement(text, kind, int(calls), float(total_ms), float(mean_ms), int(rows),
-                           fingerprint(text))  # fmt: skip
+                           fingerprint(text), statement["stmt"])  # fmt: skip
 
 
 def walk(tree: Any) -> Iterator[tuple[str, Any]]:
