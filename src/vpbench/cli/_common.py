@@ -53,6 +53,57 @@ def count_option(
     )
 
 
+FAIL_ON = ("regression", "target", "any")
+"""what ``--fail-on`` may name: see ``Comparison.failure``"""
+
+
+def fail_on_option(help: str, *, never: bool = False) -> Callable[[F], F]:
+    """``--fail-on regression|target|any`` (and ``none`` when ``never``), default regression."""
+    return click.option(
+        "--fail-on",
+        type=click.Choice((*FAIL_ON, "none") if never else FAIL_ON),
+        default="regression",
+        show_default=True,
+        help=help,
+    )
+
+
+def out_dir_option(default: str | None, help: str | None = None) -> Callable[[F], F]:
+    """``--out DIR``: the folder a command writes into."""
+    return click.option(
+        "--out",
+        "out_dir",
+        default=default,
+        show_default=default is not None,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help,
+    )
+
+
+def profile_options(default: str) -> Callable[[F], F]:
+    """``--profile`` (the scale profile to seed) and ``--seed``."""
+    from vpbench.dataset.profiles import PROFILES
+
+    def decorate(func: F) -> F:
+        func = click.option("--seed", "seed_value", default=1, show_default=True)(func)
+        return click.option(
+            "--profile", default=default, show_default=True, metavar="|".join(PROFILES)
+        )(func)
+
+    return decorate
+
+
+def workload_files_option(func: F) -> F:
+    """``--workload FILE`` (repeatable) of a command that seeds and migrates."""
+    return click.option(
+        "--workload",
+        "workload_paths",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Workload file (repeatable; default: the reference workloads).",
+    )(func)
+
+
 def no_report_option(func: F) -> F:
     return click.option(
         "--no-report",

@@ -15,24 +15,26 @@ from vpbench.cli._common import (
     db_option,
     dsn_option,
     err,
+    fail_on_option,
     migrations_option,
     out,
+    out_dir_option,
     paired_options,
     paired_session,
+    profile_options,
     resolve_database,
     threshold_option,
     wide,
+    workload_files_option,
 )
-from vpbench.cli.compare import FAIL_ON, comparison_table
+from vpbench.cli.compare import comparison_table
 from vpbench.dataset.fixtures import default_workload_paths
-from vpbench.dataset.profiles import PROFILES, get_profile
+from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError
 from vpbench.measure.runner import RunOptions
 
 if TYPE_CHECKING:
     from vpbench.analysis.verdicts import Threshold
-
-FAIL_CHOICES = (*FAIL_ON, "none")
 
 
 @click.group()
@@ -54,24 +56,11 @@ def ci() -> None:
               help="Migrations folder inside the repository.")  # fmt: skip
 @click.option("--workloads-path", default="workloads", show_default=True,
               help="Folder of workload files (*.toml) inside the repository.")  # fmt: skip
-@click.option("--profile", default="small", show_default=True, metavar="|".join(PROFILES))
-@click.option("--seed", "seed_value", default=1, show_default=True)
+@profile_options("small")
 @paired_options(budget="60s")
 @threshold_option
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_CHOICES),
-    default="regression",
-    show_default=True,
-    help="Exit 1 on a regression, a target breach, either, or never.",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    default="results/pr",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@fail_on_option("Exit 1 on a regression, a target breach, either, or never.", never=True)
+@out_dir_option("results/pr")
 @db_option
 @dsn_option
 def ci_pr(
@@ -119,15 +108,8 @@ def ci_pr(
 
 
 @ci.command("nightly")
-@click.option("--profile", default="medium", show_default=True, metavar="|".join(PROFILES))
-@click.option("--seed", "seed_value", default=1, show_default=True)
-@click.option(
-    "--workload",
-    "workload_paths",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Workload file (repeatable; default: the reference workloads).",
-)
+@profile_options("medium")
+@workload_files_option
 @migrations_option
 @count_option("--repeat", 30, minimum=1, help="Timed executions per entry.")
 @count_option("--explain", 5, minimum=0, help="EXPLAIN (ANALYZE, BUFFERS) executions.",
@@ -140,19 +122,10 @@ def ci_pr(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of the nights' run files (kept between nights).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    default="results/nightly",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_CHOICES),
-    default="regression",
-    show_default=True,
-    help="Exit 1 on a regression against the previous night, a target breach, either, never.",
+@out_dir_option("results/nightly")
+@fail_on_option(
+    "Exit 1 on a regression against the previous night, a target breach, either, never.",
+    never=True,
 )
 @db_option
 @dsn_option

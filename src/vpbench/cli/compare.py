@@ -12,8 +12,10 @@ from rich.table import Table
 
 from vpbench.cli._common import (
     dsn_option,
+    fail_on_option,
     migrations_option,
     out,
+    out_dir_option,
     paired_options,
     paired_session,
     threshold_option,
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
-FAIL_ON = ("regression", "target", "any")
 
 VERDICT_STYLE = {"faster": "green", "slower": "red", "unchanged": "", "inconclusive": "yellow"}
 
@@ -85,13 +86,7 @@ def comparison_table(comparison: Comparison) -> Table:
     help="Significance level.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON),
-    default="regression",
-    show_default=True,
-    help="What makes the exit status 1.",
-)
+@fail_on_option("What makes the exit status 1.")
 @click.option("--force", is_flag=True, help="Compare runs whose profile, seed or server differ.")
 def compare(
     runs: tuple[Path, ...],
@@ -126,13 +121,7 @@ def compare(
 @paired_options(budget=f"{PairedOptions().budget_seconds:g}s")
 @click.option("--seed", "seed_value", default=1, show_default=True)
 @click.option("--label", help="Name for this session.")
-@click.option(
-    "--out",
-    "out_dir",
-    default="results",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
+@out_dir_option("results")
 @migrations_option
 @dsn_option
 def ab(

@@ -14,6 +14,7 @@ from vpbench.cli._common import (
     err,
     no_report_option,
     out,
+    out_dir_option,
     progress_bars,
     resolve_database,
     wide,
@@ -48,14 +49,7 @@ from vpbench.measure.runner import RunOptions
 @click.option(
     "--seed", "seed_value", default=1, show_default=True, help="Seed for parameter sampling."
 )
-@click.option(
-    "--out",
-    "out_dir",
-    default="results",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the run file.",
-)
+@out_dir_option("results", "Folder for the run file.")
 @click.option(
     "--migrations",
     "migrations_dir",

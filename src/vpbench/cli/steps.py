@@ -20,16 +20,19 @@ from vpbench.cli._common import (
     migrations_option,
     no_report_option,
     out,
+    out_dir_option,
     paired_options,
     paired_session,
+    profile_options,
     progress_bars,
     resolve_database,
     threshold_option,
     wide,
+    workload_files_option,
 )
 from vpbench.cli._render import steps_table
 from vpbench.dataset.fixtures import default_workload_paths
-from vpbench.dataset.profiles import PROFILES, get_profile
+from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError
 from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
@@ -45,22 +48,10 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("--profile", default="small", show_default=True, metavar="|".join(PROFILES))
-@click.option("--seed", "seed_value", default=1, show_default=True)
-@click.option(
-    "--workload",
-    "workload_paths",
-    multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Workload file (repeatable; default: workloads/*.toml).",
-)
+@profile_options("small")
+@workload_files_option
 @migrations_option
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Results folder (default: results/steps-<timestamp>/).",
-)
+@out_dir_option(None, "Results folder (default: results/steps-<timestamp>/).")
 @click.option("--to", "to", metavar="TARGET", help="Stop after this migration.")
 @paired_options(budget=f"{StepsOptions().paired.budget_seconds:g}s")
 @threshold_option
