@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 from matplotlib.patches import Patch
 
-from vpbench.reporting import charts
+from vpbench.reporting import charts, plotting
 
 STEPS = [
     "legacy",
@@ -172,7 +172,7 @@ def test_log_scale_when_latencies_span_more_than_20x() -> None:
     ],
 )
 def test_wants_log_scale(values: list[float], expected: bool) -> None:
-    assert charts._wants_log_scale(values) is expected
+    assert plotting.wants_log_scale(values) is expected
 
 
 def test_zero_latency_falls_back_to_linear_scale() -> None:
@@ -275,7 +275,7 @@ def test_long_labels_are_truncated() -> None:
     labels = [
         t.get_text() for t in charts._distribution_figure(frame, "t").axes[0].get_xticklabels()
     ]
-    assert labels and all(len(label) <= charts.LABEL_LIMIT for label in labels)
+    assert labels and all(len(label) <= plotting.LABEL_LIMIT for label in labels)
     assert labels[0].endswith("…")
 
 
@@ -361,7 +361,7 @@ def test_no_chart_reuses_a_colour_marker_pair() -> None:
     for figure in all_figures():
         pairs = style_pairs(figure)
         assert pairs and len(pairs) == len(set(pairs)), figure.get_suptitle()
-    assert len({charts.series_style(i) for i in range(64)}) == 64
+    assert len({plotting.series_style(i) for i in range(64)}) == 64
 
 
 def test_twin_a_reused_colour_marker_pair_is_found() -> None:

@@ -10,56 +10,59 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter
+
+from vpbench.reporting.plotting import (
+    HEIGHT_IN,
+    OFFSET,
+    PALETTE,
+    TARGET_NOTE,
+    Floats,
+    box_style,
+    byte_unit,
+    draw_targets,
+    figure,
+    figure_legend,
+    grid,
+    human_bytes,
+    label_axes,
+    legend_right,
+    mark_empty,
+    median,
+    ms_text,
+    numeric,
+    ordered,
+    require,
+    save,
+    scale_y,
+    series_style,
+    set_log,
+    shortened,
+    wants_log_scale,
+)
 
 logger = logging.getLogger(__name__)
 
-Floats = npt.NDArray[np.floating[Any]]
-
-# 10 x 5.5 in at 110 dpi is 1100 x 605 px: readable at the width of a GitHub PR comment.
-WIDTH_IN, HEIGHT_IN, MAX_HEIGHT_IN, DPI = 10.0, 5.5, 10.5, 110
-LABEL_LIMIT = 40
-LOG_SPAN = 20.0
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies; weak yellow last.
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 VERDICT_STYLE = {  # colour and marker, so that a verdict survives a grey-scale print
     "faster": ("#009E73", "o"),
     "slower": ("#D55E00", "s"),
     "unchanged": ("#7f7f7f", "D"),
     "inconclusive": ("#56B4E9", "^"),
 }
-TARGET_NAMES = {100.0: "page target (100 ms)", 20.0: "query target (20 ms)"}
-OFFSET: dict[str, Any] = {"textcoords": "offset points", "fontsize": 8}
-TARGET_NOTE: dict[str, Any] = {  # target name at the left edge, readable over the data
-    "xycoords": ("axes fraction", "data"),
-    "xytext": (0, 2),
-    "va": "bottom",
-    "bbox": {"fc": "white", "ec": "none", "alpha": 0.75, "pad": 1},
-    **OFFSET,
-}
-LEGEND_RIGHT: dict[str, Any] = {  # outside the axes, so that a legend never hides data
-    "loc": "upper left",
-    "bbox_to_anchor": (1.01, 1.0),
-    "borderaxespad": 0,
-    "fontsize": 8,
-    "frameon": False,
-}
+
 CHANGE_STAR: dict[str, Any] = {"ls": "none", "marker": "*", "ms": 12, "c": "#777777", "mec": "k"}
 
 
@@ -68,40 +71,40 @@ def run_latency_chart(
 ) -> Path:
     """One row per entry: p50 to p95, the p95 marked by whether it meets the entry's
     target, and the target itself."""
-    return _save(_run_figure(frame, title), path)
+    return save(_run_figure(frame, title), path)
 
 
 def steps_latency_chart(
     frame: pd.DataFrame, path: Path, *, title: str = "Latency across the migration series"
 ) -> Path:
     """p95 (solid) and p50 (dotted) of each series across the steps, with the targets."""
-    return _save(_steps_figure(frame, title), path)
+    return save(_steps_figure(frame, title), path)
 
 
 def before_after_chart(
     frame: pd.DataFrame, path: Path, *, title: str = "Before / after per query"
 ) -> Path:
     """Ratio new/base of the median per query, with its confidence interval and verdict."""
-    return _save(_before_after_figure(frame, title), path)
+    return save(_before_after_figure(frame, title), path)
 
 
 def distribution_chart(
     samples: pd.DataFrame, path: Path, *, title: str = "Latency distribution per query"
 ) -> Path:
     """Side-by-side box plots of each query's latencies in the two runs."""
-    return _save(_distribution_figure(samples, title), path)
+    return save(_distribution_figure(samples, title), path)
 
 
 def cost_chart(frame: pd.DataFrame, path: Path, *, title: str = "Cost per migration step") -> Path:
     """Index bytes added per step, and the change of insert throughput per table."""
-    return _save(_cost_figure(frame, title), path)
+    return save(_cost_figure(frame, title), path)
 
 
 def integrity_chart(
     frame: pd.DataFrame, path: Path, *, title: str = "Integrity violations across steps"
 ) -> Path:
     """Heatmap of violations, checks x steps; n/a where a check does not apply."""
-    return _save(_integrity_figure(frame, title), path)
+    return save(_integrity_figure(frame, title), path)
 
 
 def trend_chart(
@@ -112,7 +115,7 @@ def trend_chart(
     title: str = "p95 across nightly runs",
 ) -> Path:
     """p95 per query across runs; change points are (query name, index into its series)."""
-    return _save(_trend_figure(frame, change_points, title), path)
+    return save(_trend_figure(frame, change_points, title), path)
 
 
 def traffic_timeline_chart(
@@ -126,14 +129,14 @@ def traffic_timeline_chart(
     """Request latency over time (``requests``: kind, start_s, ms, outcome; reads and
     writes in their own colours, failed ones as crosses) with the migration's statements
     (``statements``: line, text, started_s, seconds) as labelled bands."""
-    return _save(_timeline_figure(requests, statements, budget_ms, title), path)
+    return save(_timeline_figure(requests, statements, budget_ms, title), path)
 
 
 def _timeline_figure(
     requests: pd.DataFrame, statements: pd.DataFrame, budget_ms: float | None, title: str
 ) -> Figure:
-    _require(requests, ["kind", "start_s", "ms", "outcome"])
-    fig, (ax,) = _figure(title)
+    require(requests, ["kind", "start_s", "ms", "outcome"])
+    fig, (ax,) = figure(title)
     handles: list[Artist] = []
     for index, (kind, rows) in enumerate(requests.groupby("kind", sort=True)):
         colour = PALETTE[index % len(PALETTE)]
@@ -147,8 +150,8 @@ def _timeline_figure(
     spans = zip(
         statements["line"].tolist(),
         statements["text"].tolist(),
-        _numeric(statements, "started_s").tolist(),
-        _numeric(statements, "seconds").tolist(),
+        numeric(statements, "started_s").tolist(),
+        numeric(statements, "seconds").tolist(),
         strict=True,
     )
     span = float(requests["start_s"].max() - requests["start_s"].min()) if len(requests) else 1.0
@@ -158,7 +161,7 @@ def _timeline_figure(
         ax.axvspan(started, started + max(seconds, 0.01), color=colour, alpha=0.15, lw=0)
         if seconds < 0.04 * span:
             continue  # too short to label legibly; the step document lists every statement
-        label = _short(f"line {line}: {text}", 30).replace("$", r"\$")  # not mathtext
+        label = shortened(f"line {line}: {text}", 30).replace("$", r"\$")  # not mathtext
         ax.annotate(label, (started, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(2, -10 - 10 * (labelled % 5)), **OFFSET)  # fmt: skip
         labelled += 1
@@ -166,11 +169,11 @@ def _timeline_figure(
         ax.axhline(budget_ms, color="#D55E00", ls="--", lw=1)
         ax.annotate(f"stall budget ({budget_ms / 1000:g} s)", (0, budget_ms), **TARGET_NOTE)
     values = np.asarray(requests["ms"], dtype=float) if len(requests) else np.asarray([1.0])
-    _set_log(ax, "y", values)
+    set_log(ax, "y", values)
     ax.set_xlabel("seconds since the migration started")
     ax.set_ylabel("request latency")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
-    _legend_right(ax, handles, first=True)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: ms_text(v)))
+    legend_right(ax, handles, first=True)
     return fig
 
 
@@ -182,14 +185,14 @@ RUN_STYLE = {  # the p95's colour and marker by target outcome
 
 
 def _run_figure(frame: pd.DataFrame, title: str) -> Figure:
-    _require(frame, ("name", "p50_ms", "p95_ms", "target_ms"))
+    require(frame, ("name", "p50_ms", "p95_ms", "target_ms"))
     rows, size = len(frame), 9 if len(frame) < 20 else 7
-    fig, (ax,) = _figure(title, height=max(HEIGHT_IN, 0.32 * rows + 2.0))
-    p50, p95, target = (_numeric(frame, c).to_numpy() for c in ("p50_ms", "p95_ms", "target_ms"))
+    fig, (ax,) = figure(title, height=max(HEIGHT_IN, 0.32 * rows + 2.0))
+    p50, p95, target = (numeric(frame, c).to_numpy() for c in ("p50_ms", "p95_ms", "target_ms"))
     every = np.concatenate([p50, p95, target])
     finite = every[np.isfinite(every) & (every > 0)]
-    if finite.size and _wants_log_scale(finite):
-        _set_log(ax, "x", finite)
+    if finite.size and wants_log_scale(finite):
+        set_log(ax, "x", finite)
     y = np.arange(rows)
     ax.hlines(y, p50, p95, color="#bbbbbb", lw=3, zorder=1)
     ax.plot(p50, y, ls="none", marker="|", ms=12, mew=2, color="#555555", label="p50")
@@ -202,54 +205,54 @@ def _run_figure(frame: pd.DataFrame, title: str) -> Figure:
                     label=f"p95, {name}")  # fmt: skip
     if np.isfinite(target).any():
         ax.plot(target, y, ls="none", marker="x", ms=8, mew=1.6, color="#222222", label="target")
-    ax.set_yticks(y, [_short(n) for n in frame["name"]], fontsize=size)
+    ax.set_yticks(y, [shortened(n) for n in frame["name"]], fontsize=size)
     ax.set_ylim(rows - 0.5, -0.5)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: ms_text(v)))
     ax.set_xlabel("latency (ms)")
-    _legend_right(ax, [])
-    _mark_empty(ax, pd.Series(p95))
+    legend_right(ax, [])
+    mark_empty(ax, pd.Series(p95))
     return fig
 
 
 def _steps_figure(frame: pd.DataFrame, title: str) -> Figure:
-    _require(frame, ("step", "series", "p50_ms", "p95_ms", "target_ms"))
-    steps = _ordered(frame["step"])
+    require(frame, ("step", "series", "p50_ms", "p95_ms", "target_ms"))
+    steps = ordered(frame["step"])
     x = frame["step"].astype(str).map({s: i for i, s in enumerate(steps)})
-    p50, p95 = _numeric(frame, "p50_ms"), _numeric(frame, "p95_ms")
-    fig, (ax,) = _figure(title)
-    _scale_y(ax, np.concatenate([p50.to_numpy(), p95.to_numpy()]))
+    p50, p95 = numeric(frame, "p50_ms"), numeric(frame, "p95_ms")
+    fig, (ax,) = figure(title)
+    scale_y(ax, np.concatenate([p50.to_numpy(), p95.to_numpy()]))
     series = frame["series"].astype(str)
-    for i, name in enumerate(_ordered(series)):
+    for i, name in enumerate(ordered(series)):
         rows = x[series == name].sort_values(kind="stable").index
         colour, marker = series_style(i)
-        ax.plot(x[rows], p95[rows], color=colour, marker=marker, lw=2, label=_short(name))
+        ax.plot(x[rows], p95[rows], color=colour, marker=marker, lw=2, label=shortened(name))
         ax.plot(x[rows], p50[rows], color=colour, marker=".", ls=":", lw=1.5)
-    _draw_targets(ax, frame)
-    _label_axes(ax, steps, "migration step", "latency (ms)")
+    draw_targets(ax, frame)
+    label_axes(ax, steps, "migration step", "latency (ms)")
     styles = [
         Line2D([], [], color="#555555", lw=2, label="p95 (solid)"),
         Line2D([], [], color="#555555", lw=1.5, ls=":", label="p50 (dotted)"),
     ]
-    _legend_right(ax, styles)
-    _mark_empty(ax, p95)
+    legend_right(ax, styles)
+    mark_empty(ax, p95)
     return fig
 
 
 def _before_after_figure(frame: pd.DataFrame, title: str) -> Figure:
-    _require(frame, ("name", "ratio", "ci_low", "ci_high", "verdict", "base_p50_ms", "new_p50_ms"))
+    require(frame, ("name", "ratio", "ci_low", "ci_high", "verdict", "base_p50_ms", "new_p50_ms"))
     verdicts = frame["verdict"].astype(str).str.strip().str.lower()
     unknown = sorted(set(verdicts) - set(VERDICT_STYLE))
     if unknown:
         raise ValueError(f"unknown verdict(s) {unknown}; expected one of {list(VERDICT_STYLE)}")
     rows, size = len(frame), 9 if len(frame) < 20 else 7
-    fig, (ax,) = _figure(title, height=max(HEIGHT_IN, 0.3 * rows + 2.0))
-    ratio, low, high = (_numeric(frame, c).to_numpy() for c in ("ratio", "ci_low", "ci_high"))
+    fig, (ax,) = figure(title, height=max(HEIGHT_IN, 0.3 * rows + 2.0))
+    ratio, low, high = (numeric(frame, c).to_numpy() for c in ("ratio", "ci_low", "ci_high"))
     every = np.concatenate([ratio, low, high])
     finite = every[np.isfinite(every)]
     log = finite.size > 0 and bool((finite > 0).all())
     if log:
-        _set_log(ax, "x", np.append(finite, 1.0))
+        set_log(ax, "x", np.append(finite, 1.0))
     y = np.arange(rows)
     for verdict, (colour, marker) in VERDICT_STYLE.items():
         chosen = (verdicts == verdict).to_numpy() & np.isfinite(ratio)
@@ -260,29 +263,31 @@ def _before_after_figure(frame: pd.DataFrame, title: str) -> Figure:
                 r, y[chosen], xerr=errors, fmt=marker, c=colour, ms=7, capsize=3, label=verdict
             )
     ax.axvline(1.0, color="#333333", ls="--", lw=1, label="no change (1.0)", zorder=1)
-    ax.set_yticks(y, [_short(n) for n in frame["name"]], fontsize=size)
+    ax.set_yticks(y, [shortened(n) for n in frame["name"]], fontsize=size)
     ax.set_ylim(rows - 0.5, -0.5)  # first query on top
     ax.margins(x=0.08)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
-    base, new = _numeric(frame, "base_p50_ms"), _numeric(frame, "new_p50_ms")
+    base, new = numeric(frame, "base_p50_ms"), numeric(frame, "new_p50_ms")
     right = ax.secondary_yaxis("right")
-    right.set_ticks(list(y), [f"{_ms(b)} → {_ms(a)} ms" for b, a in zip(base, new, strict=True)])
+    right.set_ticks(
+        list(y), [f"{ms_text(b)} → {ms_text(a)} ms" for b, a in zip(base, new, strict=True)]
+    )
     right.tick_params(labelsize=size)
     right.set_ylabel("p50 base → new")
     ax.set_xlabel("ratio new / base (log)" if log else "ratio new / base")
     ax.set_ylabel("query")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=5, frameon=False)
-    _mark_empty(ax, pd.Series(ratio))
+    mark_empty(ax, pd.Series(ratio))
     return fig
 
 
 def _distribution_figure(samples: pd.DataFrame, title: str) -> Figure:
-    _require(samples, ("name", "run", "latency_ms"))
-    names, runs = _ordered(samples["name"]), _ordered(samples["run"])
-    latency = _numeric(samples, "latency_ms")
-    fig, (ax,) = _figure(title)
-    _scale_y(ax, latency.to_numpy())
+    require(samples, ("name", "run", "latency_ms"))
+    names, runs = ordered(samples["name"]), ordered(samples["run"])
+    latency = numeric(samples, "latency_ms")
+    fig, (ax,) = figure(title)
+    scale_y(ax, latency.to_numpy())
     groups = latency.groupby([samples["name"].astype(str), samples["run"].astype(str)])
     by_key = {key: group.dropna().to_numpy() for key, group in groups}
     width = 0.8 / max(len(runs), 1)
@@ -293,35 +298,37 @@ def _distribution_figure(samples: pd.DataFrame, title: str) -> Figure:
         kept = [(position, v) for position, v in found if v is not None and v.size]
         if kept:
             positions, values = zip(*kept, strict=True)
-            ax.boxplot(values, positions=positions, widths=width * 0.85, **_box_style(colour))
-        handles.append(Patch(facecolor=to_rgba(colour, 0.45), edgecolor=colour, label=_short(run)))
-    _draw_targets(ax, samples)
+            ax.boxplot(values, positions=positions, widths=width * 0.85, **box_style(colour))
+        handles.append(
+            Patch(facecolor=to_rgba(colour, 0.45), edgecolor=colour, label=shortened(run))
+        )
+    draw_targets(ax, samples)
     xlabel = "query (box: p25-p75, line: median, whiskers: p5-p95)"
-    _label_axes(ax, names, xlabel, "latency (ms)")
+    label_axes(ax, names, xlabel, "latency (ms)")
     ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
-    _legend_right(ax, handles, first=True)
-    _mark_empty(ax, latency)
+    legend_right(ax, handles, first=True)
+    mark_empty(ax, latency)
     return fig
 
 
 def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
     changes = ("wal_change_quiz_attempts", "wal_change_reflections")
-    _require(frame, ("step", "index_bytes_added", *changes))
-    steps = _ordered(frame["step"])
+    require(frame, ("step", "index_bytes_added", *changes))
+    steps = ordered(frame["step"])
     rows = frame.assign(step=frame["step"].astype(str)).drop_duplicates("step", keep="last")
     per_step = rows.set_index("step").reindex(steps)
-    fig, (top, bottom) = _figure(title, height=7.5, panels=2)
+    fig, (top, bottom) = figure(title, height=7.5, panels=2)
     x = np.arange(len(steps))
-    added = _numeric(per_step, "index_bytes_added")
-    scale, unit = _byte_unit(float(added.abs().max()) if added.notna().any() else 0.0)
+    added = numeric(per_step, "index_bytes_added")
+    scale, unit = byte_unit(float(added.abs().max()) if added.notna().any() else 0.0)
     colours = [PALETTE[1] if v < 0 else PALETTE[0] for v in added.fillna(0)]
     bars = top.bar(x, (added / scale).fillna(0), width=0.6, color=colours)
-    top.bar_label(bars, [_human_bytes(v) for v in added], fontsize=8, padding=2)
+    top.bar_label(bars, [human_bytes(v) for v in added], fontsize=8, padding=2)
     top.set_ylabel(f"index bytes added ({unit})")
     top.set_title("Index size added per step (negative = space freed)", fontsize=10)
     width = 0.8 / len(changes)
     for j, column in enumerate(changes):
-        percent = _numeric(per_step, column) * 100
+        percent = numeric(per_step, column) * 100
         offset = (j - (len(changes) - 1) / 2) * width
         table = column.removeprefix("wal_change_")
         bars = bottom.bar(
@@ -337,24 +344,24 @@ def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
         panel.set_xlim(-0.6, max(len(steps), 1) - 0.4)
         if np.ptp(panel.get_ylim()) < 1e-9:  # all zero or n/a: no 1e-17 axis
             panel.set_ylim(-1, 1)
-    _label_axes(bottom, steps, "migration step", "WAL bytes per row, change (%)")
+    label_axes(bottom, steps, "migration step", "WAL bytes per row, change (%)")
     top.set_xticks(x, [])
-    _legend_right(bottom, [])
+    legend_right(bottom, [])
     return fig
 
 
 def _integrity_figure(frame: pd.DataFrame, title: str) -> Figure:
-    _require(frame, ("step", "check", "violations"))
-    steps, checks = _ordered(frame["step"]), _ordered(frame["check"])
+    require(frame, ("step", "check", "violations"))
+    steps, checks = ordered(frame["step"]), ordered(frame["check"])
     cells = frame.assign(step=frame["step"].astype(str), check=frame["check"].astype(str))
-    cells = cells.assign(violations=_numeric(frame, "violations"))
+    cells = cells.assign(violations=numeric(frame, "violations"))
     cells = cells.drop_duplicates(["check", "step"], keep="last")
     table = cells.pivot(index="check", columns="step", values="violations")
     counts = table.reindex(index=checks, columns=steps).to_numpy(dtype=float)
-    fig, (ax,) = _figure(title, height=max(4.5, 0.45 * len(checks) + 2.8))
-    _label_axes(ax, steps, "migration step", "integrity check")
+    fig, (ax,) = figure(title, height=max(4.5, 0.45 * len(checks) + 2.8))
+    label_axes(ax, steps, "migration step", "integrity check")
     if counts.size == 0:
-        _mark_empty(ax, pd.Series(dtype=float))
+        mark_empty(ax, pd.Series(dtype=float))
         return fig
     # Log shading, so that 3 violations stand out from 0 next to 30 000 elsewhere.
     shade = np.log10(1 + np.clip(counts, 0, None))
@@ -366,7 +373,7 @@ def _integrity_figure(frame: pd.DataFrame, title: str) -> Figure:
         text = "n/a" if math.isnan(value) else f"{int(value):,}"
         colour = "white" if shade[row, col] > 0.6 * top else "#222222"  # NaN compares False
         ax.text(col, row, text, ha="center", va="center", fontsize=size, color=colour)
-    ax.set_yticks(range(len(checks)), [_short(c) for c in checks])
+    ax.set_yticks(range(len(checks)), [shortened(c) for c in checks])
     ax.set_xticks(np.arange(len(steps) + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(len(checks) + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", lw=2)
@@ -379,15 +386,15 @@ def _trend_figure(
     frame: pd.DataFrame, change_points: Sequence[tuple[str, int]], title: str
 ) -> Figure:
     """Small multiples: one panel per query, each with its own scale and target line."""
-    _require(frame, ("run", "name", "p95_ms"))
-    runs = _ordered(frame["run"])
+    require(frame, ("run", "name", "p95_ms"))
+    runs = ordered(frame["run"])
     x = frame["run"].astype(str).map({r: i for i, r in enumerate(runs)})
-    p95 = _numeric(frame, "p95_ms")
+    p95 = numeric(frame, "p95_ms")
     names = frame["name"].astype(str)
-    queries = _ordered(names) or ["(none)"]
+    queries = ordered(names) or ["(none)"]
     columns = 1 if len(queries) == 1 else 2 if len(queries) <= 4 else 3 if len(queries) <= 12 else 4
     rows = math.ceil(len(queries) / columns)
-    fig, axes = _grid(title, rows, columns, height=max(HEIGHT_IN, 2.3 * rows + 1.4))
+    fig, axes = grid(title, rows, columns, height=max(HEIGHT_IN, 2.3 * rows + 1.4))
     series: dict[str, tuple[Axes, Floats, Floats, str]] = {}
     for i, name in enumerate(queries):
         ax = axes[i]
@@ -398,13 +405,13 @@ def _trend_figure(
         ax.plot(xs, ys, color=colour, marker=marker, ms=4, lw=1.6, label="p95")
         own = frame[names == name]
         targets: Floats = (
-            _numeric(own, "target_ms").dropna().to_numpy() if "target_ms" in own else np.empty(0)
+            numeric(own, "target_ms").dropna().to_numpy() if "target_ms" in own else np.empty(0)
         )
-        _scale_y(ax, np.concatenate([ys, targets]))  # the target in view, on a log axis if far
-        _draw_targets(ax, own)
-        ax.set_title(_short(name), fontsize=9, loc="left")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
-        _mark_empty(ax, pd.Series(ys, dtype=float))
+        scale_y(ax, np.concatenate([ys, targets]))  # the target in view, on a log axis if far
+        draw_targets(ax, own)
+        ax.set_title(shortened(name), fontsize=9, loc="left")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: ms_text(v)))
+        mark_empty(ax, pd.Series(ys, dtype=float))
     extra: list[Artist] = []
     for name, index in change_points:
         if name not in series or not 0 <= index < len(series[name][1]):
@@ -412,8 +419,10 @@ def _trend_figure(
             continue
         ax, xs, ys, colour = series[name]
         ax.plot(xs[index], ys[index], marker="*", ms=15, color=colour, mec="black", zorder=5)
-        before, after = _median(ys[:index]), _median(ys[index:])
-        text = "change" if math.isnan(before) else f"change: {_ms(before)} → {_ms(after)} ms"
+        before, after = median(ys[:index]), median(ys[index:])
+        text = (
+            "change" if math.isnan(before) else f"change: {ms_text(before)} → {ms_text(after)} ms"
+        )
         below = not math.isnan(before) and after > before
         box: dict[str, Any] = {"boxstyle": "round,pad=0.25", "fc": "white", "ec": colour}
         ax.annotate(text, (xs[index], ys[index]), xytext=(10, -18 if below else 10), bbox=box,
@@ -424,185 +433,9 @@ def _trend_figure(
         ax.set_visible(False)
     for ax in axes[: len(queries)]:
         if ax in axes[len(queries) - columns : len(queries)]:  # the lowest panel of a column
-            _label_axes(ax, runs, "run", "")
+            label_axes(ax, runs, "run", "")
         else:
             ax.tick_params(labelbottom=False)
     fig.supylabel("p95 latency (ms)", fontsize=10)
-    _figure_legend(fig, extra)
+    figure_legend(fig, extra)
     return fig
-
-
-def series_style(index: int) -> tuple[str, str]:
-    """The colour and marker of the ``index``-th series of a chart: every pair distinct up
-    to len(PALETTE) * len(MARKERS) series (colour cycles first, then the marker)."""
-    if index >= len(PALETTE) * len(MARKERS):
-        raise ValueError(f"more than {len(PALETTE) * len(MARKERS)} series in one chart")
-    return PALETTE[index % len(PALETTE)], MARKERS[index // len(PALETTE)]
-
-
-def _require(frame: pd.DataFrame, columns: Iterable[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"chart input is missing required column(s): {', '.join(missing)}")
-
-
-def _numeric(frame: pd.DataFrame, column: str) -> pd.Series[float]:
-    return pd.to_numeric(frame[column], errors="coerce").astype(float)
-
-
-def _ordered(values: pd.Series) -> list[str]:
-    """Distinct labels in order of first appearance."""
-    return list(dict.fromkeys(values.astype(str)))
-
-
-def _short(label: object, limit: int = LABEL_LIMIT) -> str:
-    text = str(label)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _ms(value: float) -> str:
-    if math.isnan(value):
-        return "?"
-    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def _median(values: Floats) -> float:
-    finite = values[np.isfinite(values)]
-    return float(np.median(finite)) if finite.size else math.nan
-
-
-def _byte_unit(largest: float) -> tuple[float, str]:
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if largest >= scale:
-            return scale, unit
-    return 1.0, "bytes"
-
-
-def _human_bytes(value: float) -> str:
-    if math.isnan(value) or value == 0:
-        return "n/a" if math.isnan(value) else "0"
-    scale, unit = _byte_unit(abs(value))
-    return f"{value / scale:+.1f} {unit}" if scale > 1 else f"{value:+.0f} B"
-
-
-def _wants_log_scale(values: npt.ArrayLike) -> bool:
-    """Log scale when the finite values span more than LOG_SPAN times; zero or negative
-    values cannot be drawn on a log axis, so they keep a linear one."""
-    array = np.asarray(values, dtype=float).ravel()
-    array = array[np.isfinite(array)]
-    if array.size == 0 or array.min() <= 0:
-        return False
-    return bool(array.max() / array.min() > LOG_SPAN)
-
-
-def _scale_y(ax: Axes, values: Floats) -> None:
-    if _wants_log_scale(values):
-        _set_log(ax, "y", values)
-    ax.grid(axis="y", which="major", color="#dddddd", lw=0.6)
-
-
-def _set_log(ax: Axes, which: str, values: Floats) -> None:
-    finite = values[np.isfinite(values) & (values > 0)]
-    decades = math.log10(finite.max() / finite.min()) if finite.size else 0.0
-    # Denser ticks on short ranges, so that a log axis never shows a single label.
-    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0)
-    axis = ax.yaxis if which == "y" else ax.xaxis
-    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
-    axis.set_major_locator(LogLocator(base=10, subs=subs if decades <= 4 else (1.0,)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _draw_targets(ax: Axes, frame: pd.DataFrame) -> None:
-    """A dashed line per distinct target, named in the legend and at the left edge."""
-    if "target_ms" not in frame.columns:
-        return
-    targets = sorted({float(t) for t in _numeric(frame, "target_ms").dropna() if t > 0})
-    for i, ms in enumerate(reversed(targets)):
-        label = TARGET_NAMES.get(ms, f"target {ms:g} ms")
-        colour = ("#222222", "#666666", "#999999")[i % 3]
-        ax.axhline(ms, color=colour, ls="--", lw=1.4, label=label, zorder=1)
-        ax.annotate(label, (0.005, ms), color=colour, **TARGET_NOTE)
-
-
-def _label_axes(ax: Axes, categories: Sequence[str], xlabel: str, ylabel: str) -> None:
-    """Category names as x ticks; slanted (more steeply when many) and thinned beyond 30,
-    so that neighbouring labels never overlap."""
-    short = [_short(c) for c in categories]
-    every = max(1, math.ceil(len(short) / 30))
-    ax.set_xticks(range(0, len(short), every), short[::every])
-    if len(short) > 6 or max(map(len, short), default=0) > 10:
-        slant = 45 if len(short) > 12 else 30
-        for tick in ax.get_xticklabels():
-            tick.set(rotation=slant, ha="right", rotation_mode="anchor", fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-
-
-def _legend_right(ax: Axes, extra: Sequence[Artist], *, first: bool = False) -> None:
-    handles: list[Artist] = list(ax.get_legend_handles_labels()[0])
-    handles = [*extra, *handles] if first else [*handles, *extra]
-    if handles:
-        ax.legend(handles=handles, **LEGEND_RIGHT)
-
-
-def _box_style(colour: str) -> dict[str, Any]:
-    return {
-        "whis": (5, 95),
-        "patch_artist": True,
-        "manage_ticks": False,
-        "boxprops": {"facecolor": to_rgba(colour, 0.45), "edgecolor": colour},
-        "medianprops": {"color": "black"},
-        "whiskerprops": {"color": colour},
-        "capprops": {"color": colour},
-        "flierprops": {"marker": ".", "ms": 3, "mec": colour, "alpha": 0.5},
-    }
-
-
-def _mark_empty(ax: Axes, values: pd.Series[float]) -> None:
-    if not np.isfinite(values.to_numpy(dtype=float)).any():
-        style: dict[str, Any] = {"ha": "center", "va": "center", "color": "#777777", "fontsize": 14}
-        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, **style)
-        ax.set_yticks([])
-
-
-def _figure(title: str, *, height: float = HEIGHT_IN, panels: int = 1) -> tuple[Figure, list[Axes]]:
-    fig = _canvas(title, height)
-    return fig, [fig.add_subplot(panels, 1, i + 1) for i in range(panels)]
-
-
-def _grid(title: str, rows: int, columns: int, *, height: float) -> tuple[Figure, list[Axes]]:
-    """Panels in ``rows`` x ``columns`` that share the x axis."""
-    fig = _canvas(title, height)
-    first = fig.add_subplot(rows, columns, 1)
-    rest = [fig.add_subplot(rows, columns, i, sharex=first) for i in range(2, rows * columns + 1)]
-    return fig, [first, *rest]
-
-
-def _figure_legend(fig: Figure, extra: Sequence[Artist]) -> None:
-    """One legend under the panels: each distinct label once (targets, change points)."""
-    seen: dict[str, Artist] = {}
-    for ax in fig.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label != "p95":
-                seen.setdefault(label, handle)
-    handles = [*seen.values(), *extra]
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False, fontsize=8)
-
-
-def _canvas(title: str, height: float) -> Figure:
-    fig = Figure(figsize=(WIDTH_IN, min(height, MAX_HEIGHT_IN)), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    fig.suptitle(title, fontsize=13, fontweight="bold")
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    """Write through a temporary file, so that an interruption leaves no half-written PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    fig.savefig(partial, format="png", dpi=DPI)
-    partial.replace(path)
-    return path
