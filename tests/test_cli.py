@@ -148,17 +148,26 @@ def test_a_dsn_that_names_a_database_means_that_database(
     assert not database_exists(target, name)
 
 
+def foreign_database(create_database: DatabaseFactory, suffix: str) -> tuple[str, str]:
+    """(conninfo, name) of a database vpbench did not create, holding somebody's table."""
+    conninfo = create_database(suffix)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+    return conninfo, str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+
+
+def assert_invoices_kept(conninfo: str) -> None:
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
+
+
 def test_a_dsn_database_vpbench_did_not_create_is_refused_as_before(
     vpbench: Runner, create_database: DatabaseFactory
 ) -> None:
-    conninfo = create_database("cli_dsn_foreign")
-    with psycopg.connect(conninfo) as conn:
-        conn.execute("CREATE TABLE invoices (id int)")
-    name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    conninfo, name = foreign_database(create_database, "cli_dsn_foreign")
     assert_one_line_error(vpbench("seed", "--dsn", conninfo), 2, f"database '{name}'", "--force")
     assert_one_line_error(vpbench("db", "drop", "--dsn", conninfo), 2, "refusing to drop")
-    with psycopg.connect(conninfo) as conn:
-        assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
+    assert_invoices_kept(conninfo)
 
 
 def test_a_binary_or_empty_workload_is_one_line_and_exit_2(vpbench: Runner, tmp_path: Path) -> None:
@@ -176,14 +185,10 @@ def test_a_binary_or_empty_workload_is_one_line_and_exit_2(vpbench: Runner, tmp_
 def test_seed_refuses_unmarked_non_empty_database(
     vpbench: Runner, create_database: DatabaseFactory
 ) -> None:
-    conninfo = create_database("cli_foreign")
-    with psycopg.connect(conninfo) as conn:
-        conn.execute("CREATE TABLE invoices (id int)")
-    name = str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+    conninfo, name = foreign_database(create_database, "cli_foreign")
     run = vpbench("seed", "--db", name)
     assert_one_line_error(run, 2, f"refusing to seed database '{name}'", "--force")
-    with psycopg.connect(conninfo) as conn:
-        assert conn.execute("SELECT to_regclass('invoices')::text").fetchone() == ("invoices",)
+    assert_invoices_kept(conninfo)
 
 
 def test_drop_refuses_unmarked_database(
@@ -194,10 +199,7 @@ def test_drop_refuses_unmarked_database(
     run = vpbench("db", "drop", "--db", name)
     assert_one_line_error(run, 2, "refusing to drop database", "--force")
     assert vpbench("db", "drop", "--db", name, "--force").code == 0
-    with psycopg.connect(target.conninfo) as conn:
-        assert (
-            conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None
-        )
+    assert not database_exists(target, name)
 
 
 def test_ctrl_c_during_seeding_rolls_back(target: ServerTarget, session_prefix: str) -> None:
