@@ -38,23 +38,28 @@ def build_report(
     one step/ab document or two runs give a before/after comparison report."""
     ensure_writable(out_dir)
     if len(inputs) == 1 and (inputs[0] / "summary.json").is_file():
-        text = _steps_report(inputs[0], out_dir, threshold, alpha)
-    elif len(inputs) == 1 and inputs[0].is_file() and _kind(inputs[0]) == KIND_RUN:
-        text = run_report(read_document(inputs[0]), out_dir)
-    else:
-        base, new, paired = load_sides(list(inputs))
-        comparison = compare_sides(
-            base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
-        )
-        text = _comparison_report(comparison, out_dir)
+        return _write(out_dir, _steps_report(inputs[0], out_dir, threshold, alpha))
+    if len(inputs) == 1 and inputs[0].is_file():
+        document = read_document(inputs[0])
+        if document.get("kind") == KIND_RUN:
+            return _write(out_dir, run_report(document, out_dir))
+    base, new, paired = load_sides(list(inputs))
+    comparison = compare_sides(
+        base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
+    )
+    return comparison_report(comparison, out_dir)
+
+
+def comparison_report(comparison: Comparison, out_dir: Path) -> Path:
+    """The before/after report of a comparison already judged (its charts beside it)."""
+    ensure_writable(out_dir)
+    return _write(out_dir, _comparison_report(comparison, out_dir))
+
+
+def _write(out_dir: Path, text: str) -> Path:
     path = out_dir / REPORT
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _kind(path: Path) -> str | None:
-    kind = read_document(path).get("kind")
-    return str(kind) if kind is not None else None
 
 
 def _ms(value: float | None) -> str:

@@ -16,7 +16,7 @@ from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.dataset.profiles import Profile
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import RunOptions
-from vpbench.reporting.markdown import build_report
+from vpbench.reporting.markdown import build_report, comparison_report
 from vpbench.reporting.trend import TrendResult, build_trend
 from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
 from vpbench.server.target import ServerTarget
@@ -54,7 +54,7 @@ def run_nightly(
     if previous is not None:
         base, new, _ = load_sides([previous, outcome.path])
         comparison = compare_sides(base, new, paired_session=False)
-        report = build_report([previous, outcome.path], out_dir / "compare")
+        report = comparison_report(comparison, out_dir / "compare")
     else:
         report = build_report([outcome.path], out_dir / "run")
     trend = build_trend(history, out_dir / "trend")

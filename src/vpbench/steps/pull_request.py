@@ -24,7 +24,7 @@ from vpbench.dataset.profiles import Profile
 from vpbench.errors import UsageError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
-from vpbench.reporting.markdown import REPORT, build_report
+from vpbench.reporting.markdown import REPORT, comparison_report
 from vpbench.reporting.mermaid import comparison_charts
 from vpbench.results.documents import ensure_writable
 from vpbench.server.maintenance import run_checkpoint
@@ -94,7 +94,7 @@ def judge_pull_request(
                          label="pr", side_labels=labels)  # fmt: skip
     before, after, _ = load_sides([outcome.path])
     comparison = compare_sides(before, after, paired_session=True, threshold=threshold)
-    report = build_report([outcome.path], out_dir / "report", threshold=threshold)
+    report = comparison_report(comparison, out_dir / "report")
     comment = out_dir / COMMENT
     comment.write_text(pull_request_comment(comparison, report), encoding="utf-8")
     return PullRequestResult(comparison, outcome.path, report, comment, refs)
