@@ -16,7 +16,7 @@ import psycopg
 from psycopg.pq import DiagnosticField, ExecStatus
 
 from vpbench.errors import WorkloadError
-from vpbench.workload.spec import Issue, Query, SqlText, Workload
+from vpbench.workload.spec import Issue, Query, SqlText, Workload, statement_label
 
 
 def check_prepared(
@@ -50,8 +50,9 @@ def prepare_failure(conn: psycopg.Connection[Any], statement: str) -> tuple[str,
 
 
 def _issue(query: Query, variant: str | None, sql: SqlText, offset: int, message: str) -> Issue:
-    which = f"query {query.name!r}" + (f" (variant from {variant})" if variant else "")
-    return Issue(query.path, sql.line_at(offset), f"{which}: {message}")
+    return Issue(
+        query.path, sql.line_at(offset), f"{statement_label(query.name, variant)}: {message}"
+    )
 
 
 def _field(result: Any, field: DiagnosticField) -> str | None:

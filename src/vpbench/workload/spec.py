@@ -341,17 +341,14 @@ def _check(
             for i, v in enumerate(q.variants)
         ]
         variants = []
-        for sql, where in [(base, ("queries", name, "sql"))] + [
-            (parsed[i], ("queries", name, "variants", i, "sql")) for i in range(len(q.variants))
-        ]:
+        located: list[tuple[SqlText, tuple[str | int, ...], str | None]] = [
+            (base, ("queries", name, "sql"), None),
+            *[(parsed[i], ("queries", name, "variants", i, "sql"), v.from_migration)
+              for i, v in enumerate(q.variants)],
+        ]  # fmt: skip
+        for sql, where, variant in located:
             if (syntax := _syntax_error(sql)) is not None:
-                which = (
-                    f"query {name!r}"
-                    if len(where) == 3
-                    else (
-                        f"query {name!r} (variant from {q.variants[int(where[3])].from_migration})"
-                    )
-                )
+                which = statement_label(name, variant)
                 issues.append(Issue(shown, sql.line_at(syntax[1]), f"{which}: {syntax[0]}"))
             for used_name in sql.params:
                 used.add(used_name)
@@ -396,6 +393,11 @@ def _check(
         raise WorkloadError(issues)
     return Workload(_workload_name(spec, path), shown, spec.workload.description, params,
                     queries, scenarios)  # fmt: skip
+
+
+def statement_label(query: str, variant: str | None) -> str:
+    """``query 'name'``, or ``query 'name' (variant from 0003_x)``, for messages."""
+    return f"query {query!r}" + (f" (variant from {variant})" if variant else "")
 
 
 def _syntax_error(sql: SqlText) -> tuple[str, int] | None:
