@@ -31,13 +31,13 @@ from vpbench.reporting.plotting import (
     PALETTE,
     TARGET_NOTE,
     Floats,
+    axis_byte_unit,
+    bar_bytes,
     box_style,
-    byte_unit,
     draw_targets,
     figure,
     figure_legend,
     grid,
-    human_bytes,
     label_axes,
     legend_right,
     mark_empty,
@@ -320,10 +320,10 @@ def _cost_figure(frame: pd.DataFrame, title: str) -> Figure:
     fig, (top, bottom) = figure(title, height=7.5, panels=2)
     x = np.arange(len(steps))
     added = numeric(per_step, "index_bytes_added")
-    scale, unit = byte_unit(float(added.abs().max()) if added.notna().any() else 0.0)
+    scale, unit = axis_byte_unit(float(added.abs().max()) if added.notna().any() else 0.0)
     colours = [PALETTE[1] if v < 0 else PALETTE[0] for v in added.fillna(0)]
     bars = top.bar(x, (added / scale).fillna(0), width=0.6, color=colours)
-    top.bar_label(bars, [human_bytes(v) for v in added], fontsize=8, padding=2)
+    top.bar_label(bars, [bar_bytes(v) for v in added], fontsize=8, padding=2)
     top.set_ylabel(f"index bytes added ({unit})")
     top.set_title("Index size added per step (negative = space freed)", fontsize=10)
     width = 0.8 / len(changes)

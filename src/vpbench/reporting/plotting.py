@@ -19,6 +19,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from vpbench.reporting.units import byte_unit, human_bytes
+
 Floats = npt.NDArray[np.floating[Any]]
 
 # 10 x 5.5 in at 110 dpi is 1100 x 605 px: readable at the width of a GitHub PR comment.
@@ -85,18 +87,17 @@ def median(values: Floats) -> float:
     return float(np.median(finite)) if finite.size else math.nan
 
 
-def byte_unit(largest: float) -> tuple[float, str]:
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if largest >= scale:
-            return scale, unit
-    return 1.0, "bytes"
+def axis_byte_unit(largest: float) -> tuple[float, str]:
+    """``units.byte_unit`` for an axis title, which spells out "bytes"."""
+    scale, unit = byte_unit(largest)
+    return scale, "bytes" if unit == "B" else unit
 
 
-def human_bytes(value: float) -> str:
+def bar_bytes(value: float) -> str:
+    """A bar's label: signed bytes in human units, "0", or "n/a" for a missing value."""
     if math.isnan(value) or value == 0:
         return "n/a" if math.isnan(value) else "0"
-    scale, unit = byte_unit(abs(value))
-    return f"{value / scale:+.1f} {unit}" if scale > 1 else f"{value:+.0f} B"
+    return human_bytes(value, signed=True)
 
 
 def wants_log_scale(values: npt.ArrayLike) -> bool:
