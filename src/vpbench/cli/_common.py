@@ -137,6 +137,16 @@ def migrations_option(func: F) -> F:
     )(func)
 
 
+def variant_migrations_option(func: F) -> F:
+    """``--migrations`` of a command that only reads workloads: the ids variants name."""
+    return click.option(
+        "--migrations",
+        "migrations_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Migrations folder whose ids variants name (default: the reference series).",
+    )(func)
+
+
 class Duration(click.ParamType[Any, int]):
     """``500ms``, ``5s``, ``2m`` or a bare number of seconds, as milliseconds."""
 

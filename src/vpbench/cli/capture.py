@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from vpbench.cli._common import count_option, db_option, dsn_option, out, resolve_database, wide
+from vpbench.cli._common import (
+    count_option,
+    db_option,
+    dsn_option,
+    out,
+    resolve_database,
+    variant_migrations_option,
+    wide,
+)
 from vpbench.errors import CheckFailedError, UsageError
 from vpbench.measure.run import known_migration_ids
 from vpbench.workload.capture import Capture, capture_workload
@@ -66,12 +74,7 @@ def capture(
     type=click.FloatRange(0, 100),
     help="Exit 1 when the workloads cover less than this percentage of execution time.",
 )
-@click.option(
-    "--migrations",
-    "migrations_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Migrations folder the workloads' variants name (default: the reference series).",
-)
+@variant_migrations_option
 @db_option
 @dsn_option
 def coverage_command(

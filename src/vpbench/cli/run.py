@@ -17,6 +17,7 @@ from vpbench.cli._common import (
     out_dir_option,
     progress_bars,
     resolve_database,
+    variant_migrations_option,
     wide,
 )
 from vpbench.cli._render import run_table
@@ -50,12 +51,7 @@ from vpbench.measure.runner import RunOptions
     "--seed", "seed_value", default=1, show_default=True, help="Seed for parameter sampling."
 )
 @out_dir_option("results", "Folder for the run file.")
-@click.option(
-    "--migrations",
-    "migrations_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Migrations folder whose ids variants name (default: the reference series).",
-)
+@variant_migrations_option
 @no_report_option
 @db_option
 @dsn_option
