@@ -12,11 +12,14 @@ import pytest
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
+from vpbench.results.documents import SCHEMA_VERSION, read_document
 from vpbench.server.target import ServerTarget
 
 DATA = Path(__file__).parent / "data"
 LEGACY, MIGRATED = DATA / "runs" / "legacy.json", DATA / "runs" / "migrated.json"
 STEPS = DATA / "steps-tiny"
+STEPS_V2 = DATA / "steps-v2"
+"""a schema 2 steps run (one step rehearsed under traffic, its timeline thinned to 1 in 8)"""
 PNG = b"\x89PNG\r\n\x1a\n"
 
 Runner = Callable[..., tuple[int, str, str]]
@@ -153,6 +156,31 @@ def test_report_of_a_steps_folder(vpbench: Runner, tmp_path: Path) -> None:
         assert f"]({image})" in report
         assert_png(tmp_path / "report" / image)
     assert report.count("### `00") == 6
+
+
+def test_a_schema_2_step_is_upgraded_on_read(vpbench: Runner, tmp_path: Path) -> None:
+    """Its stall mixed lock waits and contention: kept as ``stall_ms``, blocked and slowed
+    unknown, its verdict as judged then; its report and timeline still draw."""
+    raw = json.loads((STEPS_V2 / "0001_quiz_attempt_links.json").read_text())
+    assert raw["schema_version"] == 2 and "longest_stall_ms" in raw["availability"]
+    document = read_document(STEPS_V2 / "0001_quiz_attempt_links.json")
+    assert document["schema_version"] == SCHEMA_VERSION
+    found = document["availability"]
+    assert found["stall_ms"] == raw["availability"]["longest_stall_ms"]
+    assert found["blocked"] == {"read": None, "write": None}
+    assert found["slowed"] == {"read": None, "write": None}
+    assert found["passed"] is raw["availability"]["passed"]
+    assert "longest_stall_ms" not in found and "worst" not in found
+    assert all(len(row) == 5 for row in found["timeline"])
+    code, out, err = vpbench("report", STEPS_V2, "--out", tmp_path / "report")
+    assert code == 0, out + err
+    report = (tmp_path / "report" / "report.md").read_text()
+    table = report[report.index("### Under live traffic") :]
+    row = next(line for line in table.splitlines() if line.startswith("| `0001_quiz"))
+    assert row.startswith("| `0001_quiz_attempt_links` | n/a | n/a | 35 s |")
+    assert "stalled reads" in row
+    assert "written before lock waits and contention were told apart" in report
+    assert_png(tmp_path / "report" / "timeline-0001_quiz_attempt_links.png")
 
 
 def test_report_of_two_runs(vpbench: Runner, tmp_path: Path) -> None:

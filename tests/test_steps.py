@@ -604,7 +604,7 @@ def _stalling_series(folder: Path, toml: str) -> Path:
     ("toml", "code"),
     [("", 1), ('max_stall = "10s"\ndowntime = "a maintenance window is booked"\n', 0)],
 )
-def test_a_step_that_stalls_the_app_fails_availability(
+def test_a_step_that_blocks_the_app_fails_availability(
     target: ServerTarget,
     session_prefix: str,
     tmp_path: Path,
@@ -613,7 +613,7 @@ def test_a_step_that_stalls_the_app_fails_availability(
     toml: str,
     code: int,
 ) -> None:
-    """An exclusive lock held for 3 s stalls reads and writes beyond a 1 s budget: the step
+    """An exclusive lock held for 3 s blocks reads and writes beyond a 1 s budget: the step
     fails, naming the statement, the lock and the relation; declared downtime allows it."""
     monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
     monkeypatch.setenv("COLUMNS", "200")
@@ -631,17 +631,23 @@ def test_a_step_that_stalls_the_app_fails_availability(
     document = json.loads((tmp_path / "out" / "0001_exclusive.json").read_text())
     found = document["availability"]
     assert found["passed"] is (code == 0)
-    assert min(found["longest_stall_ms"].values()) >= 2000
-    assert found["worst"]["migration_holds"] == "AccessExclusiveLock"
-    assert found["worst"]["waited_for"].endswith("on quiz_attempts")
-    assert found["worst"]["statement"] == "SELECT pg_sleep(3)"
+    assert min(found["blocked_ms"].values()) >= 2000
+    for kind in ("read", "write"):
+        blocked = found["blocked"][kind]
+        assert blocked["migration_holds"] == "AccessExclusiveLock"
+        assert blocked["waited_for"].endswith("on quiz_attempts")
+        assert blocked["statement"] == "SELECT pg_sleep(3)"
+        assert blocked["low_ms"] <= blocked["ms"] <= blocked["high_ms"]
+        # the slowed figure sits beside it, per kind, with its sample sizes
+        assert set(found["slowed"][kind]) >= {"ratio", "low", "high", "requests", "at_rest"}
     assert f"budget {1 if code else 10} s" in captured.out  # the console's "under load" column
+    assert "blocked reads" in captured.out and "slowed reads" in captured.out
     holds = {h["lock"]: h for h in document["lock_holds"]}
     assert holds["AccessExclusiveLock on quiz_attempts"]["line"] == 1
     if code:
         assert "stalls the app" in captured.out and "SELECT pg_sleep(3)" in captured.out
     else:
-        assert "0001_exclusive: may stall the app 10 s (stalled" in captured.out
+        assert "0001_exclusive: may stall the app 10 s (blocked" in captured.out
 
 
 def test_ctrl_c_under_load_ends_the_traffic_and_keeps_the_backup(

@@ -159,15 +159,18 @@ def lock_retries(applied: StepApplied) -> str:
 
 
 def _under_load_cell(step: StepReport) -> str:
-    """Longest stall of reads and writes against the step's budget."""
+    """The longest lock waits of reads and writes on the migration against the step's
+    budget, and how much the app slowed down without one (reported, not judged)."""
     found = step.availability
     if found is None:
         return "not rehearsed"
-    stalls = found.longest_stall_ms
+    blocked = found.blocked_ms
     colour = "green" if found.passed else "red"
+    slowed = "\n".join(f"slowed {found.slowed[kind].describe()}" for kind in ("read", "write"))
     return (
-        f"reads {stalls['read'] / 1000:.2f} s\nwrites {stalls['write'] / 1000:.2f} s\n"
-        f"[{colour}]budget {found.budget_ms / 1000:g} s[/]"
+        f"blocked reads {blocked['read'] / 1000:.2f} s\nblocked writes "
+        f"{blocked['write'] / 1000:.2f} s\n[{colour}]budget {found.budget_ms / 1000:g} s[/]\n"
+        f"[dim]{slowed}[/]"
     )
 
 

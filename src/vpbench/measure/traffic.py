@@ -5,8 +5,10 @@ the app deployed before the step; writer sessions insert quiz attempts and refle
 way the app does (a prepared single-row INSERT, at a steady rate) in transactions that are
 rolled back, so that they take the app's locks without adding rows. Every request's start,
 latency and outcome is kept. A sampler reads ``pg_locks`` and ``pg_blocking_pids()`` every
-``sample_ms``: each traffic session waiting for a lock, on what, and whether the migration's
-session (the one ``watch`` names) is in its way, with the migration statement running then.
+``sample_ms``: each traffic session waiting for a lock, on what, since when (``pg_locks.waitstart``
+on PostgreSQL 14 and later), and whether the migration's session (the one ``watch`` names) is
+in its way, with the migration statement running then. The traffic runs at rest first, until
+every query and write has a few at-rest latencies: the spread a slowed request is judged by.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -36,12 +39,16 @@ log = logging.getLogger(__name__)
 APPLICATION = "vpbench-traffic"
 
 _WAITS = """
-SELECT a.application_name, a.pid, c.relname, l.locktype, l.mode, pg_blocking_pids(a.pid)
+SELECT a.application_name, a.pid, c.relname, l.locktype, l.mode, pg_blocking_pids(a.pid),
+       {waited}
 FROM pg_stat_activity a
 JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
 LEFT JOIN pg_class c ON c.oid = l.relation
 WHERE a.datname = current_database() AND a.application_name LIKE 'vpbench-traffic %%'
 """
+_WAITED = "extract(epoch FROM clock_timestamp() - l.waitstart)::float8"
+"""how long the lock has been waited for (``waitstart``: PostgreSQL 14 and later)"""
+WAITSTART_SINCE = 140000
 _MIGRATION = """
 SELECT a.query, coalesce(array_agg(c.relname || '=' || l.mode)
                          FILTER (WHERE l.granted AND c.relname IS NOT NULL), '{}')
@@ -62,7 +69,11 @@ class TrafficOptions:
     sample_ms: float = 50.0
     """period of the lock sampler"""
     baseline_s: float = 2.0
-    """traffic before the migration starts: the at-rest latencies stalls are measured from"""
+    """traffic before the migration starts, at least: the at-rest latencies"""
+    baseline_requests: int = 3
+    """... and until every query and every write has this many at-rest latencies"""
+    baseline_max_s: float = 30.0
+    """... or this long, whichever comes first"""
     timeout_ms: int = 30_000
     """statement_timeout of every request"""
     seed: int = 1
@@ -93,6 +104,18 @@ class Request:
         return self.start_s + self.ms / 1000
 
 
+def warmed(requests: Iterable[Request]) -> list[Request]:
+    """``requests`` less each session's first of each query or table written, which also
+    prepared its statement (a warm-up, as in pgbench)."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for request in sorted(requests, key=lambda r: r.start_s):
+        if (request.session, request.name) in seen:
+            kept.append(request)
+        seen.add((request.session, request.name))
+    return kept
+
+
 @dataclass(frozen=True)
 class Wait:
     """One traffic session seen waiting for a lock by the sampler."""
@@ -101,6 +124,8 @@ class Wait:
     session: str
     waits_for: str
     """``RowExclusiveLock on quiz_attempts`` (or on a transaction id)"""
+    since_s: float | None
+    """when the wait began (``pg_locks.waitstart``); None before PostgreSQL 14"""
     by_migration: bool
     """the migration's session is in its way, directly or through another waiting session"""
     statement: str | None
@@ -118,6 +143,8 @@ class TrafficRecord:
     """when the watched migration started and ended, on the traffic's clock"""
     held: tuple[HeldLock, ...] = ()
     """the relation locks the sampler saw the migration hold, first and last seen"""
+    sampled_s: tuple[float, ...] = ()
+    """when each sample was taken: a wait last seen at one ended before the next"""
 
 
 @dataclass(frozen=True)
@@ -138,7 +165,7 @@ class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Request] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
-    samples: int = 0
+    sampled_s: list[float] = field(default_factory=list)
     migration_pid: int | None = None
     migration_s: list[float] = field(default_factory=list)
     connections: list[psycopg.Connection[Any]] = field(default_factory=list)
@@ -165,6 +192,11 @@ class _Shared:
     def add(self, request: Request) -> None:
         with self.lock:
             self.requests.append(request)
+
+    def at_rest(self) -> Counter[tuple[str, str]]:
+        """Completed requests per (kind, name) so far, past each session's first."""
+        with self.lock:
+            return Counter((r.kind, r.name) for r in warmed(self.requests) if r.outcome == "ok")
 
 
 def _rolled_back(
@@ -193,6 +225,8 @@ class LiveTraffic:
         ]
         self.pools, self.applied = pools, applied
         self._shared = _Shared(time.perf_counter())
+        self._write_tables: set[str] = set()
+        """tables the writers insert into (known once they have started)"""
 
     @contextmanager
     def running(self) -> Iterator[LiveTraffic]:
@@ -227,6 +261,22 @@ class LiveTraffic:
             shared.migration_s.append(shared.now())
             shared.migration_pid = None
 
+    def wait_for_baseline(self) -> None:
+        """Let the traffic run at rest for ``baseline_s``, then until every query and write
+        has ``baseline_requests`` latencies (or ``baseline_max_s`` has passed)."""
+        options, shared = self.options, self._shared
+        time.sleep(options.baseline_s)
+        expected = {("read", query.name) for _, query in self.queries} if options.readers else set()
+        expected |= {("write", table) for table in self._write_tables}
+        deadline = time.perf_counter() + max(0.0, options.baseline_max_s - options.baseline_s)
+        while time.perf_counter() < deadline and not shared.stop.is_set():
+            done = shared.at_rest()
+            if all(done[key] >= options.baseline_requests for key in expected):
+                return
+            if not shared.active:
+                return
+            time.sleep(0.05)
+
     def drain(self) -> None:
         """Wait until every traffic session has finished what it started before now (a
         request queued behind the migration completes when it commits): stopping at once
@@ -249,7 +299,8 @@ class LiveTraffic:
             return TrafficRecord(
                 requests=tuple(sorted(shared.requests, key=lambda r: r.start_s)),
                 waits=tuple(shared.waits),
-                samples=shared.samples,
+                samples=len(shared.sampled_s),
+                sampled_s=tuple(shared.sampled_s),
                 migration_s=(window[0], window[1]) if len(window) == 2 else None,
                 held=tuple(
                     HeldLock(lock, first - window[0], last - window[0], statement)
@@ -286,6 +337,10 @@ class LiveTraffic:
             for workload, query in self.queries
             for sql in [query.sql_for(self.applied)[1]]
         ]  # fmt: skip
+        # Readers start the cycle at different queries, so the slow ones get at-rest
+        # latencies sooner.
+        offset = (number - 1) * len(requests) // max(self.options.readers, 1)
+        requests = requests[offset:] + requests[:offset]
         with self._connect(session) as conn:
             statements = PreparedStatements()
             for name, sql, stream in itertools.cycle(requests):
@@ -304,6 +359,8 @@ class LiveTraffic:
                 for table in WRITE_TABLES
                 if (found := app_inserts(conn, table, 200, self.options.seed + number))
             ]
+            with shared.lock:
+                self._write_tables.update(table for table, _ in inserts)
             if not inserts:
                 return
             statements = PreparedStatements()
@@ -350,13 +407,15 @@ class LiveTraffic:
         period = self.options.sample_ms / 1000
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute("SELECT set_config('application_name', 'vpbench-sampler', false)")
+            waited = _WAITED if conn.info.server_version >= WAITSTART_SINCE else "NULL::float8"
+            query = _WAITS.format(waited=waited)
             while not shared.stop.wait(period):
-                self._sample_once(conn, shared)
+                self._sample_once(conn, shared, query)
 
     @staticmethod
-    def _sample_once(conn: psycopg.Connection[Any], shared: _Shared) -> None:
+    def _sample_once(conn: psycopg.Connection[Any], shared: _Shared, query: str) -> None:
         at, pid = shared.now(), shared.migration_pid
-        waiting = conn.execute(_WAITS).fetchall()
+        waiting = conn.execute(query).fetchall()
         statement, held, items = None, {}, []
         if pid is not None:
             row = conn.execute(_MIGRATION, [pid]).fetchone()
@@ -369,17 +428,18 @@ class LiveTraffic:
         for _ in range(len(waiting)):
             blocked |= {r[1] for r in waiting if set(r[5] or ()) & blocked}
         with shared.lock:
-            shared.samples += 1
+            shared.sampled_s.append(at)
             for relation, mode in items:
                 seen = shared.held.setdefault(f"{mode} on {relation}", [at, at, statement])
                 seen[1] = at
-            for app, waiter, relation, locktype, mode, _ in waiting:
+            for app, waiter, relation, locktype, mode, _, waited_s in waiting:
                 target = relation if relation else locktype
                 shared.waits.append(
                     Wait(
                         at_s=at,
                         session=app.removeprefix(f"{APPLICATION} "),
                         waits_for=f"{mode} on {target}",
+                        since_s=at - waited_s if waited_s is not None else None,
                         by_migration=waiter in blocked,
                         statement=statement,
                         migration_holds=held.get(relation) if relation else None,
@@ -394,10 +454,10 @@ def apply_under_load(
     locks: LockPolicy,
     traffic: LiveTraffic,
 ) -> tuple[StepApplied, TrafficRecord]:
-    """Run the traffic for its baseline window, then apply the step on ``conn`` while it
+    """Run the traffic at rest for its baseline window, then apply the step on ``conn`` while it
     goes on, watching the migration's session; the traffic stops when the step ends."""
     with traffic.running():
-        time.sleep(traffic.options.baseline_s)
+        traffic.wait_for_baseline()
         with traffic.watch(conn):
             applied = apply_step(conn, migration, direction, locks)
         traffic.drain()

@@ -126,8 +126,9 @@ def traffic_timeline_chart(
     budget_ms: float | None = None,
     title: str = "The app's requests while the migration ran",
 ) -> Path:
-    """Request latency over time (``requests``: kind, start_s, ms, outcome; reads and
-    writes in their own colours, failed ones as crosses) with the migration's statements
+    """Request latency over time (``requests``: kind, start_s, ms, outcome and, where known,
+    blocked_ms; reads and writes in their own colours, those blocked by the migration's
+    locks as triangles, failed ones as crosses) with the migration's statements
     (``statements``: line, text, started_s, seconds) as labelled bands."""
     return save(_timeline_figure(requests, statements, budget_ms, title), path)
 
@@ -138,13 +139,24 @@ def _timeline_figure(
     require(requests, ["kind", "start_s", "ms", "outcome"])
     fig, (ax,) = figure(title)
     handles: list[Artist] = []
+    waited = (
+        numeric(requests, "blocked_ms").fillna(0.0) > 0
+        if "blocked_ms" in requests
+        else pd.Series(False, index=requests.index)
+    )
     for index, (kind, rows) in enumerate(requests.groupby("kind", sort=True)):
         colour = PALETTE[index % len(PALETTE)]
-        ok = rows[rows["outcome"] == "ok"]
+        ok = rows[(rows["outcome"] == "ok") & ~waited[rows.index]]
+        blocked = rows[(rows["outcome"] == "ok") & waited[rows.index]]
         failed = rows[rows["outcome"] != "ok"]
         ax.scatter(ok["start_s"], ok["ms"], s=6, color=colour, alpha=0.6, lw=0)
+        ax.scatter(blocked["start_s"], blocked["ms"], s=22, color=colour, marker="^", lw=0)
         ax.scatter(failed["start_s"], failed["ms"], s=18, color=colour, marker="x", lw=1)
         handles.append(Line2D([], [], ls="none", marker="o", color=colour, label=f"{kind}s"))
+    if waited.any():
+        handles.append(
+            Line2D([], [], ls="none", marker="^", color="#555555", label="blocked by its locks")
+        )
     if len(requests) and (requests["outcome"] != "ok").any():
         handles.append(Line2D([], [], ls="none", marker="x", color="#555555", label="failed"))
     spans = zip(

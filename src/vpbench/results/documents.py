@@ -14,9 +14,11 @@ from typing import Any
 
 from vpbench.errors import ResultsFormatError, UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
-documents and summaries describe write cost per table ("writes")."""
+documents and summaries describe write cost per table ("writes"). 3: a step's
+``availability`` tells requests blocked by the migration's locks ("blocked", the figure its
+budget judges) from requests slowed without a lock wait ("slowed")."""
 KIND_RUN = "run"
 KIND_STEP = "step"
 KIND_AB = "ab"
@@ -112,4 +114,25 @@ def _upgrade_1_to_2(document: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-_UPGRADES = {1: _upgrade_1_to_2}
+def _upgrade_2_to_3(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 measured one stall per kind, a request's latency beyond the at-rest p99 of
+    its kind for whatever reason: lock waits and contention cannot be told apart from it.
+    The stall is kept (``stall_ms``), blocked and slowed become unknown, and the verdict
+    judged then stays."""
+    upgraded = dict(document, schema_version=3)
+    found = document.get("availability") if document.get("kind") == KIND_STEP else None
+    if isinstance(found, dict):
+        kinds = ("read", "write")
+        upgraded["availability"] = {
+            **{k: v for k, v in found.items() if k not in ("longest_stall_ms", "worst")},
+            "stall_ms": found.get("longest_stall_ms") or {},
+            "blocked": dict.fromkeys(kinds),
+            "blocked_ms": dict.fromkeys(kinds),
+            "blocked_requests": dict.fromkeys(kinds),
+            "slowed": dict.fromkeys(kinds),
+            "timeline": [[*row, None] for row in found.get("timeline") or []],
+        }
+    return upgraded
+
+
+_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}

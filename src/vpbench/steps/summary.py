@@ -265,14 +265,14 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
             if not s.passed
         )
         or "nothing: every step was reversible, lost no row, changed no result unexpectedly "
-        "and kept the app's stalls within budget",
+        "and blocked the app's requests no longer than its budget",
         "downtime": "; ".join(
             f"{s.migration.id}: may stall the app {s.migration.max_stall_ms / 1000:g} s"
-            + (f" (stalled {_longest_stall_s(s):.1f} s under load)" if s.availability else "")
+            + (f" (blocked {_longest_block_s(s):.1f} s under load)" if s.availability else "")
             for s in steps
             if s.migration.max_stall_ms is not None
         )
-        or "none declared: every step must keep the app's stalls within the run's budget",
+        or "none declared: no step may block the app's requests beyond the run's budget",
         "regressions": "; ".join(
             f"{s.migration.id}: {', '.join(regressions(s))}" for s in steps if regressions(s)
         )
@@ -280,9 +280,9 @@ def answers(steps: Sequence[StepReport]) -> dict[str, str]:
     }
 
 
-def _longest_stall_s(step: StepReport) -> float:
+def _longest_block_s(step: StepReport) -> float:
     assert step.availability is not None
-    return max(step.availability.longest_stall_ms.values(), default=0.0) / 1000
+    return max(step.availability.blocked_ms.values(), default=0.0) / 1000
 
 
 def _biggest_gain(steps: Sequence[StepReport]) -> str:
