@@ -4,6 +4,10 @@ slowed by sharing the CPU with it are different facts: only the first is judged.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ from vpbench.dataset.seed import seed_database
 from vpbench.measure.availability import availability, describe_availability
 from vpbench.measure.traffic import LiveTraffic, TrafficOptions, TrafficRecord, apply_under_load
 from vpbench.migrations.folder import discover_migrations
-from vpbench.migrations.locking import LockPolicy
+from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy
 from vpbench.server.target import ServerTarget
 from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
@@ -49,7 +53,13 @@ END $$;
 
 
 def _under_load(
-    conninfo: str, folder: Path, up: str, toml: str = "", *, slow_read: bool = False
+    conninfo: str,
+    folder: Path,
+    up: str,
+    toml: str = "",
+    *,
+    slow_read: bool = False,
+    locks: LockPolicy = DEFAULT_LOCKS,
 ) -> tuple[Any, TrafficRecord]:
     step = folder / "migrations" / "0001_step"
     step.mkdir(parents=True)
@@ -64,8 +74,9 @@ def _under_load(
     with psycopg.connect(conninfo, autocommit=True) as conn:
         pools = load_workload_pools(conn, workloads)
         traffic = LiveTraffic(conninfo, workloads, pools, (), OPTIONS)
-        applied, record = apply_under_load(conn, migration, "up", LockPolicy(), traffic)
+        applied, record = apply_under_load(conn, migration, "up", locks, traffic)
         conn.execute("DROP INDEX IF EXISTS probe_idx")
+        conn.execute("ALTER TABLE quiz_attempts DROP COLUMN IF EXISTS probe")
         conn.execute("DELETE FROM vpbench.migrations WHERE id = '0001_step'")
     return applied, record
 
@@ -161,3 +172,60 @@ def test_a_cpu_heavy_step_slows_the_app_but_blocks_nothing(legacy: str, tmp_path
     assert slowed.ratio is not None and slowed.ratio > 0
     assert slowed.slowest in ("attempts", "cpu_heavy_read")
     assert "slowed reads p99" in describe_availability(found)
+
+
+@contextmanager
+def _read_holding_the_table(conninfo: str, hold_s: float) -> Iterator[None]:
+    """A long read of quiz_attempts (ACCESS SHARE, in a transaction of its own) that ends
+    ``hold_s`` after the migration first queues for ACCESS EXCLUSIVE behind it."""
+    queued = (
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock' "
+        "AND relation = 'quiz_attempts'::regclass"
+    )
+    done = threading.Event()
+
+    def release(blocker: psycopg.Connection[Any]) -> None:
+        with psycopg.connect(conninfo, autocommit=True) as watcher:
+            while not done.is_set():
+                row = watcher.execute(queued).fetchone()
+                if row and row[0]:
+                    time.sleep(hold_s)
+                    break
+                time.sleep(0.01)
+        blocker.rollback()
+
+    with psycopg.connect(conninfo) as blocker:
+        blocker.execute("SELECT 1 FROM quiz_attempts LIMIT 1")
+        thread = threading.Thread(target=release, args=(blocker,))
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+@pytest.mark.parametrize(
+    ("locks", "passes"), [(LockPolicy(), False), (LockPolicy().within(1000), True)]
+)
+def test_a_brief_lock_queued_behind_a_long_read_blocks_the_app(
+    legacy: str, tmp_path: Path, locks: LockPolicy, passes: bool
+) -> None:
+    """ADD COLUMN holds ACCESS EXCLUSIVE for milliseconds, but queues for it behind a read
+    that runs 1.5 s more, and the app's writes queue behind the migration: blocked, with
+    the lock the migration was queued for named. A lock_timeout of half the budget (the
+    twin) gives up on the queue, lets the app through and retries: within the budget."""
+    up = "ALTER TABLE quiz_attempts ADD COLUMN probe integer;\n"
+    with _read_holding_the_table(legacy, 1.5):
+        applied, record = _under_load(legacy, tmp_path, up, locks=locks)
+    found = availability(record, budget_ms=1000)
+    write = found.blocked["write"]
+    assert write is not None
+    assert write.migration_waits == "AccessExclusiveLock"
+    assert write.waited_for == "RowExclusiveLock on quiz_attempts"
+    assert "behind the migration's queued AccessExclusiveLock" in write.describe()
+    assert found.passed is passes, describe_availability(found)
+    if passes:
+        assert write.ms <= 700 and applied.lock_retries  # gave up on the queue, retried
+    else:
+        assert write.ms >= 1200 and not applied.lock_retries

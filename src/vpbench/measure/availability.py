@@ -52,12 +52,16 @@ class Blocked:
     migration_holds: str | None
     statement: str | None
     """the migration statement running while it waited"""
+    migration_waits: str | None = None
+    """the lock the migration was itself queued for, ahead of the request (a lock queue)"""
 
     def describe(self) -> str:
         text = f"{self.kind} {self.name} blocked {self.ms / 1000:.2f} s"
         if self.waited_for:
             text += f" waiting for {self.waited_for}"
-        if self.migration_holds:
+        if self.migration_waits:
+            text += f" behind the migration's queued {self.migration_waits}"
+        elif self.migration_holds:
             text += f" (the migration holds {self.migration_holds})"
         if self.statement:
             text += f" during `{self.statement}`"
@@ -143,8 +147,9 @@ class _Waited:
 
     low_ms: float
     high_ms: float
-    cause: tuple[str, str | None, str | None]
-    """what it waited for, what the migration held, the migration statement then"""
+    cause: tuple[str, str | None, str | None, str | None]
+    """what it waited for, what the migration held, the migration statement then, what the
+    migration was queued for"""
 
     @property
     def ms(self) -> float:
@@ -249,7 +254,7 @@ def _lock_waits(record: TrafficRecord) -> dict[Request, _Waited]:
         ended_high = min(_next(sampled, last), request.end_s)
         blamed = [w for w in seen if w.by_migration]
         cause, _ = Counter(
-            (w.waits_for, w.migration_holds, w.statement) for w in blamed
+            (w.waits_for, w.migration_holds, w.statement, w.migration_waits) for w in blamed
         ).most_common(1)[0]
         low, high = max(0.0, last - began_high) * 1e3, max(0.0, ended_high - began_low) * 1e3
         if request in found:  # a second wait of the same request: they add up
@@ -271,9 +276,9 @@ def _next(sampled: np.ndarray[Any, np.dtype[np.float64]], at: float) -> float:
 
 
 def _blocked(waited: _Waited, request: Request) -> Blocked:
-    waits_for, holds, statement = waited.cause
+    waits_for, holds, statement, queued = waited.cause
     return Blocked(request.kind, request.name, waited.ms, waited.low_ms, waited.high_ms,
-                   waits_for, holds, statement)  # fmt: skip
+                   waits_for, holds, statement, queued)  # fmt: skip
 
 
 def _slowed(kind: str, at_rest: Sequence[Request], during: Sequence[Request]) -> Slowed:

@@ -51,7 +51,9 @@ _WAITED = "extract(epoch FROM clock_timestamp() - l.waitstart)::float8"
 WAITSTART_SINCE = 140000
 _MIGRATION = """
 SELECT a.query, coalesce(array_agg(c.relname || '=' || l.mode)
-                         FILTER (WHERE l.granted AND c.relname IS NOT NULL), '{}')
+                         FILTER (WHERE l.granted AND c.relname IS NOT NULL), '{}'),
+       coalesce(array_agg(c.relname || '=' || l.mode)
+                FILTER (WHERE NOT l.granted AND c.relname IS NOT NULL), '{}')
 FROM pg_stat_activity a
 LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'relation'
 LEFT JOIN pg_class c ON c.oid = l.relation
@@ -132,6 +134,9 @@ class Wait:
     """the migration statement running then"""
     migration_holds: str | None
     """the migration's lock on the same relation"""
+    migration_waits: str | None = None
+    """the lock the migration itself waits for on that relation: the app's request queued
+    behind it (a lock queue), not behind a lock it holds"""
 
 
 @dataclass(frozen=True)
@@ -416,13 +421,14 @@ class LiveTraffic:
     def _sample_once(conn: psycopg.Connection[Any], shared: _Shared, query: str) -> None:
         at, pid = shared.now(), shared.migration_pid
         waiting = conn.execute(query).fetchall()
-        statement, held, items = None, {}, []
+        statement, held, items, queued = None, {}, [], {}
         if pid is not None:
             row = conn.execute(_MIGRATION, [pid]).fetchone()
             if row is not None:
                 statement = (row[0] or "").strip().splitlines()[0][:80] if row[0] else None
                 items = [tuple(item.split("=", 1)) for item in row[1]]
                 held = dict(items)
+                queued = dict(tuple(item.split("=", 1)) for item in row[2])
         blocked = {r[1] for r in waiting if pid is not None and pid in (r[5] or ())}
         # A session queued behind one that waits for the migration waits for it too.
         for _ in range(len(waiting)):
@@ -443,6 +449,7 @@ class LiveTraffic:
                         by_migration=waiter in blocked,
                         statement=statement,
                         migration_holds=held.get(relation) if relation else None,
+                        migration_waits=queued.get(relation) if relation else None,
                     )
                 )
 

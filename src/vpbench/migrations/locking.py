@@ -2,13 +2,15 @@
 its locks, and a step that timed out (SQLSTATE 55P03) is tried again after a pause that
 doubles, with jitter, a bounded number of times. The live app then waits for a migration's
 lock at most that long per attempt, instead of queueing behind it for as long as another
-session holds a conflicting lock."""
+session holds a conflicting lock. Under a stall budget, ``lock_timeout`` is at most half the
+budget: a request queued behind the migration's waiting lock is blocked for the wait plus
+the hold, and a brief lock must not spend the whole budget in the queue."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tenacity import (
@@ -38,6 +40,10 @@ class LockPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def within(self, budget_ms: float) -> LockPolicy:
+        """This policy with ``lock_timeout`` at most half of a stall budget."""
+        return replace(self, timeout_ms=min(self.timeout_ms, max(int(budget_ms // 2), 1)))
 
 
 DEFAULT_LOCKS = LockPolicy()

@@ -40,6 +40,14 @@ class StepsOptions:
     """the longest stall of the app a step may cause, unless its migration.toml says"""
     keep_backups: bool = False
 
+    def step_locks(self, migration: Migration) -> LockPolicy:
+        """The lock policy ``migration`` is applied with: its lock_timeout at most half its
+        stall budget when it is rehearsed under traffic (the same at rest, so that both
+        applications wait alike)."""
+        if self.traffic is None:
+            return self.locks
+        return self.locks.within(migration.stall_budget_ms(self.max_stall_ms))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "paired": self.paired.__dict__,

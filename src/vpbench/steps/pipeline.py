@@ -153,7 +153,7 @@ def _run_step(
     try:
         with connect(target, dbname, autocommit=True) as conn:
             try:
-                applied = apply_step(conn, migration, "up", options.locks)
+                applied = apply_step(conn, migration, "up", options.step_locks(migration))
             except MigrationError as exc:
                 conn.close()
                 restore_backup(target, backup)

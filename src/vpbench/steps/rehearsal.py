@@ -50,7 +50,8 @@ def rehearse_under_load(
                 target.for_database(rehearsal.name), workloads, pools, applied, options.traffic
             )
             try:
-                step, record = apply_under_load(conn, migration, "up", options.locks, traffic)
+                locks = options.step_locks(migration)
+                step, record = apply_under_load(conn, migration, "up", locks, traffic)
             except MigrationError as exc:  # applied at rest, it failed under load
                 return availability(traffic.record(), budget, failure=str(exc))
     finally:
@@ -68,12 +69,13 @@ def apply_under_traffic(
     workload_paths: Sequence[Path],
     max_stall_ms: float,
 ) -> tuple[StepApplied, Availability]:
-    """Apply ``up`` on ``conn`` (``dbname`` itself) while the app's traffic runs on it
-    (``migrate up --under-load``: the traffic's rolled-back writes leave dead tuples there,
-    which autovacuum or the next settle removes)."""
+    """Apply ``up`` on ``conn`` (``dbname`` itself) while the app's traffic runs on it, its
+    lock_timeout at most half the step's stall budget (``migrate up --under-load``: the
+    traffic's rolled-back writes leave dead tuples there, which autovacuum or the next
+    settle removes)."""
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
     pools = load_workload_pools(conn, workloads)
     traffic = LiveTraffic(target.for_database(dbname), workloads, pools, applied_migrations(conn))
-    step, record = apply_under_load(conn, migration, "up", locks, traffic)
     budget = migration.stall_budget_ms(max_stall_ms)
+    step, record = apply_under_load(conn, migration, "up", locks.within(budget), traffic)
     return step, availability(record, budget, statements=step.statements)
