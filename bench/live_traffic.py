@@ -77,17 +77,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rest = create_backup(target, DATABASE, f"rest_{migration.id[:4]}")
         load = create_backup(target, DATABASE, f"load_{migration.id[:4]}")
         try:
+            budget = migration.stall_budget_ms(1000.0)
+            locks = DEFAULT_LOCKS.within(budget)  # as steps applies it under traffic
             with connect(target, rest.name, autocommit=True) as conn:
-                at_rest = apply_step(conn, migration, "up", DEFAULT_LOCKS)
+                at_rest = apply_step(conn, migration, "up", locks)
             with connect(target, load.name, autocommit=True) as conn:
                 applied = applied_migrations(conn)
                 pools = load_workload_pools(conn, workloads)
                 traffic = LiveTraffic(target.for_database(load.name), workloads, pools, applied)
-                loaded, record = apply_under_load(conn, migration, "up", DEFAULT_LOCKS, traffic)
+                loaded, record = apply_under_load(conn, migration, "up", locks, traffic)
         finally:
             drop_backup(target, rest)
             drop_backup(target, load)
-        found = availability(record, 1000.0)
+        found = availability(record, budget)
         failed = sum(found.failed.values())
         slowed = {kind: found.slowed[kind].describe() for kind in found.slowed}
         row: dict[str, Any] = {

@@ -212,7 +212,8 @@ def lock_options(func: F) -> F:
         default=f"{default.timeout_ms}ms",
         show_default=True,
         type=Duration(),
-        help="lock_timeout of every migration statement; a timeout retries after a pause.",
+        help="lock_timeout of every migration statement (at most half the stall budget "
+        "under live traffic); a timeout retries after a pause.",
     )(func)
 
 
