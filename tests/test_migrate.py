@@ -155,6 +155,39 @@ def test_non_transactional_migration_runs_statement_by_statement(
     assert "reflections_kind_idx" not in names
 
 
+def test_under_a_stall_budget_lock_timeout_is_halved_except_for_concurrently(
+    legacy: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A brief ACCESS EXCLUSIVE waits at most half the 1 s budget (the app queues behind
+    it); CREATE INDEX CONCURRENTLY keeps the full timeout (nothing queues behind it, and a
+    timeout would leave an invalid index)."""
+    add_migration(
+        tmp_path,
+        "0001_column_and_index",
+        "ALTER TABLE reflections ADD COLUMN probe integer;\n"
+        "CREATE INDEX CONCURRENTLY reflections_probe_idx ON reflections (probe);\n",
+        "DROP INDEX CONCURRENTLY reflections_probe_idx;\n"
+        "ALTER TABLE reflections DROP COLUMN probe;\n",
+    )
+    toml = tmp_path / "0001_column_and_index" / "migration.toml"
+    toml.write_text(toml.read_text() + "transactional = false\n")
+    (migration,) = discover_migrations(tmp_path)
+    locks = LockPolicy().within(1000)
+    assert (locks.timeout_for(concurrent=False), locks.timeout_for(concurrent=True)) == (
+        500,
+        2000,
+    )
+    applied = apply_step(legacy, migration, "up", locks)
+    try:
+        assert [r.lock_timeout for r in applied.statements] == ["500ms", "2s"]
+    finally:
+        apply_step(legacy, migration, "down")
+    # without a budget, one timeout for both (the twin)
+    applied = apply_step(legacy, migration, "up", LockPolicy())
+    apply_step(legacy, migration, "down")
+    assert [r.lock_timeout for r in applied.statements] == ["2s", "2s"]
+
+
 def test_cli_migrate(
     target: ServerTarget,
     session_prefix: str,

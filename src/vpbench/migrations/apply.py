@@ -246,7 +246,8 @@ def apply_step(
 ) -> StepApplied:
     """Run ``up`` or ``down`` of one migration and update the ledger in the same transaction
     (``conn`` must be in autocommit mode), every statement under ``locks.timeout_ms`` of
-    ``lock_timeout``; a lock timeout retries the step (the statement, for a
+    ``lock_timeout`` (a ``CONCURRENTLY`` one under ``locks.timeout_for(concurrent=True)``);
+    a lock timeout retries the step (the statement, for a
     non-transactional one; never a ``CONCURRENTLY`` one, whose failure leaves an invalid
     index behind), and each retry is recorded."""
     script = migration.up_sql if direction == "up" else migration.down_sql
@@ -270,7 +271,7 @@ def apply_step(
             except psycopg.Error as exc:
                 raise _failure(migration, direction, script, exc, offset) from exc
 
-        with_lock_retries(whole_step, locks, retries, retry=True)
+        with_lock_retries(whole_step, locks, retries)
     else:
         conn.execute(timeout)
         observed.append(_StatementLog(conn, script, began))
@@ -292,7 +293,9 @@ def apply_step(
                         raise _failure(migration, direction, script, exc, offset) from exc
 
                 concurrent = any("CONCURRENTLY" in s.upper() for s, _ in unit)
-                with_lock_retries(one_unit, locks, retries, retry=not concurrent)
+                if locks.timeout_for(concurrent=True) != locks.timeout_ms:
+                    conn.execute(f"SET lock_timeout = {locks.timeout_for(concurrent=concurrent)}")
+                with_lock_retries(one_unit, locks, retries, concurrent=concurrent)
             with conn.transaction():
                 record_step(conn, migration, direction, time.perf_counter() - began)
         finally:

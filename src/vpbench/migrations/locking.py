@@ -4,7 +4,8 @@ doubles, with jitter, a bounded number of times. The live app then waits for a m
 lock at most that long per attempt, instead of queueing behind it for as long as another
 session holds a conflicting lock. Under a stall budget, ``lock_timeout`` is at most half the
 budget: a request queued behind the migration's waiting lock is blocked for the wait plus
-the hold, and a brief lock must not spend the whole budget in the queue."""
+the hold, and a brief lock must not spend the whole budget in the queue. ``CONCURRENTLY``
+statements keep the full timeout: nothing of the app queues behind their waits."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ LOCK_NOT_AVAILABLE = "55P03"
 class LockPolicy:
     timeout_ms: int = 2_000
     """``lock_timeout`` of every migration statement"""
+    concurrent_timeout_ms: int | None = None
+    """... of a ``CONCURRENTLY`` statement, when not ``timeout_ms``: its waits (for the
+    table's SHARE UPDATE EXCLUSIVE, for transactions older than the build) queue no
+    request of the app, and a timeout leaves an invalid index behind instead of a retry"""
     attempts: int = 5
     """tries of a step (a transactional one as a whole, else statement by statement)"""
     first_pause_ms: int = 250
@@ -42,8 +47,19 @@ class LockPolicy:
         return asdict(self)
 
     def within(self, budget_ms: float) -> LockPolicy:
-        """This policy with ``lock_timeout`` at most half of a stall budget."""
-        return replace(self, timeout_ms=min(self.timeout_ms, max(int(budget_ms // 2), 1)))
+        """This policy with ``lock_timeout`` at most half of a stall budget, except for
+        ``CONCURRENTLY`` statements, which keep theirs (no request queues behind them)."""
+        return replace(
+            self,
+            timeout_ms=min(self.timeout_ms, max(int(budget_ms // 2), 1)),
+            concurrent_timeout_ms=self.timeout_for(concurrent=True),
+        )
+
+    def timeout_for(self, *, concurrent: bool) -> int:
+        """``lock_timeout`` in ms of a statement (a ``CONCURRENTLY`` one, or another)."""
+        if concurrent and self.concurrent_timeout_ms is not None:
+            return self.concurrent_timeout_ms
+        return self.timeout_ms
 
 
 DEFAULT_LOCKS = LockPolicy()
@@ -67,10 +83,15 @@ def is_lock_timeout(error: BaseException) -> bool:
 
 
 def with_lock_retries(
-    attempt: Callable[[], None], policy: LockPolicy, retries: list[LockRetry], *, retry: bool
+    attempt: Callable[[], None],
+    policy: LockPolicy,
+    retries: list[LockRetry],
+    *,
+    concurrent: bool = False,
 ) -> None:
     """Run ``attempt`` until it does not time out on a lock, at most ``policy.attempts``
-    times (once when not ``retry``), appending each timed-out attempt to ``retries``."""
+    times (once for a ``concurrent`` one, whose failure leaves an invalid index behind),
+    appending each timed-out attempt to ``retries``."""
 
     def record(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -82,7 +103,7 @@ def with_lock_retries(
             "lock timeout (attempt %d), retrying in %.0f ms", state.attempt_number, pause * 1e3
         )
 
-    attempts = policy.attempts if retry else 1
+    attempts = 1 if concurrent else policy.attempts
     try:
         for tried in Retrying(
             retry=retry_if_exception(is_lock_timeout),
@@ -102,7 +123,7 @@ def with_lock_retries(
             raise
         raise MigrationError(
             f"{exc.message} ({attempts} attempt{'s' if attempts > 1 else ''} of "
-            f"lock_timeout {policy.timeout_ms} ms)",
+            f"lock_timeout {policy.timeout_for(concurrent=concurrent)} ms)",
             path=exc.path,
             line=exc.line,
             sqlstate=exc.sqlstate,
