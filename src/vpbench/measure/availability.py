@@ -133,9 +133,13 @@ class Availability:
         return max(waits, key=lambda found: found.ms, default=None)
 
     @property
+    def within_budget(self) -> bool:
+        """No request waited for the migration's locks longer than the budget."""
+        return max(self.blocked_ms.values(), default=0.0) <= self.budget_ms
+
+    @property
     def passed(self) -> bool:
-        within = max(self.blocked_ms.values(), default=0.0) <= self.budget_ms
-        return within and self.failure is None
+        return self.within_budget and self.failure is None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"blocked_ms": self.blocked_ms, "passed": self.passed}
@@ -211,7 +215,7 @@ def describe_availability(found: Availability) -> str:
     """One line: the longest lock waits against the budget, how much the rest slowed down,
     and what the worst wait waited for."""
     blocked = ", ".join(f"{kind}s {found.blocked_ms[kind] / 1000:.2f} s" for kind in KINDS)
-    verdict = "within" if found.passed else "over"
+    verdict = "within" if found.within_budget else "over"
     text = f"under load: blocked {blocked} ({verdict} the {found.budget_ms / 1000:g} s budget)"
     text += "; slowed " + ", ".join(found.slowed[kind].describe() for kind in KINDS)
     if found.failed:
