@@ -525,6 +525,14 @@ queries = ["attempts", "reflections", "voice_memos"]
 """
 
 
+CPU_BURN = """DO $$
+DECLARE stop timestamptz := clock_timestamp() + interval '3 s'; x text;
+BEGIN
+    WHILE clock_timestamp() < stop LOOP x := md5(random()::text); END LOOP;
+END $$;"""
+"""holds no lock the app needs and keeps a core busy for 3 s"""
+
+
 def _noop_and_index(folder: Path) -> Path:
     add_migration(folder, "0001_noop", "SELECT 1;", "SELECT 1;")
     add_migration(
@@ -533,6 +541,7 @@ def _noop_and_index(folder: Path) -> Path:
         "CREATE INDEX reflections_created_at_idx ON reflections (created_at);",
         "DROP INDEX reflections_created_at_idx;",
     )
+    add_migration(folder, "0003_cpu_burn", CPU_BURN, "SELECT 1;")
     return folder
 
 
@@ -551,7 +560,7 @@ def test_a_migration_that_changes_nothing_reads_zero(
         out_dir=tmp_path / "out",
         options=NULL_CHECK,
     )
-    noop, index = result.steps
+    noop, index, burn = result.steps
     # Deterministic: nothing grew, plans and buffers are the same, so is every write figure.
     assert noop.costs == () and index_bytes_added(noop) == 0 and index_gains(noop) == ()
     assert noop.old_app.deploy_order == ANY_ORDER and not noop.old_app.old_app_breaks
@@ -589,6 +598,21 @@ def test_a_migration_that_changes_nothing_reads_zero(
     assert reflections.after.wal_records == reflections.before.wal_records + 1
     assert quiz.before == quiz.after  # the other table's writes did not change
     assert answers["write_cost"].startswith("0002_index_reflections: reflections inserts write +")
+
+    # Availability reads zero too: the no-op blocks nothing and fails no request ...
+    assert noop.availability is not None and noop.availability.passed
+    assert noop.availability.blocked_ms == {"read": 0.0, "write": 0.0}
+    assert noop.availability.failed == {}
+    # ... and its twin, a step that burns a core for 3 s but takes no lock the app needs,
+    # slows the app (reported, with at-rest latencies to compare) and blocks nothing: it
+    # passes the 1 s budget however busy the machine was. (The failing twin, a lock held
+    # 3 s, is test_a_step_that_blocks_the_app_fails_availability.)
+    found = burn.availability
+    assert found is not None and found.passed and burn.passed
+    assert found.blocked == {"read": None, "write": None}
+    assert found.slowed["read"].at_rest > 0 and found.slowed["read"].requests > 0
+    assert found.slowed["read"].ratio is not None
+    assert "0003_cpu_burn" not in answers["what_broke"]
 
 
 def _stalling_series(folder: Path, toml: str) -> Path:
