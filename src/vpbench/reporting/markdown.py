@@ -20,7 +20,7 @@ from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.reporting import charts
 from vpbench.reporting.run_report import run_report
-from vpbench.reporting.units import detectable, human_bytes, milliseconds, ratio
+from vpbench.reporting.units import detectable, duration, human_bytes, milliseconds, ratio
 from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
 
 REPORT = "report.md"
@@ -174,8 +174,8 @@ def _slowed_cell(slowed: dict[str, Any] | None) -> str:
         text += f" [{slowed['low']:.2f}, {slowed['high']:.2f}]"
     if slowed.get("slowest"):
         text += (
-            f"<br>slowest: {slowed['slowest']} {milliseconds(slowed['slowest_ms'])} "
-            f"(p99 at rest {milliseconds(slowed['slowest_at_rest_p99_ms'])})"
+            f"<br>slowest: {slowed['slowest']} {duration(slowed['slowest_ms'])} "
+            f"(p99 at rest {duration(slowed['slowest_at_rest_p99_ms'])})"
         )
     return text
 
@@ -202,7 +202,9 @@ def _availability_table(steps: list[dict[str, Any]]) -> list[str]:
         cause = ""
         if worst and worst.get("waited_for"):
             cause = f"{worst['kind']} {worst['name']} waited for {worst['waited_for']}"
-            if worst.get("migration_holds"):
+            if worst.get("migration_waits"):  # a lock queue: the migration waited too
+                cause += f" behind the migration's queued {worst['migration_waits']}"
+            elif worst.get("migration_holds"):
                 cause += f" (held: {worst['migration_holds']})"
             if worst.get("statement"):
                 cause += f" during `{worst['statement']}`"

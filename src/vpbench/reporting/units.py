@@ -38,6 +38,13 @@ def milliseconds(value: float | None, *, unit: bool = True) -> str:
     return f"{number} ms" if unit else number
 
 
+def duration(ms: float | None) -> str:
+    """``12.3 ms`` below a second, ``1.88 s`` from one on; empty for None or NaN."""
+    if ms is None or math.isnan(ms):
+        return ""
+    return milliseconds(ms) if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
 def percent(fraction: float | None, *, signed: bool = True) -> str:
     """``+12%`` for 0.12; empty for None or NaN."""
     if fraction is None or math.isnan(fraction):
