@@ -26,6 +26,7 @@ from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
 from vpbench.reporting.markdown import build_report
 from vpbench.results.frames import load
+from vpbench.server.backup import CLONE, TEMPLATE
 from vpbench.server.target import ServerTarget
 from vpbench.steps.compatibility import (
     ANY_ORDER,
@@ -121,7 +122,10 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
         audio.audit_before.check("voice_memo_metadata_in_text").violations
     )
     for step in result.steps:
-        assert step.backup_method == "template copy"
+        # a clone on PostgreSQL 18, a template file copy before; backup, rehearsal, after
+        assert step.backup_method in (CLONE, TEMPLATE)
+        assert [c.name.rsplit("__", 1)[1][:5] for c in step.copies] == ["befor", "load_", "after"]
+        assert all(c.method == step.backup_method and c.seconds > 0 for c in step.copies)
         for entry in step.before + step.after:
             assert len(entry.samples_ns) == 2 * 2, entry.name
     assert databases(target, f"{name}__%") == []  # backups dropped

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import click
+import psycopg
 
 from vpbench.cli._common import db_option, dsn_option, out, resolve_database
 from vpbench.server.databases import drop_database
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import DEFAULT_DATABASE
+from vpbench.steps.copies import copies_outlook
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
@@ -41,6 +43,8 @@ def db_status() -> None:
     out.print(f"data directory: {status.data_dir}")
     if status.running:
         out.print(f"url: {status.dsn()}")
+        with psycopg.connect(status.dsn(), autocommit=True) as conn:
+            out.print(copies_outlook(conn, DEFAULT_DATABASE), highlight=False)
 
 
 @db.command("url")

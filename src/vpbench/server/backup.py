@@ -5,7 +5,13 @@ CREATEDB privilege and no other session on the source. From PostgreSQL 15 on it 
 for ``STRATEGY FILE_COPY`` explicitly: the default there (``WAL_LOG``) writes every page
 through shared buffers and the WAL, and a copy made that way scanned 3-12% slower than its
 source and than another such copy (measured with bench/detection.py), while a file copy
-scans like its source (within 1%). Where it cannot be used, vpbench
+scans like its source (within 1%). On PostgreSQL 18 it is asked for
+``file_copy_method = clone`` first: the server then copies with ``copy_file_range``, which
+on a filesystem that shares blocks (XFS with reflink, btrfs, APFS, OpenZFS 2.2+) makes the
+copy in a fraction of a second with no extra disk (a 203 MB database: 0.21 s and 0.2 MB
+against 2.1 s and 213 MB on XFS), and elsewhere copies like a file copy. Each copy records
+its method, seconds and the disk it really took (free space before and after, where the
+server's disk is visible here). Where none of this can be used, vpbench
 falls back to ``pg_dump -Fc`` + ``pg_restore`` with the embedded server's binaries (which
 are PostgreSQL 18 and can dump any older server). The backup is itself a database, so the
 "before" state stays measurable next to the "after" one.
@@ -18,7 +24,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +35,34 @@ from psycopg.conninfo import conninfo_to_dict
 
 from vpbench.errors import BackupError
 from vpbench.server.databases import MARK, MARK_COMMENT, database_state, drop_database
+from vpbench.server.disk import CLONE_SINCE, data_disk, free_bytes_or_none
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import ServerTarget, connect
 
 log = logging.getLogger(__name__)
 
+CLONE = "clone"
 TEMPLATE = "template copy"
 DUMP = "pg_dump/pg_restore"
 
 
 @dataclass(frozen=True)
 class Backup:
+    """A copy of ``source`` in database ``name``, and what making it cost."""
+
     source: str
     name: str
     method: str
+    """``clone`` (PostgreSQL 18 ``file_copy_method``), ``template copy`` or
+    ``pg_dump/pg_restore``"""
+    seconds: float = 0.0
+    added_bytes: int | None = None
+    """how much free space the copy took (None: the server's disk is not visible here)"""
+    source_bytes: int | None = None
+    """``pg_database_size`` of the source"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def backup_name(source: str, label: str) -> str:
@@ -50,25 +71,49 @@ def backup_name(source: str, label: str) -> str:
 
 
 def create_backup(target: ServerTarget, source: str, label: str) -> Backup:
-    """Copy ``source`` into a new, marked database; prefers a template copy."""
+    """Copy ``source`` into a new, marked database: a clone where the server can (PostgreSQL
+    18), else a template file copy, else pg_dump/pg_restore, each fallback logged."""
     name = backup_name(source, label)
     if database_state(target, name).exists:
         drop_database(target, name)
-    try:
-        with connect(target, autocommit=True) as conn:
-            _terminate_sessions(conn, source)
-            strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}" + strategy).format(
-                    sql.Identifier(name), sql.Identifier(source)
-                )
-            )
+    began = time.perf_counter()
+    with connect(target, autocommit=True) as conn:
+        disk = data_disk(conn)
+        size = conn.execute("SELECT pg_database_size(%s)", [source]).fetchone()
+        free = free_bytes_or_none(disk)
+        method = _template_copy(conn, source, name)
+        if method is not None:
             _mark_backup(conn, name, source)
-        return Backup(source, name, TEMPLATE)
-    except psycopg.Error as exc:
-        log.info("template copy of %s failed (%s); using pg_dump", source, exc)
-    _dump_and_restore(target, source, name)
-    return Backup(source, name, DUMP)
+    if method is None:
+        _dump_and_restore(target, source, name)
+        method = DUMP
+    after = free_bytes_or_none(disk)
+    added = free - after if free is not None and after is not None else None
+    return Backup(source, name, method, time.perf_counter() - began, added,
+                  int(size[0]) if size else None)  # fmt: skip
+
+
+def _template_copy(conn: psycopg.Connection[Any], source: str, name: str) -> str | None:
+    """``CREATE DATABASE name TEMPLATE source``, cloned where the server can; the method
+    that worked, or None when neither did."""
+    _terminate_sessions(conn, source)
+    version = conn.info.server_version
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + (
+        " STRATEGY FILE_COPY" if version >= 150000 else ""
+    )).format(sql.Identifier(name), sql.Identifier(source))  # fmt: skip
+    methods = ([CLONE] if version >= CLONE_SINCE else []) + [TEMPLATE]
+    for method in methods:
+        try:
+            if method == CLONE:
+                conn.execute("SET file_copy_method = clone")
+            conn.execute(create)
+            return method
+        except psycopg.Error as exc:
+            log.info("%s of %s failed (%s); trying the next method", method, source, exc)
+        finally:
+            if method == CLONE and not conn.closed:
+                conn.execute("RESET file_copy_method")
+    return None
 
 
 def restore_backup(target: ServerTarget, backup: Backup) -> None:

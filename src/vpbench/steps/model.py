@@ -18,6 +18,7 @@ from vpbench.measure.writecost import WriteCost, WriteOptions
 from vpbench.migrations.apply import LockHold, StatementRun
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry
+from vpbench.server.backup import Backup
 from vpbench.server.maintenance import Settled
 from vpbench.steps.checks import Equivalence, RelationCost
 from vpbench.steps.compatibility import OldAppCheck
@@ -94,6 +95,8 @@ class StepReport:
     old_app: OldAppCheck
     """the app deployed before the step against the schema after it, and the reverse"""
     threshold: Threshold = DEFAULT_THRESHOLD
+    copies: tuple[Backup, ...] = ()
+    """every copy the step made (backup, rehearsal, after): method, seconds, bytes"""
     path: Path | None = None
 
     def judgement(self, before: EntryResult, after: EntryResult) -> Judgement:

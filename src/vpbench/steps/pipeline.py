@@ -51,6 +51,7 @@ from vpbench.steps.checks import (
     relation_sizes,
 )
 from vpbench.steps.compatibility import OldAppCheck, check_old_app
+from vpbench.steps.copies import copies_outlook, describe_copy
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
@@ -96,6 +97,7 @@ def run_steps(
     with connect(target, dbname, autocommit=True) as conn:
         check_prepared(conn, workloads, applied_migrations(conn))
         pending = plan_up(migration_states(conn, migrations), to)
+        say(copies_outlook(conn, dbname))
     reports: list[StepReport] = []
     for number, migration in enumerate(pending, start=1):
         say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
@@ -148,7 +150,8 @@ def _run_step(
         audit_before = run_audit(conn)
         sizes_before = relation_sizes(conn)
     backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
-    say(f"  backed up to {backup.name} ({backup.method})")
+    say(f"  backed up to {backup.name} ({describe_copy(backup)})")
+    copies = [backup]
     copy: Backup | None = None
     try:
         with connect(target, dbname, autocommit=True) as conn:
@@ -176,10 +179,12 @@ def _run_step(
         found: Availability | None = None
         if options.traffic is not None:
             say("  rehearsing up on a copy of the state before, under live traffic")
-            found = rehearse_under_load(target, backup.name, migration, workloads,
-                                        applied_before, options)  # fmt: skip
+            found, rehearsal = rehearse_under_load(target, backup.name, migration, workloads,
+                                                   applied_before, options)  # fmt: skip
+            copies.append(rehearsal)
             say(f"  {describe_availability(found)}")
         copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
+        copies.append(copy)
         with connect(target, autocommit=True) as conn:
             run_checkpoint(conn)  # the copies' pages are written now, not while timing
         say(f"  measuring {backup.name} against {copy.name} in paired rounds")
@@ -219,7 +224,7 @@ def _run_step(
     if not options.keep_backups:
         _drop_if_present(target, backup)
     return _report(
-        migration, backup, applied, found, (audit_before, audit_after), session,
+        migration, tuple(copies), applied, found, (audit_before, audit_after), session,
         problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
         {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
         {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
@@ -229,7 +234,7 @@ def _run_step(
 
 def _report(
     migration: Migration,
-    backup: Backup,
+    copies: tuple[Backup, ...],
     applied: StepApplied,
     found: Availability | None,
     audits: tuple[AuditReport, AuditReport],
@@ -252,7 +257,8 @@ def _report(
     )
     return StepReport(
         migration=migration,
-        backup_method=backup.method,
+        backup_method=copies[0].method,
+        copies=copies,
         up_seconds=applied.seconds,
         lock_retries=applied.lock_retries,
         statements=applied.statements,

@@ -22,7 +22,7 @@ from vpbench.migrations.apply import StepApplied
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.migrations.locking import LockPolicy
-from vpbench.server.backup import create_backup, drop_backup
+from vpbench.server.backup import Backup, create_backup, drop_backup
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.model import StepsOptions
 from vpbench.workload.sampling import load_workload_pools
@@ -36,10 +36,10 @@ def rehearse_under_load(
     workloads: Sequence[Workload],
     applied: Sequence[str],
     options: StepsOptions,
-) -> Availability:
+) -> tuple[Availability, Backup]:
     """Apply ``up`` to a copy of ``dbname`` (the state before the step) while the app's
     traffic runs against it; a step that then fails (its locks not granted in time under
-    the traffic, say) fails availability."""
+    the traffic, say) fails availability. Returns the copy it made, dropped by then."""
     assert options.traffic is not None
     budget = migration.stall_budget_ms(options.max_stall_ms)
     rehearsal = create_backup(target, dbname, f"load_{migration.id[:4]}")
@@ -53,10 +53,10 @@ def rehearse_under_load(
                 locks = options.step_locks(migration)
                 step, record = apply_under_load(conn, migration, "up", locks, traffic)
             except MigrationError as exc:  # applied at rest, it failed under load
-                return availability(traffic.record(), budget, failure=str(exc))
+                return availability(traffic.record(), budget, failure=str(exc)), rehearsal
     finally:
         drop_backup(target, rehearsal)
-    return availability(record, budget, statements=step.statements)
+    return availability(record, budget, statements=step.statements), rehearsal
 
 
 def apply_under_traffic(

@@ -153,6 +153,7 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
             "checksum": migration.checksum,
         },
         "backup_method": step.backup_method,
+        "copies": [copy.to_dict() for copy in step.copies],
         "up_seconds": step.up_seconds,
         "lock_retries": [retry.to_dict() for retry in step.lock_retries],
         "statements": [run.to_dict() for run in step.statements],
