@@ -38,6 +38,7 @@ from vpbench.steps.compatibility import (
 )
 from vpbench.steps.indexes import index_gains
 from vpbench.steps.model import StepsOptions
+from vpbench.steps.phases import PHASES
 from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import index_bytes_added, regressions
 
@@ -126,12 +127,16 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
         assert step.backup_method in (CLONE, TEMPLATE)
         assert [c.name.rsplit("__", 1)[1][:5] for c in step.copies] == ["befor", "load_", "after"]
         assert all(c.method == step.backup_method and c.seconds > 0 for c in step.copies)
+        assert set(step.phases) == set(PHASES) and all(v >= 0 for v in step.phases.values())
         for entry in step.before + step.after:
             assert len(entry.samples_ns) == 2 * 2, entry.name
     assert databases(target, f"{name}__%") == []  # backups dropped
 
     summary = json.loads(result.summary_path.read_text())
     assert summary["kind"] == "steps-summary" and len(summary["steps"]) == 6
+    spent = summary["time"]["phases"]
+    assert sum(row["seconds"] for row in spent) == pytest.approx(summary["seconds"])
+    assert 0 < summary["time"]["harness_share"] < 1
     assert set(summary["answers"]) == {
         "biggest_gain",
         "memory_cost",
@@ -152,7 +157,7 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
         len(e.samples_ns) for s in result.steps for e in s.before + s.after
     )
     report = build_report([tmp_path], tmp_path / "report").read_text()
-    assert "### Under live traffic" in report
+    assert "### Under live traffic" in report and "### Where the time went" in report
     assert "### The old app on the new schema" in report
     assert "- `0001_quiz_attempt_links` (35 s): Holds ACCESS EXCLUSIVE" in report
     assert "### Which index gave the gain" in report

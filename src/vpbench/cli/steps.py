@@ -30,7 +30,7 @@ from vpbench.cli._common import (
     wide,
     workload_files_option,
 )
-from vpbench.cli._render import steps_table
+from vpbench.cli._render import steps_table, time_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError
@@ -132,6 +132,7 @@ def steps(
             progress=tick,
         )
     wide(steps_table(result))
+    wide(time_table(result))
     for question, answer in answers(result.steps).items():
         out.print(f"{question.replace('_', ' ')}: {answer}", highlight=False)
     out.print(f"results: {result.out_dir} ({result.seconds:.0f}s)")

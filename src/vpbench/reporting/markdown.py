@@ -113,6 +113,7 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         "(deterministic) and the paired insert time.",
     ]
     lines += _availability_table(steps)
+    lines += _time_table(summary)
     lines += _old_app_table(steps)
     lines += _index_table(steps)
     lines += ["", "### What the series taught", ""]
@@ -178,6 +179,25 @@ def _slowed_cell(slowed: dict[str, Any] | None) -> str:
             f"(p99 at rest {duration(slowed['slowest_at_rest_p99_ms'])})"
         )
     return text
+
+
+def _time_table(summary: dict[str, Any]) -> list[str]:
+    """Where the series' wall time went, phase by phase (summaries that recorded it)."""
+    spent = summary.get("time")
+    if not spent:
+        return []
+    lines = ["", "### Where the time went", ""]
+    lines += ["| phase | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| {r['phase']} | {r['seconds']:.1f} | {r['share']:.0%} |" for r in spent["phases"]]
+    lines.append(f"| **total** | **{summary['seconds']:.1f}** | 100% |")
+    peak = spent.get("peak_disk_bytes")
+    lines += [
+        "",
+        "The harness's own share (all but the migrations' `up` and the paired rounds): "
+        f"{spent['harness_share']:.0%}."
+        + (f" Peak extra disk of a step: {human_bytes(peak)}." if peak is not None else ""),
+    ]
+    return lines
 
 
 def _availability_table(steps: list[dict[str, Any]]) -> list[str]:

@@ -97,6 +97,10 @@ class StepReport:
     threshold: Threshold = DEFAULT_THRESHOLD
     copies: tuple[Backup, ...] = ()
     """every copy the step made (backup, rehearsal, after): method, seconds, bytes"""
+    phases: dict[str, float] = field(default_factory=dict)
+    """seconds of each phase (``steps.phases.PHASES``)"""
+    peak_disk_bytes: int | None = None
+    """the most disk the step's copies held at once (None: the disk is not visible)"""
     path: Path | None = None
 
     def judgement(self, before: EntryResult, after: EntryResult) -> Judgement:

@@ -40,6 +40,7 @@ from vpbench.results.documents import ensure_writable, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
+from vpbench.server.disk import data_disk, free_bytes_or_none
 from vpbench.server.maintenance import Settled, flush_statistics, run_checkpoint, settle
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.checks import (
@@ -53,6 +54,7 @@ from vpbench.steps.checks import (
 from vpbench.steps.compatibility import OldAppCheck, check_old_app
 from vpbench.steps.copies import copies_outlook, describe_copy
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
+from vpbench.steps.phases import PhaseClock
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
 from vpbench.workload.preflight import check_prepared
@@ -106,7 +108,8 @@ def run_steps(
         path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
         reports.append(replace(report, path=path))
     summary_path = write_document(
-        summary_document(reports, profile.name, seed), out / "summary.json"
+        summary_document(reports, profile.name, seed, time.perf_counter() - began),
+        out / "summary.json",
     )
     return StepsResult(tuple(reports), out, summary_path, time.perf_counter() - began)
 
@@ -143,13 +146,18 @@ def _run_step(
             progress(f"{migration.id[:4]} rounds", done, options.paired.max_rounds)
 
     with connect(target, dbname, autocommit=True) as conn:
+        disk = data_disk(conn)
+        clock = PhaseClock(lambda: free_bytes_or_none(disk))
         settled_before = settle(conn)
+        clock.lap("settle")
         applied_before = applied_migrations(conn)
         shape, snapshot = schema_shape(conn), snapshot_tables(conn)
         quarantine_before = quarantined_rows(conn)
         audit_before = run_audit(conn)
         sizes_before = relation_sizes(conn)
+        clock.lap("audit")
     backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
+    clock.lap("backup")
     say(f"  backed up to {backup.name} ({describe_copy(backup)})")
     copies = [backup]
     copy: Backup | None = None
@@ -164,6 +172,7 @@ def _run_step(
                     f"{exc.message}; the database was restored from its backup ({backup.method})",
                     path=exc.path, line=exc.line, sqlstate=exc.sqlstate,
                 ) from None  # fmt: skip
+            clock.lap("up")
             check_prepared(conn, workloads, applied_migrations(conn))
             flush_statistics(conn)
             retried = (
@@ -171,22 +180,26 @@ def _run_step(
             )
             say(f"  applied in {applied.seconds:.1f}s{retried}; settling and auditing")
             settled_after = settle(conn)
+            clock.lap("settle")
             applied_after = applied_migrations(conn)
             audit_after = run_audit(conn)
             sizes_after = relation_sizes(conn)
             rows_after = row_counts(conn)
             quarantine_after = quarantined_rows(conn)
+            clock.lap("audit")
         found: Availability | None = None
         if options.traffic is not None:
             say("  rehearsing up on a copy of the state before, under live traffic")
             found, rehearsal = rehearse_under_load(target, backup.name, migration, workloads,
                                                    applied_before, options)  # fmt: skip
             copies.append(rehearsal)
+            clock.lap("rehearsal")
             say(f"  {describe_availability(found)}")
         copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
         copies.append(copy)
         with connect(target, autocommit=True) as conn:
             run_checkpoint(conn)  # the copies' pages are written now, not while timing
+        clock.lap("copies")
         say(f"  measuring {backup.name} against {copy.name} in paired rounds")
         before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
         pools = _parameter_pools(before_db, workloads)
@@ -194,10 +207,12 @@ def _run_step(
             session = measure_paired(before_db, after_db, workloads, pools, applied_before,
                                      applied_after, options.paired, progress=rounds_done,
                                      before_round=evict)  # fmt: skip
+        clock.lap("paired rounds")
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
         equivalence, old_app = _equivalence(target, backup, copy, workloads, pools,
                                             applied_before, applied_after, migration,
                                             found, options.paired.seed)  # fmt: skip
+        clock.lap("equivalence")
         say(f"  the old app on the new schema: {old_app.deploy_order}")
         say("  measuring what an insert costs on both")
         with connect(target, autocommit=True) as conn:
@@ -206,9 +221,12 @@ def _run_step(
             # the write profile counts.
             run_checkpoint(conn)
         writes = measure_write_costs(before_db, after_db, options.writes)
+        clock.lap("write cost")
         _drop_if_present(target, copy)
+        clock.lap("copies")
         say("  checking reversibility (down, compare, up)")
         problems = _reversibility(target, dbname, migration, shape, snapshot)
+        clock.lap("reversibility")
     except KeyboardInterrupt:
         if copy is not None:
             _drop_if_present(target, copy)
@@ -223,12 +241,13 @@ def _run_step(
         raise
     if not options.keep_backups:
         _drop_if_present(target, backup)
+        clock.lap("copies")
     return _report(
         migration, tuple(copies), applied, found, (audit_before, audit_after), session,
         problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
         {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
         {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
-        (settled_before, settled_after), old_app, options.threshold,
+        (settled_before, settled_after), old_app, options.threshold, clock,
     )  # fmt: skip
 
 
@@ -249,6 +268,7 @@ def _report(
     settled: tuple[Settled, Settled],
     old_app: OldAppCheck,
     threshold: Threshold,
+    clock: PhaseClock,
 ) -> StepReport:
     unexpected = tuple(
         f"{e.query}: {e.detail}"
@@ -283,6 +303,8 @@ def _report(
         settled_after=settled[1],
         old_app=old_app,
         threshold=threshold,
+        phases=dict(clock.seconds),
+        peak_disk_bytes=clock.peak_disk_bytes,
     )
 
 

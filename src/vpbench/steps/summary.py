@@ -9,7 +9,7 @@ A step that changes nothing gives no verdict and no cost, and the answers say so
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from vpbench.analysis.verdicts import Judgement
@@ -19,6 +19,7 @@ from vpbench.reporting.units import human_bytes, milliseconds, ratio_interval
 from vpbench.results.documents import KIND_STEP, SCHEMA_VERSION
 from vpbench.steps.indexes import index_gains
 from vpbench.steps.model import StepReport
+from vpbench.steps.phases import where_the_time_went
 
 KIND_SUMMARY = "steps-summary"
 NO_CHANGE = "no change"
@@ -154,6 +155,8 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
         },
         "backup_method": step.backup_method,
         "copies": [copy.to_dict() for copy in step.copies],
+        "phases": step.phases,
+        "peak_disk_bytes": step.peak_disk_bytes,
         "up_seconds": step.up_seconds,
         "lock_retries": [retry.to_dict() for retry in step.lock_retries],
         "statements": [run.to_dict() for run in step.statements],
@@ -208,7 +211,9 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> dict[str, Any]:
+def summary_document(
+    steps: Sequence[StepReport], profile: str, seed: int, seconds: float | None = None
+) -> dict[str, Any]:
     rows = [
         {
             "migration": step.migration.id,
@@ -226,6 +231,8 @@ def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> di
             "unexpected_changes": list(step.unexpected_changes),
             "regressions": regressions(step),
             "deploy_order": step.old_app.deploy_order,
+            "phases": step.phases,
+            "peak_disk_bytes": step.peak_disk_bytes,
             "old_app_undeclared": step.old_app.undeclared,
             "document": step.path.name if step.path else None,
         }
@@ -236,8 +243,21 @@ def summary_document(steps: Sequence[StepReport], profile: str, seed: int) -> di
         "kind": KIND_SUMMARY,
         "profile": profile,
         "seed": seed,
+        "seconds": seconds,
+        "time": _time_spent(steps, seconds) if seconds is not None else None,
         "steps": rows,
         "answers": answers(steps),
+    }
+
+
+def _time_spent(steps: Sequence[StepReport], seconds: float) -> dict[str, Any]:
+    """Where the series' wall time went, and the most disk a step held at once."""
+    spent, harness = where_the_time_went([s.phases for s in steps], seconds)
+    peaks = [s.peak_disk_bytes for s in steps if s.peak_disk_bytes is not None]
+    return {
+        "phases": [asdict(row) for row in spent],
+        "harness_share": harness,
+        "peak_disk_bytes": max(peaks) if peaks else None,
     }
 
 
