@@ -757,3 +757,35 @@ def test_a_variant_the_new_schema_refuses_stops_the_step_before_its_timing(
         'column "no_such_column" does not exist [SQLSTATE 42703]'
     )
     assert list(out.glob("*.json")) == []
+
+
+def test_an_up_that_fails_after_down_stops_the_series_and_keeps_the_backup(
+    target: ServerTarget,
+    session_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """0001's down leaves its table behind, so up fails when the reversibility check runs
+    it again: the series stops there (0002 would meet the wrong schema), exit 1, with the
+    backup of the state before 0001 kept and named."""
+    name = f"{session_prefix}_reup"
+    migrations = tmp_path / "migrations"
+    add_migration(migrations, "0001_leaves_a_table", "CREATE TABLE once (id int);", "SELECT 1;")
+    add_migration(migrations, "0002_next", "CREATE TABLE twice (id int);", "DROP TABLE twice;")
+    monkeypatch.setenv("VPBENCH_DSN", target.conninfo)
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "steps", "--profile", "tiny", "--db", name, "--migrations", str(migrations),
+            "--workload", str(traffic_workload(tmp_path)), "--rounds", "2", "--max-rounds", "2",
+            "--repeat", "1", "--no-traffic", "--no-report", "--out", str(tmp_path / "out"),
+        ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1, err
+    assert "0001_leaves_a_table: up failed again after its reversibility check's down" in err
+    assert "later migrations were not applied" in err and "Traceback" not in err
+    assert databases(target, f"{name}__before_0001") == [f"{name}__before_0001"]
+    with psycopg.connect(target.for_database(name)) as conn:
+        applied = conn.execute("SELECT id FROM vpbench.migrations").fetchall()
+        assert applied == []  # at the state before 0001, as the message says
+    assert not (tmp_path / "out" / "summary.json").exists()

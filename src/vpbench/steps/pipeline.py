@@ -27,7 +27,12 @@ from vpbench.dataset.audit import AuditReport, run_audit
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
-from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
+from vpbench.errors import (
+    MigrationError,
+    SeriesStoppedError,
+    StepsInterruptedError,
+    VpbenchError,
+)
 from vpbench.measure.availability import Availability, describe_availability
 from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
@@ -225,11 +230,13 @@ def _run_step(
         _drop_if_present(target, copy)
         clock.lap("copies")
         say("  checking reversibility (down, compare, up)")
-        problems = _reversibility(target, dbname, migration, shape, snapshot)
+        problems = _reversibility(target, dbname, migration, shape, snapshot, backup)
         clock.lap("reversibility")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SeriesStoppedError) as stopped:
         if copy is not None:
             _drop_if_present(target, copy)
+        if isinstance(stopped, SeriesStoppedError):
+            raise
         raise StepsInterruptedError(
             f"interrupted during {migration.id}: {dbname} is consistent with its migration "
             f"ledger; the state before this step is kept in database {backup.name}"
@@ -350,9 +357,15 @@ def _equivalence(
 
 
 def _reversibility(
-    target: ServerTarget, dbname: str, migration: Migration, shape: Any, snapshot: Any
+    target: ServerTarget,
+    dbname: str,
+    migration: Migration,
+    shape: Any,
+    snapshot: Any,
+    backup: Backup,
 ) -> list[str]:
-    """Down, compare with the state before the step, then up again."""
+    """Down, compare with the state before the step, then up again: a step whose ``up``
+    then fails stops the series (the next step would meet the wrong schema)."""
     problems: list[str] = []
     with connect(target, dbname, autocommit=True) as conn:
         try:
@@ -371,5 +384,9 @@ def _reversibility(
         try:
             apply_step(conn, migration, "up")
         except VpbenchError as exc:
-            problems.append(f"up after down failed: {exc}")
+            raise SeriesStoppedError(
+                f"{migration.id}: up failed again after its reversibility check's down "
+                f"({exc}); {dbname} is left at the state before this step, which is also "
+                f"kept in database {backup.name}; later migrations were not applied"
+            ) from None
     return problems
