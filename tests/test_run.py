@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -408,3 +409,38 @@ def test_run_without_workload_files_measures_the_reference_ones(
     (result,) = out.iterdir()  # --no-report: the run file alone
     workloads = {entry["workload"] for entry in read_document(result)["entries"]}
     assert workloads == {"video_page", "voice_memos"}
+
+
+BUDGETED = """\
+[queries.slow]
+sql = "SELECT pg_sleep(0.2)"
+
+[queries.fast]
+sql = "SELECT 1"
+
+[scenarios.page]
+queries = ["slow", "fast"]
+"""
+
+
+def test_an_entry_stops_on_its_time_budget_and_says_so(
+    create_database: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A 0.2 s query under a 0.5 s budget: a few warm-ups, at least ``min_rounds`` timed
+    runs and then no more, flagged; a 0.1 ms query in the same run gets its full count."""
+    from vpbench.measure.runner import measure_workloads
+    from vpbench.workload.spec import load_workloads
+
+    conninfo = create_database("budget")
+    path = tmp_path / "budget.toml"
+    path.write_text(BUDGETED)
+    options = RunOptions(warmup=5, repeat=30, explain=5, max_time_s=0.5, min_rounds=2)
+    entries = {e.name: e for e in measure_workloads(conninfo, load_workloads([path], ()), options)}
+    slow, fast, page = entries["slow"], entries["fast"], entries["page"]
+    assert slow.budget_stopped and 2 <= len(slow.samples_ns) <= 3, len(slow.samples_ns)
+    assert 1 <= len(slow.explains) <= 3
+    assert page.budget_stopped and len(page.samples_ns) == len(page.member_samples_ns["fast"])
+    # the twin: a fast query is not cut short
+    assert not fast.budget_stopped and len(fast.samples_ns) == 30 and len(fast.explains) == 5
+    document = slow.to_document()
+    assert document["budget_stopped"] is True and len(document["samples_ns"]) <= 3

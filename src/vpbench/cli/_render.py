@@ -73,8 +73,16 @@ def run_table(outcome: RunOutcome) -> Table:
     """Query, p50/p95/p99, CV, server p50, target, verdict, worst plan node (and tx/s with
     several clients)."""
     concurrent = any(e.clients > 1 for e in outcome.entries)
-    table = Table(title=f"results: {outcome.path}")
+    stopped = any(e.budget_stopped for e in outcome.entries)
+    table = Table(
+        title=f"results: {outcome.path}",
+        caption="n: timed executions; *: stopped on the --max-time budget (p95 and p99 of "
+        "fewer than 20 and 100 samples are their largest)"
+        if stopped
+        else "n: timed executions",
+    )
     table.add_column("entry")
+    table.add_column("n", justify="right")
     for column in ("p50 ms", "p95 ms", "p99 ms", "CV", "server p50", "target"):
         table.add_column(column, justify="right")
     if concurrent:
@@ -90,6 +98,7 @@ def run_table(outcome: RunOutcome) -> Table:
         worst_node = max(worst, key=lambda w: w.exclusive_ms) if worst else None
         cells = [
             entry.name,
+            f"{len(entry.samples_ns)}{'*' if entry.budget_stopped else ''}",
             milliseconds(latency.p50_ms if latency else None),
             milliseconds(latency.p95_ms if latency else None),
             milliseconds(latency.p99_ms if latency else None),

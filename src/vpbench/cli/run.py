@@ -48,6 +48,18 @@ from vpbench.measure.runner import RunOptions
     help="statement_timeout for every statement.",
 )
 @click.option(
+    "--max-time",
+    "max_time_ms",
+    default="10s",
+    show_default=True,
+    type=Duration(),
+    help="Each entry's timed executions stop once they have taken this long (after "
+    "--min-rounds), its warm-ups and EXPLAIN runs after their first.",
+)
+@count_option(
+    "--min-rounds", 5, minimum=1, help="Timed executions per client before --max-time counts."
+)
+@click.option(
     "--seed", "seed_value", default=1, show_default=True, help="Seed for parameter sampling."
 )
 @out_dir_option("results", "Folder for the run file.")
@@ -63,6 +75,8 @@ def run(
     explain_runs: int,
     clients: int,
     timeout_ms: int,
+    max_time_ms: int,
+    min_rounds: int,
     seed_value: int,
     out_dir: Path,
     migrations_dir: Path | None,
@@ -79,6 +93,8 @@ def run(
         clients=clients,
         timeout_ms=timeout_ms,
         seed=seed_value,
+        max_time_s=max_time_ms / 1000,
+        min_rounds=min_rounds,
     )
     target, dbname = resolve_database(dsn, dbname)
     try:

@@ -46,6 +46,18 @@ class RunOptions:
     clients: int = 1
     timeout_ms: int = 10_000
     seed: int = 1
+    max_time_s: float | None = 10.0
+    """each entry's timed executions stop once they have taken this long (per client),
+    after at least ``min_rounds``; its warm-ups and EXPLAIN runs likewise after their
+    first (pytest-benchmark's ``max_time``). None: counts only"""
+    min_rounds: int = 5
+
+    def over_budget(self, began: float, done: int, minimum: int) -> bool:
+        """Whether a loop that started at ``began`` and has run ``done`` executions should
+        stop on the time budget (it has run ``minimum`` at least)."""
+        if self.max_time_s is None or done < minimum:
+            return False
+        return time.perf_counter() - began >= self.max_time_s
 
     def executions(self) -> int:
         return self.warmup * self.clients + self.repeat * self.clients + self.explain
@@ -90,6 +102,8 @@ class EntryResult:
     rounds: tuple[int, ...] = ()
     """in a paired session, the round each sample ran in (its partner on the other side
     has the same index)"""
+    budget_stopped: bool = False
+    """its timed executions stopped on the run's time budget, before ``repeat``"""
 
     @property
     def latency(self) -> LatencySummary | None:
@@ -126,6 +140,7 @@ class EntryResult:
             "status": self.status,
             "error": self.error,
             "timeouts": self.timeouts,
+            "budget_stopped": self.budget_stopped,
             "wall_seconds": self.wall_seconds,
             "throughput_per_s": self.throughput_per_s,
             "meets_target": self.meets_target,
@@ -281,7 +296,10 @@ class _EntryRunner:
         plan: Any = None
         summary: PlanSummary | None = None
         stream = self._stream(sql.params, f"{query.name}/explain")
+        began = time.perf_counter()
         for i in range(self.options.explain):
+            if self.options.over_budget(began, i, minimum=1):
+                break
             try:
                 document, current = explain(self.conn, sql, stream.draw())
             except psycopg.errors.QueryCanceled:
@@ -312,13 +330,18 @@ class _EntryRunner:
         timed = self._time(scenario.name, sorted(needed), execute, base)
         if timed.status == "error":
             return timed
-        repeat = self.options.repeat * self.options.clients
-        members_timed = {name: tuple(ns[-repeat:]) for name, ns in member_ns.items()}
+        timed_count = len(timed.samples_ns)  # the last ones: warm-ups came first
+        members_timed = {
+            name: tuple(ns[-timed_count:]) if timed_count else () for name, ns in member_ns.items()
+        }
         explains: list[ExplainRun] = []
         plans: dict[str, Any] = {}
         summaries: dict[str, PlanSummary] = {}
         stream = self._stream(sorted(needed), f"{scenario.name}/explain")
+        began = time.perf_counter()
         for i in range(self.options.explain):
+            if self.options.over_budget(began, i, minimum=1):
+                break
             params = stream.draw()
             runs: list[ExplainRun] = []
             try:
@@ -363,8 +386,9 @@ class _EntryRunner:
 
         def one_client(
             index: int, conn: psycopg.Connection[Any], start: threading.Barrier | None
-        ) -> tuple[list[int], int, str | None, float]:
-            """Samples, timeouts, error and the seconds the timed executions took."""
+        ) -> tuple[list[int], int, str | None, float, bool]:
+            """Samples, timeouts, error, the seconds the timed executions took, and whether
+            they stopped on the time budget."""
             stream = self._stream(needed, f"{name}#{index}")
             # Drawn up front: Python work between executions keeps the client's core busy,
             # and the scheduler then wakes the server process on the other core, which
@@ -373,15 +397,22 @@ class _EntryRunner:
             draws = [stream.draw() for _ in range(self.options.repeat)]
             samples: list[int] = []
             timeouts = 0
+            stopped = False
             began = time.perf_counter()
+            budget = self.options.over_budget
             try:
-                for params in warmups:
+                for done_warm, params in enumerate(warmups):
+                    if budget(began, done_warm, minimum=1):
+                        break
                     _run_once(conn, execute, params)
                     self._count(name, done, lock)
                 if start:
                     start.wait()
                 began = time.perf_counter()
-                for params in draws:
+                for done_timed, params in enumerate(draws):
+                    if budget(began, done_timed, minimum=self.options.min_rounds):
+                        stopped = True
+                        break
                     try:
                         samples.append(_run_once(conn, execute, params))
                     except _StatementTimeoutError:
@@ -392,8 +423,9 @@ class _EntryRunner:
             except _StatementTimeoutError:
                 timeouts += 1
             except psycopg.Error as exc:
-                return samples, timeouts, error_message(exc), time.perf_counter() - began
-            return samples, timeouts, None, time.perf_counter() - began
+                seconds = time.perf_counter() - began
+                return samples, timeouts, error_message(exc), seconds, stopped
+            return samples, timeouts, None, time.perf_counter() - began, stopped
 
         if clients == 1:
             outcomes = [one_client(0, self.conn, None)]
@@ -420,7 +452,8 @@ class _EntryRunner:
         errors = [outcome[2] for outcome in outcomes if outcome[2]]
         status = "error" if errors else "timeout" if timeouts else "ok"
         return _replace(base, status=status, error=errors[0] if errors else None,
-                        samples_ns=samples, timeouts=timeouts, wall_seconds=wall)  # fmt: skip
+                        samples_ns=samples, timeouts=timeouts, wall_seconds=wall,
+                        budget_stopped=any(outcome[4] for outcome in outcomes))  # fmt: skip
 
     def _count(self, name: str, done: list[int], lock: threading.Lock) -> None:
         with lock:
