@@ -221,7 +221,9 @@ def test_each_check_fails_on_a_broken_migration(
     add_migration(
         migrations,
         "0001_down_forgets_index",
-        "CREATE INDEX videos_title_idx ON videos (title);",
+        # re-runnable, so up succeeds again after the lossy down and the series goes on (an
+        # up that fails then stops it: test_an_up_that_fails_after_down_stops_the_series)
+        "CREATE INDEX IF NOT EXISTS videos_title_idx ON videos (title);",
         "SELECT 1;",
     )
     add_migration(
