@@ -26,7 +26,7 @@ from vpbench.migrations.apply import (
     plan_up,
     split_statements,
 )
-from vpbench.migrations.folder import default_migrations_dir, discover_migrations
+from vpbench.migrations.folder import Migration, default_migrations_dir, discover_migrations
 from vpbench.migrations.locking import LockPolicy
 from vpbench.server.target import ServerTarget
 
@@ -52,6 +52,15 @@ def add_migration(folder: Path, name: str, up: str, down: str = "SELECT 1;") -> 
     (folder / name / "up.sql").write_text(up)
     (folder / name / "down.sql").write_text(down)
     (folder / name / "migration.toml").write_text(f'title = "{name}"\n')
+
+
+def non_transactional(folder: Path, name: str, up: str, down: str) -> Migration:
+    """A one-step series whose step runs statement by statement."""
+    add_migration(folder, name, up, down)
+    toml = folder / name / "migration.toml"
+    toml.write_text(toml.read_text() + "transactional = false\n")
+    (migration,) = discover_migrations(folder)
+    return migration
 
 
 def test_up_down_and_the_ledger(legacy: psycopg.Connection[Any]) -> None:
@@ -136,7 +145,7 @@ def test_split_statements_respects_quotes_and_bodies() -> None:
 def test_non_transactional_migration_runs_statement_by_statement(
     legacy: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    add_migration(
+    migration = non_transactional(
         tmp_path,
         "0001_concurrent_index",
         "CREATE INDEX CONCURRENTLY reflections_kind_idx ON reflections (kind);\n"
@@ -144,9 +153,6 @@ def test_non_transactional_migration_runs_statement_by_statement(
         "DROP INDEX CONCURRENTLY reflections_kind_idx;\n"
         "DROP INDEX CONCURRENTLY reflections_created_idx;\n",
     )
-    toml = tmp_path / "0001_concurrent_index" / "migration.toml"
-    toml.write_text(toml.read_text() + "transactional = false\n")
-    (migration,) = discover_migrations(tmp_path)
     apply_step(legacy, migration, "up")
     names = {r[0] for r in legacy.execute("SELECT indexname FROM pg_indexes").fetchall()}
     assert {"reflections_kind_idx", "reflections_created_idx"} <= names
@@ -161,7 +167,7 @@ def test_under_a_stall_budget_lock_timeout_is_halved_except_for_concurrently(
     """A brief ACCESS EXCLUSIVE waits at most half the 1 s budget (the app queues behind
     it); CREATE INDEX CONCURRENTLY keeps the full timeout (nothing queues behind it, and a
     timeout would leave an invalid index)."""
-    add_migration(
+    migration = non_transactional(
         tmp_path,
         "0001_column_and_index",
         "ALTER TABLE reflections ADD COLUMN probe integer;\n"
@@ -169,9 +175,6 @@ def test_under_a_stall_budget_lock_timeout_is_halved_except_for_concurrently(
         "DROP INDEX CONCURRENTLY reflections_probe_idx;\n"
         "ALTER TABLE reflections DROP COLUMN probe;\n",
     )
-    toml = tmp_path / "0001_column_and_index" / "migration.toml"
-    toml.write_text(toml.read_text() + "transactional = false\n")
-    (migration,) = discover_migrations(tmp_path)
     locks = LockPolicy().within(1000)
     assert (locks.timeout_for(concurrent=False), locks.timeout_for(concurrent=True)) == (
         500,
