@@ -35,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from vpbench.errors import BackupError
 from vpbench.server.databases import MARK, MARK_COMMENT, database_state, drop_database
-from vpbench.server.disk import CLONE_SINCE, data_disk, free_bytes_or_none
+from vpbench.server.disk import CLONE_SINCE, data_directory, free_bytes_or_none
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import ServerTarget, connect
 
@@ -78,16 +78,16 @@ def create_backup(target: ServerTarget, source: str, label: str) -> Backup:
         drop_database(target, name)
     began = time.perf_counter()
     with connect(target, autocommit=True) as conn:
-        disk = data_disk(conn)
+        data_dir = data_directory(conn)  # free space only: no block-sharing probe per copy
         size = conn.execute("SELECT pg_database_size(%s)", [source]).fetchone()
-        free = free_bytes_or_none(disk)
+        free = free_bytes_or_none(data_dir)
         method = _template_copy(conn, source, name)
         if method is not None:
             _mark_backup(conn, name, source)
     if method is None:
         _dump_and_restore(target, source, name)
         method = DUMP
-    after = free_bytes_or_none(disk)
+    after = free_bytes_or_none(data_dir)
     added = free - after if free is not None and after is not None else None
     return Backup(source, name, method, time.perf_counter() - began, added,
                   int(size[0]) if size else None)  # fmt: skip

@@ -38,13 +38,11 @@ class DataDisk:
     shares_blocks: bool | None
     """a clone there shares blocks with its source (None: could not be probed)"""
 
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.data_dir).free
 
-
-def data_disk(conn: psycopg.Connection[Any]) -> DataDisk | None:
-    """The disk of the server ``conn`` is connected to, when it is on this machine and its
-    data directory can be read (a superuser or ``pg_read_all_settings``); else None."""
+def data_directory(conn: psycopg.Connection[Any]) -> Path | None:
+    """The data directory of the server ``conn`` is connected to, when that server is on
+    this machine and the directory can be read (a superuser or ``pg_read_all_settings``);
+    else None."""
     host = conn.info.host or ""
     if not (host.startswith("/") or host in _LOCAL_HOSTS):
         return None
@@ -53,7 +51,14 @@ def data_disk(conn: psycopg.Connection[Any]) -> DataDisk | None:
     except psycopg.Error:
         return None
     path = Path(str(row[0])) if row else None
-    if path is None or not path.is_dir():
+    return path if path is not None and path.is_dir() else None
+
+
+def data_disk(conn: psycopg.Connection[Any]) -> DataDisk | None:
+    """The disk of the server ``conn`` is connected to, with its filesystem and a probe of
+    block sharing, where its data directory is visible here; else None."""
+    path = data_directory(conn)
+    if path is None:
         return None
     return DataDisk(path, filesystem_type(path), shares_blocks(path.parent))
 
@@ -96,11 +101,11 @@ def shares_blocks(folder: Path) -> bool | None:
     return True
 
 
-def free_bytes_or_none(disk: DataDisk | None) -> int | None:
-    """Free bytes on ``disk``; None where it is not visible."""
-    if disk is None:
+def free_bytes_or_none(folder: Path | None) -> int | None:
+    """Free bytes of the filesystem holding ``folder``; None where it is not visible."""
+    if folder is None:
         return None
     try:
-        return disk.free_bytes()
+        return shutil.disk_usage(folder).free
     except OSError:
         return None

@@ -45,7 +45,7 @@ from vpbench.results.documents import ensure_writable, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
-from vpbench.server.disk import data_disk, free_bytes_or_none
+from vpbench.server.disk import data_directory, free_bytes_or_none
 from vpbench.server.maintenance import Settled, flush_statistics, run_checkpoint, settle
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.checks import (
@@ -151,8 +151,8 @@ def _run_step(
             progress(f"{migration.id[:4]} rounds", done, options.paired.max_rounds)
 
     with connect(target, dbname, autocommit=True) as conn:
-        disk = data_disk(conn)
-        clock = PhaseClock(lambda: free_bytes_or_none(disk))
+        data_dir = data_directory(conn)
+        clock = PhaseClock(lambda: free_bytes_or_none(data_dir))
         settled_before = settle(conn)
         clock.lap("settle")
         applied_before = applied_migrations(conn)
