@@ -37,11 +37,7 @@ def _waits(session: str, start: float, end: float, *, since: float | None, by: b
 
 def _record(requests: list[Request], waits: list[Wait]) -> TrafficRecord:
     return TrafficRecord(
-        tuple(sorted(requests, key=lambda r: r.start_s)),
-        tuple(waits),
-        len(SAMPLED),
-        MIGRATION,
-        sampled_s=SAMPLED,
+        tuple(sorted(requests, key=lambda r: r.start_s)), tuple(waits), SAMPLED, MIGRATION
     )
 
 

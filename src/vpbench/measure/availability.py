@@ -246,7 +246,8 @@ def _lock_waits(record: TrafficRecord) -> dict[Request, _Waited]:
             episodes[(mine[index], wait.waits_for)].append(wait)
     found: dict[Request, _Waited] = {}
     for (request, _), seen in episodes.items():
-        if not any(w.by_migration for w in seen):
+        blamed = [w for w in seen if w.by_migration]
+        if not blamed:
             continue
         first, last = min(w.at_s for w in seen), max(w.at_s for w in seen)
         starts = [w.since_s for w in seen if w.since_s is not None]
@@ -256,7 +257,6 @@ def _lock_waits(record: TrafficRecord) -> dict[Request, _Waited]:
         else:
             began_low, began_high = max(_previous(sampled, first), request.start_s), first
         ended_high = min(_next(sampled, last), request.end_s)
-        blamed = [w for w in seen if w.by_migration]
         cause, _ = Counter(
             (w.waits_for, w.migration_holds, w.statement, w.migration_waits) for w in blamed
         ).most_common(1)[0]

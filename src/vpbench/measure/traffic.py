@@ -144,13 +144,16 @@ class Wait:
 class TrafficRecord:
     requests: tuple[Request, ...]
     waits: tuple[Wait, ...]
-    samples: int
+    sampled_s: tuple[float, ...]
+    """when each sample was taken: a wait last seen at one ended before the next"""
     migration_s: tuple[float, float] | None
     """when the watched migration started and ended, on the traffic's clock"""
     held: tuple[HeldLock, ...] = ()
     """the relation locks the sampler saw the migration hold, first and last seen"""
-    sampled_s: tuple[float, ...] = ()
-    """when each sample was taken: a wait last seen at one ended before the next"""
+
+    @property
+    def samples(self) -> int:
+        return len(self.sampled_s)
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,6 @@ class LiveTraffic:
             return TrafficRecord(
                 requests=tuple(sorted(shared.requests, key=lambda r: r.start_s)),
                 waits=tuple(shared.waits),
-                samples=len(shared.sampled_s),
                 sampled_s=tuple(shared.sampled_s),
                 migration_s=(window[0], window[1]) if len(window) == 2 else None,
                 held=tuple(
