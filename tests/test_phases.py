@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vpbench.steps.phases import PHASES, PhaseClock, where_the_time_went
+from vpbench.steps.phases import PHASES, PhaseClock, series_time
 
 
 def test_laps_add_up_per_phase_and_the_disk_high_water_mark_is_kept() -> None:
@@ -19,10 +19,12 @@ def test_laps_add_up_per_phase_and_the_disk_high_water_mark_is_kept() -> None:
 
 def test_the_series_time_adds_up_to_the_wall_time_with_the_harness_share() -> None:
     steps = [{"up": 10.0, "paired rounds": 20.0, "backup": 5.0}, {"up": 5.0, "settle": 5.0}]
-    rows, harness = where_the_time_went(steps, 50.0)
-    by_phase = {row.phase: row for row in rows}
-    assert [row.phase for row in rows] == [*PHASES, "other"]
+    spent = series_time(steps, [300, None], 50.0)
+    by_phase = {row.phase: row for row in spent.phases}
+    assert [row.phase for row in spent.phases] == [*PHASES, "other"]
     assert by_phase["up"].seconds == 15.0 and by_phase["other"].seconds == 5.0
-    assert sum(row.seconds for row in rows) == pytest.approx(50.0)
-    assert sum(row.share for row in rows) == pytest.approx(1.0)
-    assert harness == pytest.approx((50.0 - 15.0 - 20.0) / 50.0)
+    assert sum(row.seconds for row in spent.phases) == pytest.approx(50.0)
+    assert sum(row.share for row in spent.phases) == pytest.approx(1.0)
+    assert spent.harness_share == pytest.approx((50.0 - 15.0 - 20.0) / 50.0)
+    assert spent.peak_disk_bytes == 300
+    assert series_time(steps, [None, None], 50.0).peak_disk_bytes is None  # not visible

@@ -13,7 +13,6 @@ from vpbench.measure.writecost import WriteCost
 from vpbench.migrations.apply import MigrationState, StepApplied
 from vpbench.reporting.units import detectable, human_bytes, ratio_interval
 from vpbench.steps.model import StepReport, StepsResult
-from vpbench.steps.phases import where_the_time_went
 from vpbench.steps.summary import Headline, headlines, index_bytes_added
 
 AUDIT_EXAMPLES_SHOWN = 3
@@ -236,15 +235,14 @@ def steps_table(result: StepsResult) -> Table:
 
 def time_table(result: StepsResult) -> Table:
     """Where the series' wall time went, phase by phase, and the harness's own share."""
-    rows, harness = where_the_time_went([s.phases for s in result.steps], result.seconds)
-    peak = max((s.peak_disk_bytes or 0 for s in result.steps), default=0)
-    caption = f"harness's share (all but up and the paired rounds): {harness:.0%}"
-    if any(s.peak_disk_bytes is not None for s in result.steps):
-        caption += f"; peak extra disk of a step: {human_bytes(peak)}"
+    spent = result.time
+    caption = f"harness's share (all but up and the paired rounds): {spent.harness_share:.0%}"
+    if spent.peak_disk_bytes is not None:
+        caption += f"; peak extra disk of a step: {human_bytes(spent.peak_disk_bytes)}"
     table = Table(title="where the time went", caption=caption)
     for column in ("phase", "seconds", "share"):
         table.add_column(column, justify="left" if column == "phase" else "right")
-    for row in rows:
+    for row in spent.phases:
         table.add_row(row.phase, f"{row.seconds:.1f}", f"{row.share:.0%}")
-    table.add_row("[b]total[/]", f"[b]{result.seconds:.1f}[/]", "100%")
+    table.add_row("[b]total[/]", f"[b]{spent.seconds:.1f}[/]", "100%")
     return table

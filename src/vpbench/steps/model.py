@@ -22,6 +22,7 @@ from vpbench.server.backup import Backup
 from vpbench.server.maintenance import Settled
 from vpbench.steps.checks import Equivalence, RelationCost
 from vpbench.steps.compatibility import OldAppCheck
+from vpbench.steps.phases import SeriesTime
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,12 @@ class StepsResult:
     steps: tuple[StepReport, ...]
     out_dir: Path
     summary_path: Path
-    seconds: float
+    time: SeriesTime
+    """the wall time and where it went"""
+
+    @property
+    def seconds(self) -> float:
+        return self.time.seconds
 
     @property
     def passed(self) -> bool:

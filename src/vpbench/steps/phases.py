@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 PHASES = (
     "settle",
@@ -67,15 +68,33 @@ class TimeSpent:
     share: float
 
 
-def where_the_time_went(
-    phases: Sequence[Mapping[str, float]], total_seconds: float
-) -> tuple[list[TimeSpent], float]:
-    """Each phase's seconds summed over the steps (``phases``, one mapping per step), the
-    rest of the wall time (seeding, metadata, reports) as ``other``, and the harness's
-    share: everything but the migrations' own ``up`` and the paired rounds."""
-    total = max(total_seconds, 1e-9)
+@dataclass(frozen=True)
+class SeriesTime:
+    """Where a series' wall time went, and the most disk one of its steps held at once."""
+
+    seconds: float
+    phases: tuple[TimeSpent, ...]
+    """each phase of ``PHASES`` summed over the steps, then ``other`` (seeding, metadata)"""
+    harness_share: float
+    """everything but the migrations' own ``up`` and the paired rounds"""
+    peak_disk_bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def series_time(
+    phases: Sequence[Mapping[str, float]], peaks: Sequence[int | None], seconds: float
+) -> SeriesTime:
+    """The series' time from each step's ``phases`` and disk ``peaks`` and its wall time."""
+    total = max(seconds, 1e-9)
     sums = {phase: sum(step.get(phase, 0.0) for step in phases) for phase in PHASES}
-    sums["other"] = max(total_seconds - sum(sums.values()), 0.0)
-    rows = [TimeSpent(phase, seconds, seconds / total) for phase, seconds in sums.items()]
-    harness = total_seconds - sum(sums[phase] for phase in HARNESS_FREE)
-    return rows, max(harness, 0.0) / total
+    sums["other"] = max(seconds - sum(sums.values()), 0.0)
+    harness = max(seconds - sum(sums[phase] for phase in HARNESS_FREE), 0.0) / total
+    known = [peak for peak in peaks if peak is not None]
+    return SeriesTime(
+        seconds,
+        tuple(TimeSpent(phase, spent, spent / total) for phase, spent in sums.items()),
+        harness,
+        max(known) if known else None,
+    )

@@ -59,7 +59,7 @@ from vpbench.steps.checks import (
 from vpbench.steps.compatibility import OldAppCheck, check_old_app
 from vpbench.steps.copies import copies_outlook, describe_copy
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
-from vpbench.steps.phases import PhaseClock
+from vpbench.steps.phases import PhaseClock, series_time
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.summary import step_document, summary_document
 from vpbench.workload.preflight import check_prepared
@@ -112,11 +112,12 @@ def run_steps(
         metadata = _metadata(target, dbname, migration, options, workload_paths)
         path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
         reports.append(replace(report, path=path))
+    spent = series_time([r.phases for r in reports], [r.peak_disk_bytes for r in reports],
+                        time.perf_counter() - began)  # fmt: skip
     summary_path = write_document(
-        summary_document(reports, profile.name, seed, time.perf_counter() - began),
-        out / "summary.json",
+        summary_document(reports, profile.name, seed, spent), out / "summary.json"
     )
-    return StepsResult(tuple(reports), out, summary_path, time.perf_counter() - began)
+    return StepsResult(tuple(reports), out, summary_path, spent)
 
 
 def _metadata(

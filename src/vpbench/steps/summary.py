@@ -9,7 +9,7 @@ A step that changes nothing gives no verdict and no cost, and the answers say so
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from vpbench.analysis.verdicts import Judgement
@@ -19,7 +19,7 @@ from vpbench.reporting.units import human_bytes, milliseconds, ratio_interval
 from vpbench.results.documents import KIND_STEP, SCHEMA_VERSION
 from vpbench.steps.indexes import index_gains
 from vpbench.steps.model import StepReport
-from vpbench.steps.phases import where_the_time_went
+from vpbench.steps.phases import SeriesTime
 
 KIND_SUMMARY = "steps-summary"
 NO_CHANGE = "no change"
@@ -212,7 +212,7 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_document(
-    steps: Sequence[StepReport], profile: str, seed: int, seconds: float | None = None
+    steps: Sequence[StepReport], profile: str, seed: int, spent: SeriesTime | None = None
 ) -> dict[str, Any]:
     rows = [
         {
@@ -243,21 +243,10 @@ def summary_document(
         "kind": KIND_SUMMARY,
         "profile": profile,
         "seed": seed,
-        "seconds": seconds,
-        "time": _time_spent(steps, seconds) if seconds is not None else None,
+        "seconds": spent.seconds if spent else None,
+        "time": spent.to_dict() if spent else None,
         "steps": rows,
         "answers": answers(steps),
-    }
-
-
-def _time_spent(steps: Sequence[StepReport], seconds: float) -> dict[str, Any]:
-    """Where the series' wall time went, and the most disk a step held at once."""
-    spent, harness = where_the_time_went([s.phases for s in steps], seconds)
-    peaks = [s.peak_disk_bytes for s in steps if s.peak_disk_bytes is not None]
-    return {
-        "phases": [asdict(row) for row in spent],
-        "harness_share": harness,
-        "peak_disk_bytes": max(peaks) if peaks else None,
     }
 
 
