@@ -1,4 +1,5 @@
-"""``vpbench db``: the embedded server (start, stop, status, url) and dropping databases."""
+"""``vpbench db``: the embedded server (start, stop, status, url, its copy-on-write volume)
+and dropping databases."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import click
 import psycopg
 
 from vpbench.cli._common import db_option, dsn_option, out, resolve_database
+from vpbench.errors import UsageError
+from vpbench.reporting.units import human_bytes
 from vpbench.server.databases import drop_database
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import DEFAULT_DATABASE
+from vpbench.server.volume import image_for, make_volume, remove_volume
 from vpbench.steps.copies import copies_outlook
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
@@ -64,3 +68,51 @@ def db_drop(dbname: str | None, dsn: str | None, force: bool) -> None:
     target, dbname = resolve_database(dsn, dbname)
     dropped = drop_database(target, dbname, force=force)
     out.print(f"dropped database {dbname}" if dropped else f"database {dbname} does not exist")
+
+
+_UNITS = {"M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``80G``, ``500M``, ``1T`` in bytes."""
+    if value is None:
+        return None
+    text = value.strip().upper().removesuffix("B")
+    if not text or text[-1] not in _UNITS or not text[:-1].replace(".", "", 1).isdigit():
+        raise UsageError(f"--size {value}: expected a size like 80G, 500M or 1T")
+    return int(float(text[:-1]) * _UNITS[text[-1]])
+
+
+@db.group("volume")
+def db_volume() -> None:
+    """A copy-on-write volume for the embedded server (Linux, as root): instant copies."""
+
+
+@db_volume.command("create")
+@click.option("--size", callback=_parse_size, metavar="SIZE",
+              help="Most disk the volume may take, e.g. 80G (default: the free space). "
+              "The image is sparse: it takes only what the server writes.")  # fmt: skip
+def db_volume_create(size: int | None) -> None:
+    """Make a sparse XFS image with reflink beside VPBENCH_HOME and mount it there (again,
+    after a reboot); the embedded server then keeps its data on it and every copy vpbench
+    makes of a database is a clone that shares blocks."""
+    home = EmbeddedPostgres().home
+    volume = make_volume(home, size)
+    made = "made and mounted" if volume.created else "mounted"
+    out.print(f"{made} {volume.image} ({human_bytes(volume.size_bytes)}, XFS with reflink) "
+              f"at {volume.mount_point}: copies there share blocks", highlight=False)  # fmt: skip
+
+
+@db_volume.command("remove")
+@click.option("--yes", is_flag=True, help="Confirm: every database of the embedded server "
+              "on the volume is deleted with it.")  # fmt: skip
+def db_volume_remove(yes: bool) -> None:
+    """Stop the embedded server, unmount its volume and delete the image."""
+    server = EmbeddedPostgres()
+    if not yes:
+        raise UsageError(f"removing {image_for(server.home)} deletes every database of the "
+                         "embedded server on it; pass --yes")  # fmt: skip
+    server.stop()
+    removed = remove_volume(server.home)
+    out.print(f"removed {image_for(server.home)}" if removed else "no volume to remove",
+              highlight=False)  # fmt: skip
