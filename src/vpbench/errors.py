@@ -150,11 +150,6 @@ class MigrationError(VpbenchError):
     """A migration failed, was edited after it was applied, or cannot be found."""
 
 
-class SeriesStoppedError(MigrationError):
-    """A step left the database where the series cannot go on (``up`` failed again after
-    its reversibility check's ``down``); the backup of the state before it is kept."""
-
-
 class UnknownMigrationError(MigrationError, BadInputError):
     """A migration target that is not in the series."""
 

@@ -17,11 +17,12 @@ PHASES = (
     "settle",
     "audit",
     "backup",
-    "up",
     "rehearsal",
+    "up",
     "copies",
     "paired rounds",
     "equivalence",
+    "old app",
     "write cost",
     "reversibility",
 )

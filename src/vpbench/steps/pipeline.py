@@ -1,14 +1,20 @@
 """``vpbench steps``: the main job. Seed the legacy database, then for every pending
-migration: settle and back up the database, apply the migration, settle it again and copy
-it, then measure the copy of the state before (the backup) against the copy of the state
-after in one paired session, check result equivalence, what an insert costs on each,
-reversibility, storage and that no row was lost. One results document per step, plus a
-summary.
+migration: copy the settled working database (the backup, and the state before), rehearse
+``up`` under live traffic on a copy of that copy, apply ``up`` to the working database,
+settle and read it, copy it (the state after), and measure the two copies in one paired
+session; then result equivalence, the old app on the new schema and what an insert costs
+on both, and ``down`` on the copy of the state after, compared with the state before. One
+results document per step, plus a summary.
 
-Both measured states are template copies of a settled database (VACUUMed and ANALYZEd
-where rows changed), made the same way and checkpointed, so a migration that changes
-nothing measures two identical databases. Nothing measured is written to: write probes
-roll back, and the original database is only migrated, settled and reverted.
+Each pass over the data is made once: ``up`` twice (at rest on the working database, and
+under traffic on a throw-away copy, whose rolled-back writes must not reach a measured
+state), ``down`` once, on a copy, so the working database never goes down and up again;
+each state is settled, audited and snapshotted once, by the step that reaches it, and the
+next step starts from those figures. Both measured states are copies of a settled database
+made the same way (clones where the server can) and checkpointed, so a migration that
+changes nothing measures two identical databases. Nothing measured is written to before
+its measurement: write probes roll back, and the working database is only migrated and
+settled.
 """
 
 from __future__ import annotations
@@ -16,23 +22,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from vpbench.analysis.verdicts import Threshold
-from vpbench.dataset.audit import AuditReport, run_audit
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
-from vpbench.dataset.snapshot import APPLICATION_TABLES, row_counts, schema_shape, snapshot_tables
-from vpbench.errors import (
-    MigrationError,
-    SeriesStoppedError,
-    StepsInterruptedError,
-    VpbenchError,
-)
+from vpbench.dataset.snapshot import APPLICATION_TABLES
+from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
 from vpbench.measure.availability import Availability, describe_availability
 from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
@@ -46,21 +46,19 @@ from vpbench.server.backup import Backup, create_backup, drop_backup, restore_ba
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.disk import data_directory, free_bytes_or_none
-from vpbench.server.maintenance import Settled, flush_statistics, run_checkpoint, settle
+from vpbench.server.maintenance import flush_statistics, run_checkpoint
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.checks import (
     Equivalence,
-    RelationCost,
     compare_results,
-    quarantined_rows,
     relation_costs,
-    relation_sizes,
 )
 from vpbench.steps.compatibility import OldAppCheck, check_old_app
-from vpbench.steps.copies import copies_outlook, describe_copy
+from vpbench.steps.copies import check_disk, copies_outlook, describe_copy
 from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.phases import PhaseClock, series_time
 from vpbench.steps.rehearsal import rehearse_under_load
+from vpbench.steps.state import StateFacts, settle_and_read
 from vpbench.steps.summary import step_document, summary_document
 from vpbench.workload.preflight import check_prepared
 from vpbench.workload.sampling import ParameterPool, load_workload_pools
@@ -93,12 +91,14 @@ def run_steps(
     migrations = discover_migrations(migrations_dir)
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
     out = ensure_writable(out_dir or Path("results") / f"steps-{utc_stamp()}")
-    state = database_state(target, dbname)
-    if state.exists and not state.marked:
+    existing = database_state(target, dbname)
+    if existing.exists and not existing.marked:
         with connect(target, dbname) as conn:
             tables = user_table_count(conn)
-        refuse_unless_owned(state, operation="run steps on (it is reseeded)", tables=tables,
+        refuse_unless_owned(existing, operation="run steps on (it is reseeded)", tables=tables,
                             force=force)  # fmt: skip
+    with connect(target, autocommit=True) as conn:
+        say(f"disk: {check_disk(conn, profile, dbname).describe()}")
     say(f"seeding {dbname} with profile {profile.name} (seed {seed})")
     seed_database(target, dbname, profile, seed=seed, dirty=dirty, force=force)
     with connect(target, dbname, autocommit=True) as conn:
@@ -106,9 +106,11 @@ def run_steps(
         pending = plan_up(migration_states(conn, migrations), to)
         say(copies_outlook(conn, dbname))
     reports: list[StepReport] = []
+    state: StateFacts | None = None
     for number, migration in enumerate(pending, start=1):
         say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
-        report = _run_step(target, dbname, migration, workloads, options, say, progress)
+        report, state = _run_step(target, dbname, migration, workloads, options, state, say,
+                                  progress)  # fmt: skip
         metadata = _metadata(target, dbname, migration, options, workload_paths)
         path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
         reports.append(replace(report, path=path))
@@ -144,9 +146,13 @@ def _run_step(
     migration: Migration,
     workloads: Sequence[Workload],
     options: StepsOptions,
+    start: StateFacts | None,
     say: StepsEvent,
     progress: MeasureProgress | None,
-) -> StepReport:
+) -> tuple[StepReport, StateFacts]:
+    """One step, from the working database's settled state ``start`` (read here when the
+    series begins); returns the step's report and the settled state it left."""
+
     def rounds_done(done: int, active: int) -> None:
         if progress:
             progress(f"{migration.id[:4]} rounds", done, options.paired.max_rounds)
@@ -154,20 +160,21 @@ def _run_step(
     with connect(target, dbname, autocommit=True) as conn:
         data_dir = data_directory(conn)
         clock = PhaseClock(lambda: free_bytes_or_none(data_dir))
-        settled_before = settle(conn)
-        clock.lap("settle")
-        applied_before = applied_migrations(conn)
-        shape, snapshot = schema_shape(conn), snapshot_tables(conn)
-        quarantine_before = quarantined_rows(conn)
-        audit_before = run_audit(conn)
-        sizes_before = relation_sizes(conn)
-        clock.lap("audit")
+        before = start or settle_and_read(conn, clock)
     backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
     clock.lap("backup")
     say(f"  backed up to {backup.name} ({describe_copy(backup)})")
     copies = [backup]
     copy: Backup | None = None
     try:
+        found: Availability | None = None
+        if options.traffic is not None:
+            say("  rehearsing up on a copy of the state before, under live traffic")
+            found, rehearsal = rehearse_under_load(target, backup.name, migration, workloads,
+                                                   before.applied, options)  # fmt: skip
+            copies.append(rehearsal)
+            clock.lap("rehearsal")
+            say(f"  {describe_availability(found)}")
         with connect(target, dbname, autocommit=True) as conn:
             try:
                 applied = apply_step(conn, migration, "up", options.step_locks(migration))
@@ -185,22 +192,7 @@ def _run_step(
                 f" after {len(applied.lock_retries)} lock timeouts" if applied.lock_retries else ""
             )
             say(f"  applied in {applied.seconds:.1f}s{retried}; settling and auditing")
-            settled_after = settle(conn)
-            clock.lap("settle")
-            applied_after = applied_migrations(conn)
-            audit_after = run_audit(conn)
-            sizes_after = relation_sizes(conn)
-            rows_after = row_counts(conn)
-            quarantine_after = quarantined_rows(conn)
-            clock.lap("audit")
-        found: Availability | None = None
-        if options.traffic is not None:
-            say("  rehearsing up on a copy of the state before, under live traffic")
-            found, rehearsal = rehearse_under_load(target, backup.name, migration, workloads,
-                                                   applied_before, options)  # fmt: skip
-            copies.append(rehearsal)
-            clock.lap("rehearsal")
-            say(f"  {describe_availability(found)}")
+            after = settle_and_read(conn, clock)
         copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
         copies.append(copy)
         with connect(target, autocommit=True) as conn:
@@ -210,15 +202,17 @@ def _run_step(
         before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
         pools = _parameter_pools(before_db, workloads)
         with buffer_evictor(target) as evict:
-            session = measure_paired(before_db, after_db, workloads, pools, applied_before,
-                                     applied_after, options.paired, progress=rounds_done,
+            session = measure_paired(before_db, after_db, workloads, pools, before.applied,
+                                     after.applied, options.paired, progress=rounds_done,
                                      before_round=evict)  # fmt: skip
         clock.lap("paired rounds")
         say(f"  {session.rounds} rounds in {session.seconds:.0f}s; checking result equivalence")
-        equivalence, old_app = _equivalence(target, backup, copy, workloads, pools,
-                                            applied_before, applied_after, migration,
-                                            found, options.paired.seed)  # fmt: skip
+        sides = _Sides(target, backup, copy, before.applied, after.applied, pools,
+                       options.paired.seed)  # fmt: skip
+        equivalence = sides.equivalence(workloads)
         clock.lap("equivalence")
+        old_app = sides.old_app(workloads, migration, found)
+        clock.lap("old app")
         say(f"  the old app on the new schema: {old_app.deploy_order}")
         say("  measuring what an insert costs on both")
         with connect(target, autocommit=True) as conn:
@@ -228,35 +222,34 @@ def _run_step(
             run_checkpoint(conn)
         writes = measure_write_costs(before_db, after_db, options.writes)
         clock.lap("write cost")
-        _drop_if_present(target, copy)
-        clock.lap("copies")
-        say("  checking reversibility (down, compare, up)")
-        problems = _reversibility(target, dbname, migration, shape, snapshot, backup)
+        if not options.keep_backups:
+            _drop_if_present(target, backup)  # the working database is past its up
+            clock.lap("copies")
+        say(f"  checking reversibility (down on {copy.name}, compared with the state before)")
+        problems = _reversibility(target, copy, migration, before)
         clock.lap("reversibility")
-    except (KeyboardInterrupt, SeriesStoppedError) as stopped:
+    except KeyboardInterrupt:
         if copy is not None:
             _drop_if_present(target, copy)
-        if isinstance(stopped, SeriesStoppedError):
-            raise
+        kept = (
+            f"the state before this step is kept in database {backup.name}"
+            if database_state(target, backup.name).exists
+            else "its up is applied"
+        )
         raise StepsInterruptedError(
             f"interrupted during {migration.id}: {dbname} is consistent with its migration "
-            f"ledger; the state before this step is kept in database {backup.name}"
+            f"ledger; {kept}"
         ) from None
     except BaseException:
         for leftover in (copy, backup):
             if leftover is not None:
                 _drop_if_present(target, leftover)
         raise
-    if not options.keep_backups:
-        _drop_if_present(target, backup)
-        clock.lap("copies")
-    return _report(
-        migration, tuple(copies), applied, found, (audit_before, audit_after), session,
-        problems, equivalence, relation_costs(sizes_before, sizes_after), writes,
-        {t: snapshot[t].rows for t in APPLICATION_TABLES}, rows_after,
-        {t: quarantine_after[t] - quarantine_before[t] for t in quarantine_after},
-        (settled_before, settled_after), old_app, options.threshold, clock,
-    )  # fmt: skip
+    _drop_if_present(target, copy)
+    clock.lap("copies")
+    report = _report(migration, tuple(copies), applied, found, (before, after), session,
+                     problems, equivalence, writes, old_app, options.threshold, clock)  # fmt: skip
+    return report, after
 
 
 def _report(
@@ -264,20 +257,16 @@ def _report(
     copies: tuple[Backup, ...],
     applied: StepApplied,
     found: Availability | None,
-    audits: tuple[AuditReport, AuditReport],
+    states: tuple[StateFacts, StateFacts],
     session: PairedSession,
     problems: list[str],
     equivalence: tuple[Equivalence, ...],
-    costs: tuple[RelationCost, ...],
     writes: tuple[WriteCost, ...],
-    rows_before: dict[str, int],
-    rows_after: dict[str, int],
-    quarantined: dict[str, int],
-    settled: tuple[Settled, Settled],
     old_app: OldAppCheck,
     threshold: Threshold,
     clock: PhaseClock,
 ) -> StepReport:
+    before, after = states
     unexpected = tuple(
         f"{e.query}: {e.detail}"
         for e in equivalence
@@ -292,8 +281,8 @@ def _report(
         statements=applied.statements,
         lock_holds=applied.lock_holds,
         availability=found,
-        audit_before=audits[0],
-        audit_after=audits[1],
+        audit_before=before.audit,
+        audit_after=after.audit,
         before=session.before,
         after=session.after,
         rounds=session.rounds,
@@ -302,13 +291,13 @@ def _report(
         reversibility_problems=tuple(problems),
         equivalence=equivalence,
         unexpected_changes=unexpected,
-        costs=costs,
+        costs=relation_costs(before.sizes, after.sizes),
         writes=writes,
-        rows_before=rows_before,
-        rows_after=rows_after,
-        quarantined=quarantined,
-        settled_before=settled[0],
-        settled_after=settled[1],
+        rows_before={t: before.rows[t] for t in APPLICATION_TABLES},
+        rows_after={t: after.rows[t] for t in APPLICATION_TABLES},
+        quarantined={t: after.quarantined[t] - before.quarantined[t] for t in after.quarantined},
+        settled_before=before.settled,
+        settled_after=after.settled,
         old_app=old_app,
         threshold=threshold,
         phases=dict(clock.seconds),
@@ -328,66 +317,53 @@ def _parameter_pools(
         return load_workload_pools(conn, workloads)
 
 
-def _equivalence(
-    target: ServerTarget,
-    before: Backup,
-    after: Backup,
-    workloads: Sequence[Workload],
-    pools: dict[str, dict[str, ParameterPool]],
-    applied_before: Sequence[str],
-    applied_after: Sequence[str],
-    migration: Migration,
-    found: Availability | None,
-    seed: int,
-) -> tuple[tuple[Equivalence, ...], OldAppCheck]:
-    """The results of the same queries before and after; the old app after, the new one
-    before."""
-    results: list[Equivalence] = []
-    with (
-        connect(target, before.name, autocommit=True) as old,
-        connect(target, after.name, autocommit=True) as new,
-    ):
-        for workload in workloads:
-            results += compare_results(old, new, list(workload.queries.values()),
-                                       pools[workload.name], applied_before, applied_after,
-                                       seed=seed)  # fmt: skip
-        old_app = check_old_app(old, new, workloads, pools, applied_before, applied_after,
-                                declared=migration.breaks_old_app,
-                                failed=found.failed if found else None, seed=seed)  # fmt: skip
-    return tuple(results), old_app
+@dataclass(frozen=True)
+class _Sides:
+    """The two measured copies of a step, and what the checks on both need."""
+
+    target: ServerTarget
+    before: Backup
+    after: Backup
+    applied_before: Sequence[str]
+    applied_after: Sequence[str]
+    pools: dict[str, dict[str, ParameterPool]]
+    seed: int
+
+    def equivalence(self, workloads: Sequence[Workload]) -> tuple[Equivalence, ...]:
+        """The results of the same queries, with the same parameters, on both."""
+        results: list[Equivalence] = []
+        with (
+            connect(self.target, self.before.name, autocommit=True) as old,
+            connect(self.target, self.after.name, autocommit=True) as new,
+        ):
+            for workload in workloads:
+                results += compare_results(old, new, list(workload.queries.values()),
+                                           self.pools[workload.name], self.applied_before,
+                                           self.applied_after, seed=self.seed)  # fmt: skip
+        return tuple(results)
+
+    def old_app(
+        self, workloads: Sequence[Workload], migration: Migration, found: Availability | None
+    ) -> OldAppCheck:
+        """The old app on the state after, the new one on the state before."""
+        with (
+            connect(self.target, self.before.name, autocommit=True) as old,
+            connect(self.target, self.after.name, autocommit=True) as new,
+        ):
+            return check_old_app(old, new, workloads, self.pools, self.applied_before,
+                                 self.applied_after, declared=migration.breaks_old_app,
+                                 failed=found.failed if found else None,
+                                 seed=self.seed)  # fmt: skip
 
 
 def _reversibility(
-    target: ServerTarget,
-    dbname: str,
-    migration: Migration,
-    shape: Any,
-    snapshot: Any,
-    backup: Backup,
+    target: ServerTarget, copy: Backup, migration: Migration, before: StateFacts
 ) -> list[str]:
-    """Down, compare with the state before the step, then up again: a step whose ``up``
-    then fails stops the series (the next step would meet the wrong schema)."""
-    problems: list[str] = []
-    with connect(target, dbname, autocommit=True) as conn:
+    """``down`` on the copy of the state after the step (measured by then), compared with
+    the state before it; the working database stays where ``up`` took it."""
+    with connect(target, copy.name, autocommit=True) as conn:
         try:
             apply_step(conn, migration, "down")
         except VpbenchError as exc:
             return [f"down failed: {exc}"]
-        problems += shape.differences(schema_shape(conn))[:10]
-        restored = snapshot_tables(conn)
-        problems += [
-            f"{table}: {snapshot[table].rows} rows before, {restored[table].rows} after down"
-            if snapshot[table].rows != restored[table].rows
-            else f"{table}: contents differ after down"
-            for table in snapshot
-            if restored[table] != snapshot[table]
-        ]
-        try:
-            apply_step(conn, migration, "up")
-        except VpbenchError as exc:
-            raise SeriesStoppedError(
-                f"{migration.id}: up failed again after its reversibility check's down "
-                f"({exc}); {dbname} is left at the state before this step, which is also "
-                f"kept in database {backup.name}; later migrations were not applied"
-            ) from None
-    return problems
+        return before.differences(conn)
