@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,49 +16,41 @@ import psycopg
 import pytest
 
 from conftest import traversable_tempdir
+from vpbench.dataset.profiles import get_profile
 from vpbench.server.backup import CLONE, TEMPLATE, create_backup, drop_backup
 from vpbench.server.disk import data_disk, filesystem_type, shares_blocks
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import ServerTarget
-from vpbench.steps.copies import copies_outlook
+from vpbench.server.volume import (
+    VolumeError,
+    is_mount_point,
+    make_volume,
+    remove_volume,
+    why_no_volume,
+)
+from vpbench.steps.copies import FULL_COPIES_AT_ONCE, copies_outlook, disk_need
 
 TABLE_MB = 200
 
 
-def _cloning_filesystem_unavailable() -> str | None:
-    """Why an XFS filesystem with reflink cannot be made here, or None."""
-    if os.geteuid() != 0:
-        return "making a loop-mounted filesystem needs root"
-    if not shutil.which("mkfs.xfs"):
-        return "mkfs.xfs not found (Debian package xfsprogs; .ci/run installs it)"
-    if not Path("/dev/loop-control").exists():
-        return "no loop devices (/dev/loop-control)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def xfs_folder() -> Iterator[Path]:
-    """A 3 GB sparse file formatted XFS with reflink, mounted; unmounted and deleted after."""
-    reason = _cloning_filesystem_unavailable()
+    """A 3 GB volume made by ``vpbench db volume``'s code (a sparse XFS image with reflink,
+    loop-mounted); unmounted and deleted after."""
+    reason = why_no_volume()
     if reason:
         pytest.skip(reason)
     work = Path(tempfile.mkdtemp(prefix="vpbench-xfs-", dir="/tmp"))
-    image, mount = work / "xfs.img", work / "mnt"
-    mount.mkdir()
-    with image.open("wb") as handle:
-        handle.truncate(3 * 1024**3)
-    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
-    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=False,
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        shutil.rmtree(work, ignore_errors=True)
-        pytest.skip(f"cannot loop-mount here: {mounted.stderr.strip()}")
+    mount = work / "mnt"
     try:
         work.chmod(0o755)
-        mount.chmod(0o755)
+        try:
+            make_volume(mount, 3 * 1024**3, image=work / "xfs.img")
+        except VolumeError as exc:
+            pytest.skip(f"cannot loop-mount here: {exc}")
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        remove_volume(mount, image=work / "xfs.img")
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -148,3 +141,85 @@ def test_block_sharing_is_probed_not_guessed(tmp_path: Path) -> None:
     assert own in (True, False)
     assert filesystem_type(tmp_path) != "unknown"
     assert shares_blocks(tmp_path / "missing") is None  # cannot be written: unknown
+
+
+def _vpbench(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI on the embedded server of ``home`` (no DSN from the environment)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VPBENCH_DSN", "DATABASE_URL") and not k.startswith("PG")}  # fmt: skip
+    env["VPBENCH_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "vpbench", *args], capture_output=True,
+                          text=True, env=env, check=False)  # fmt: skip
+
+
+def test_a_series_that_will_not_fit_is_refused_before_anything_runs(
+    on_xfs: ServerTarget, xfs_folder: Path
+) -> None:
+    """``large`` (~15 GB seeded) on a 3 GB volume: one line naming the need and the free
+    space, exit 2, and no database made."""
+    done = _vpbench(xfs_folder / "home", "steps", "--profile", "large", "--db", "wontfit")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "steps --profile large will not fit: it needs ~" in done.stderr
+    assert "(copies share blocks)" in done.stderr and " free" in done.stderr
+    with psycopg.connect(on_xfs.conninfo) as conn:
+        made = conn.execute("SELECT count(*) FROM pg_database WHERE datname = 'wontfit'")
+        assert made.fetchone() == (0,)
+
+
+def test_the_disk_a_series_needs_counts_full_copies_only_where_copies_are_full(
+    on_xfs: ServerTarget, on_own_disk: ServerTarget
+) -> None:
+    """The twin of the refusal: ``tiny`` fits on the same volume, with no full copy counted
+    where clones share blocks, and two where they do not (this machine's ext4)."""
+    tiny = get_profile("tiny")
+    with psycopg.connect(on_xfs.conninfo, autocommit=True) as conn:
+        cloning = disk_need(conn, tiny, "anything")
+    assert cloning.fits and cloning.full_copies == 0
+    assert cloning.free_bytes is not None and cloning.free_bytes > 2 * 1024**3
+    with psycopg.connect(on_own_disk.conninfo, autocommit=True) as conn:
+        disk = data_disk(conn)
+        assert disk is not None
+        copying = disk_need(conn, tiny, "big")
+    assert copying.full_copies == (0 if disk.shares_blocks else FULL_COPIES_AT_ONCE)
+    assert copying.need_bytes > cloning.need_bytes or disk.shares_blocks
+
+
+def test_db_volume_makes_a_cloning_home_and_removes_it(tmp_path: Path) -> None:
+    """``vpbench db volume create`` mounts a sparse XFS image with reflink at VPBENCH_HOME
+    (which then shares blocks); ``remove`` needs --yes, then unmounts and deletes it."""
+    reason = why_no_volume()
+    if reason:
+        pytest.skip(reason)
+    tmp_path.chmod(0o755)
+    home = tmp_path / "home"
+    image = tmp_path / "home.xfs"
+    made = _vpbench(home, "db", "volume", "create", "--size", "400M")
+    assert made.returncode == 0, made.stderr
+    try:
+        assert is_mount_point(home) and filesystem_type(home) == "xfs"
+        assert shares_blocks(home) is True
+        assert image.stat().st_blocks * 512 < image.stat().st_size  # sparse
+        again = _vpbench(home, "db", "volume", "create")
+        assert again.returncode == 0 and "mounted" in again.stdout
+        refused = _vpbench(home, "db", "volume", "remove")
+        assert refused.returncode == 2 and "pass --yes" in refused.stderr
+        assert is_mount_point(home)
+    finally:
+        removed = _vpbench(home, "db", "volume", "remove", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert not is_mount_point(home) and not image.exists()
+
+
+def test_db_volume_refuses_a_home_that_holds_something(tmp_path: Path) -> None:
+    """Mounting over a folder that holds data would hide it: one line, exit 2, nothing made."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "keep.txt").write_text("data")
+    done = _vpbench(home, "db", "volume", "create", "--size", "400M")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1
+    reason = why_no_volume()
+    expected = reason.split(":")[0] if reason else f"{home} is not empty"
+    assert expected in done.stderr
+    assert (home / "keep.txt").read_text() == "data" and not (tmp_path / "home.xfs").exists()
