@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,38 @@ def test_before_round_runs_once_before_every_round(target: ServerTarget, tmp_pat
         before_round=lambda: calls.append(len(calls)),
     )  # fmt: skip
     assert session.rounds == 3 and calls == [0, 1, 2]
+
+
+def _session(target: ServerTarget, folder: Path, sql: str, options: PairedOptions) -> Any:
+    workload = folder / "one.toml"
+    workload.write_text(f'[queries.one]\nsql = "{sql}"\n')
+    (loaded,) = load_workloads([workload], ())
+    return measure_paired(target.conninfo, target.conninfo, [loaded], {loaded.name: {}}, (),
+                          (), options)  # fmt: skip
+
+
+def test_the_budget_stops_a_session_after_its_minimum_rounds(
+    target: ServerTarget, tmp_path: Path
+) -> None:
+    """Spent budget: min_rounds rounds, not rounds (pytest-benchmark's min_rounds and
+    max_time); with budget left the same session gets its rounds (the twin)."""
+    quick = PairedOptions(rounds=6, min_rounds=2, max_rounds=6, repeat=2, round_ms=0, explain=0)
+    spent = _session(target, tmp_path, "SELECT 1", replace(quick, budget_seconds=0.0))
+    assert spent.rounds == 2
+    left = _session(target, tmp_path, "SELECT 1", replace(quick, budget_seconds=60.0))
+    assert left.rounds == 6
+
+
+def test_a_pair_of_a_second_or_more_runs_once_a_round_and_explains_once(
+    target: ServerTarget, tmp_path: Path
+) -> None:
+    """A 0.6 s query (1.2 s a pair) gets one pair a round and one EXPLAIN per side, however
+    many --repeat and --explain ask for; a fast one gets its --repeat pairs (the twin)."""
+    options = PairedOptions(rounds=2, min_rounds=2, max_rounds=2, repeat=3, explain=3)
+    slow = _session(target, tmp_path, "SELECT pg_sleep(0.6)", options)
+    (before,) = slow.before
+    assert len(before.samples_ns) == 2 and before.rounds == (0, 1)
+    assert len(before.explains) == 1
+    fast = _session(target, tmp_path, "SELECT 1", replace(options, round_ms=0))
+    (before,) = fast.before
+    assert len(before.samples_ns) == 6 and len(before.explains) == 3

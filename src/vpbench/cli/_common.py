@@ -225,10 +225,18 @@ def lock_policy(lock_timeout_ms: int, lock_attempts: int) -> LockPolicy:
 
 
 def paired_options(budget: str) -> Callable[[F], F]:
-    """--rounds, --max-rounds, --repeat and --budget (default ``budget``) of a paired
-    session."""
+    """--rounds, --min-rounds, --max-rounds, --repeat and --budget (default ``budget``) of a
+    paired session."""
     decorators = [
-        count_option("--rounds", 10, minimum=2, help="Paired rounds every entry gets."),
+        count_option(
+            "--rounds", 10, minimum=2, help="Paired rounds every entry gets within the budget."
+        ),
+        count_option(
+            "--min-rounds",
+            3,
+            minimum=2,
+            help="Paired rounds every entry gets however long they take.",
+        ),
         count_option(
             "--max-rounds", 30, minimum=2, help="Rounds an imprecise entry may get at most."
         ),
@@ -239,7 +247,7 @@ def paired_options(budget: str) -> Callable[[F], F]:
             default=budget,
             show_default=True,
             type=Duration(),
-            help="No extra round starts after this much measuring.",
+            help="No round starts after this much measuring, once every entry had --min-rounds.",
         ),
     ]
 
@@ -252,13 +260,14 @@ def paired_options(budget: str) -> Callable[[F], F]:
 
 
 def paired_session(
-    rounds: int, max_rounds: int, repeat: int, budget_ms: int, seed: int
+    rounds: int, min_rounds: int, max_rounds: int, repeat: int, budget_ms: int, seed: int
 ) -> PairedOptions:
     """The PairedOptions that ``paired_options`` and ``--seed`` describe."""
     from vpbench.measure.interleave import PairedOptions
 
     return PairedOptions(
         rounds=rounds,
+        min_rounds=min(min_rounds, rounds),
         max_rounds=max(rounds, max_rounds),
         repeat=repeat,
         seed=seed,

@@ -129,6 +129,7 @@ def ab(
     side_a: str,
     side_b: str,
     rounds: int,
+    min_rounds: int,
     max_rounds: int,
     repeat: int,
     budget_ms: int,
@@ -143,7 +144,7 @@ def ab(
     from vpbench.measure.ab import run_ab
 
     target = resolve_target(dsn)
-    options = paired_session(rounds, max_rounds, repeat, budget_ms, seed_value)
+    options = paired_session(rounds, min_rounds, max_rounds, repeat, budget_ms, seed_value)
     outcome = run_ab(
         target,
         side_a,

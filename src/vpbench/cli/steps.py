@@ -80,6 +80,7 @@ def steps(
     out_dir: Path | None,
     to: str | None,
     rounds: int,
+    min_rounds: int,
     max_rounds: int,
     repeat: int,
     budget_ms: int,
@@ -100,7 +101,7 @@ def steps(
     chosen = get_profile(profile)
     paths = list(workload_paths) or default_workload_paths()
     options = StepsOptions(
-        paired=paired_session(rounds, max_rounds, repeat, budget_ms, seed_value),
+        paired=paired_session(rounds, min_rounds, max_rounds, repeat, budget_ms, seed_value),
         writes=WriteOptions(seed=seed_value),
         threshold=threshold,
         locks=lock_policy(lock_timeout_ms, lock_attempts),

@@ -8,9 +8,14 @@ at least ``repeat`` times on both sides, and as many more as fit in ``round_ms``
 ``warmup`` untimed executions each); rounds are the clusters of the bootstrap that judges
 the pairs (``vpbench.compare.judge_pairs``).
 
-Rounds adapt: after ``rounds`` rounds an entry stops as soon as the 95% interval of its
-paired ratio lies within ±``precision``; the others go on until ``max_rounds`` or until the
-session has used ``budget_seconds``.
+Rounds adapt to precision and to time, as pytest-benchmark's ``min_rounds``/``max_time``
+do: every entry gets ``min_rounds`` rounds however long they take, and ``rounds`` while
+the session is within ``budget_seconds``; after ``rounds`` rounds an entry stops as soon as
+the 95% interval of its paired ratio lies within ±``precision``, the others go on until
+``max_rounds`` or the budget. An entry whose pair takes longer than ``SLOW_PAIR_MS`` (a
+legacy scan of a large table) runs one pair a round, warms up in the first round only and
+is EXPLAINed once per side: the rounds carry its precision, its interval says how much,
+and a second of work dwarfs what a warm-up evens out.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ log = logging.getLogger(__name__)
 SIDES = ("before", "after")
 MAX_PAIRS = 200
 """pairs per entry and round at most"""
+SLOW_PAIR_MS = 1000.0
+"""a pair at least this long runs once a round, with no warm-up after the first round"""
 RoundProgress = Callable[[int, int], None]
 """Called after each round with (rounds done, entries still being measured)."""
 
@@ -57,7 +64,9 @@ RoundProgress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class PairedOptions:
     rounds: int = 10
-    """rounds every entry gets"""
+    """rounds every entry gets while the session is within ``budget_seconds``"""
+    min_rounds: int = 3
+    """rounds every entry gets however long they take"""
     max_rounds: int = 30
     repeat: int = 3
     """pairs per entry and round, at least"""
@@ -74,7 +83,7 @@ class PairedOptions:
     """stop an entry once its ratio's 95% interval lies within ±3% (precise enough for a
     verdict at a 5% threshold, see ``vpbench.compare.PRECISE``)"""
     budget_seconds: float = 60.0
-    """no round starts after this, once every entry had ``rounds`` rounds"""
+    """no round starts after this, once every entry had ``min_rounds`` rounds"""
 
 
 @dataclass(frozen=True)
@@ -297,7 +306,8 @@ def measure_paired(
             if progress:
                 progress(rounds, len(active))
             spent = time.perf_counter() - began
-            if not active or (rounds >= options.rounds and spent >= options.budget_seconds):
+            least = min(options.min_rounds, options.rounds)
+            if not active or (rounds >= least and spent >= options.budget_seconds):
                 break
     log.info("paired session: %d rounds in %.1fs", rounds, time.perf_counter() - began)
     results = {
@@ -316,9 +326,10 @@ def _one_round(
 ) -> None:
     timed = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/round{number}")
     warm = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/warmup{number}")
+    slow = _pair_ms(entry) >= SLOW_PAIR_MS
     try:
         warm_ns = 0
-        for _ in range(options.warmup):
+        for _ in range(0 if slow else options.warmup):
             params = warm.draw()
             for state in order:
                 outcome = _try(entry, sides, state, params)
@@ -339,7 +350,8 @@ def _one_round(
                 return
         if number == 0:
             stream = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/explain")
-            for _ in range(options.explain):
+            for _ in range(min(options.explain, 1) if _pair_ms(entry) >= SLOW_PAIR_MS
+                           else options.explain):  # fmt: skip
                 params = stream.draw()
                 for state in order:
                     try:
@@ -353,17 +365,25 @@ def _one_round(
         return  # recorded on the side that failed; the entry stops
 
 
+def _pair_ms(entry: _PairedEntry) -> float:
+    """The median pair's milliseconds so far (0 before the first pair)."""
+    before, after = entry.tracks["before"].samples, entry.tracks["after"].samples
+    if not before:
+        return 0.0
+    return (statistics.median(before) + statistics.median(after)) / 1e6
+
+
 def _pairs(entry: _PairedEntry, options: PairedOptions, warm_ns: int) -> int:
     """Pairs for this round: enough to fill ``round_ms``, judged by the pairs so far (or
-    the warm-up), within [repeat, MAX_PAIRS]."""
-    before, after = entry.tracks["before"].samples, entry.tracks["after"].samples
-    if before:
-        pair_ms = (statistics.median(before) + statistics.median(after)) / 1e6
-    elif warm_ns:
+    the warm-up), within [repeat, MAX_PAIRS]; one for a pair of ``SLOW_PAIR_MS`` or more."""
+    pair_ms = _pair_ms(entry)
+    if not pair_ms and warm_ns:
         pair_ms = warm_ns / 1e6 / max(options.warmup, 1)
-    else:
+    if not pair_ms:
         return options.repeat
-    wanted = math.ceil(options.round_ms / pair_ms) if pair_ms > 0 else MAX_PAIRS
+    if pair_ms >= SLOW_PAIR_MS:
+        return 1
+    wanted = math.ceil(options.round_ms / pair_ms)
     return min(max(options.repeat, wanted), MAX_PAIRS)
 
 
