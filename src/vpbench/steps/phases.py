@@ -18,17 +18,20 @@ PHASES = (
     "audit",
     "backup",
     "rehearsal",
+    "up under load",
     "up",
     "copies",
     "paired rounds",
     "equivalence",
     "old app",
     "write cost",
+    "down",
     "reversibility",
 )
 """in the order a step runs them"""
-HARNESS_FREE = ("up", "paired rounds")
-"""what the migration itself and the paired-round budget take: the rest is the harness's"""
+HARNESS_FREE = ("up", "up under load", "down", "paired rounds")
+"""what the migrations' own statements (``up`` at rest and rehearsed under load, ``down``)
+and the paired rounds take: the rest is the harness's"""
 
 
 class PhaseClock:
@@ -41,11 +44,16 @@ class PhaseClock:
         self._least_free = self._free_at_start
         self.seconds: dict[str, float] = {}
 
-    def lap(self, phase: str) -> float:
-        """End ``phase`` now; returns its seconds in this lap."""
+    def lap(self, phase: str, of_which: tuple[str, float] | None = None) -> float:
+        """End ``phase`` now; returns its seconds in this lap. ``of_which``: a part of the
+        lap (name, seconds) that counts as a phase of its own (the migration's statements
+        within the rehearsal or the reversibility check)."""
         now = time.perf_counter()
         spent, self._last = now - self._last, now
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + spent
+        part = min(of_which[1], spent) if of_which else 0.0
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + spent - part
+        if of_which:
+            self.seconds[of_which[0]] = self.seconds.get(of_which[0], 0.0) + part
         free = self._free_bytes()
         if free is not None and self._least_free is not None:
             self._least_free = min(self._least_free, free)

@@ -170,10 +170,11 @@ def _run_step(
         found: Availability | None = None
         if options.traffic is not None:
             say("  rehearsing up on a copy of the state before, under live traffic")
-            found, rehearsal = rehearse_under_load(target, backup.name, migration, workloads,
-                                                   before.applied, options)  # fmt: skip
+            found, rehearsal, up_s = rehearse_under_load(target, backup.name, migration,
+                                                         workloads, before.applied,
+                                                         options)  # fmt: skip
             copies.append(rehearsal)
-            clock.lap("rehearsal")
+            clock.lap("rehearsal", of_which=("up under load", up_s))
             say(f"  {describe_availability(found)}")
         with connect(target, dbname, autocommit=True) as conn:
             try:
@@ -226,8 +227,8 @@ def _run_step(
             _drop_if_present(target, backup)  # the working database is past its up
             clock.lap("copies")
         say(f"  checking reversibility (down on {copy.name}, compared with the state before)")
-        problems = _reversibility(target, copy, migration, before)
-        clock.lap("reversibility")
+        problems, down_s = _reversibility(target, copy, migration, before)
+        clock.lap("reversibility", of_which=("down", down_s))
     except KeyboardInterrupt:
         if copy is not None:
             _drop_if_present(target, copy)
@@ -358,12 +359,14 @@ class _Sides:
 
 def _reversibility(
     target: ServerTarget, copy: Backup, migration: Migration, before: StateFacts
-) -> list[str]:
+) -> tuple[list[str], float]:
     """``down`` on the copy of the state after the step (measured by then), compared with
-    the state before it; the working database stays where ``up`` took it."""
+    the state before it; the working database stays where ``up`` took it. Returns the
+    differences and the seconds ``down`` ran."""
     with connect(target, copy.name, autocommit=True) as conn:
+        began = time.perf_counter()
         try:
-            apply_step(conn, migration, "down")
+            down = apply_step(conn, migration, "down")
         except VpbenchError as exc:
-            return [f"down failed: {exc}"]
-        return before.differences(conn)
+            return [f"down failed: {exc}"], time.perf_counter() - began
+        return before.differences(conn), down.seconds

@@ -17,7 +17,7 @@ import psycopg
 
 from vpbench.errors import MigrationError
 from vpbench.measure.availability import Availability, availability
-from vpbench.measure.traffic import LiveTraffic, apply_under_load
+from vpbench.measure.traffic import LiveTraffic, TrafficRecord, apply_under_load
 from vpbench.migrations.apply import StepApplied
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
@@ -36,10 +36,11 @@ def rehearse_under_load(
     workloads: Sequence[Workload],
     applied: Sequence[str],
     options: StepsOptions,
-) -> tuple[Availability, Backup]:
+) -> tuple[Availability, Backup, float]:
     """Apply ``up`` to a copy of ``dbname`` (the state before the step) while the app's
     traffic runs against it; a step that then fails (its locks not granted in time under
-    the traffic, say) fails availability. Returns the copy it made, dropped by then."""
+    the traffic, say) fails availability. Returns the copy it made (dropped by then) and
+    the seconds ``up`` ran."""
     assert options.traffic is not None
     budget = migration.stall_budget_ms(options.max_stall_ms)
     rehearsal = create_backup(target, dbname, f"load_{migration.id[:4]}")
@@ -53,10 +54,17 @@ def rehearse_under_load(
                 locks = options.step_locks(migration)
                 step, record = apply_under_load(conn, migration, "up", locks, traffic)
             except MigrationError as exc:  # applied at rest, it failed under load
-                return availability(traffic.record(), budget, failure=str(exc)), rehearsal
+                failed = traffic.record()
+                found = availability(failed, budget, failure=str(exc))
+                return found, rehearsal, _seconds(failed)
     finally:
         drop_backup(target, rehearsal)
-    return availability(record, budget, statements=step.statements), rehearsal
+    return availability(record, budget, statements=step.statements), rehearsal, step.seconds
+
+
+def _seconds(record: TrafficRecord) -> float:
+    """How long the migration ran under the traffic of ``record``."""
+    return record.migration_s[1] - record.migration_s[0] if record.migration_s else 0.0
 
 
 def apply_under_traffic(
