@@ -240,6 +240,12 @@ def test_each_check_fails_on_a_broken_migration(
         "UPDATE videos SET title = left(title, -4);",
         'changes_results = ["video_header"]\n',
     )
+    add_migration(  # up writes nothing, so the state after keeps every table's snapshot;
+        migrations,  # down's delete must still be read, and caught
+        "0005_down_loses_a_row",
+        "SELECT 1;",
+        "DELETE FROM reflections WHERE id = (SELECT id FROM reflections ORDER BY id LIMIT 1);",
+    )
     workload = tmp_path / "header.toml"
     workload.write_text(HEADER_WORKLOAD)
     result = run_steps(
@@ -252,7 +258,7 @@ def test_each_check_fails_on_a_broken_migration(
         out_dir=tmp_path / "out",
         options=QUICK,
     )
-    forgets, deletes, renames, on_purpose = result.steps
+    forgets, deletes, renames, on_purpose, loses = result.steps
     assert not forgets.reversible
     assert any("videos_title_idx" in p for p in forgets.reversibility_problems)
     assert forgets.data_intact and not forgets.unexpected_changes
@@ -260,6 +266,9 @@ def test_each_check_fails_on_a_broken_migration(
     assert renames.reversible and renames.data_intact
     assert renames.unexpected_changes and renames.unexpected_changes[0].startswith("video_header")
     assert on_purpose.passed
+    assert not loses.reversible and loses.data_intact
+    assert any(p.startswith("reflections: ") and p.endswith("after down")
+               for p in loses.reversibility_problems), loses.reversibility_problems  # fmt: skip
     assert not result.passed
     summary = json.loads(result.summary_path.read_text())
     broke = summary["answers"]["what_broke"]

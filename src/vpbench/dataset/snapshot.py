@@ -38,6 +38,34 @@ def snapshot_tables(
     return result
 
 
+_TABLE_KEY = """
+SELECT c.relfilenode::text || '/' || (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::text || '/' ||
+       (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', '
+                          ORDER BY a.attnum)
+        FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = to_regclass(%s)
+"""
+
+
+def table_keys(
+    conn: psycopg.Connection[Any], tables: tuple[str, ...] = APPLICATION_TABLES
+) -> dict[str, str | None]:
+    """What changes whenever a table's contents can: its file (a rewrite, TRUNCATE), its
+    columns and their types, and the rows the server counted inserted, updated or deleted
+    (rolled back or not). Two equal keys mean the same contents, so a snapshot can be
+    reused. None (always read again) for a missing table, and before PostgreSQL 15, whose
+    counters may lag behind the last writes. The writing sessions must have flushed their
+    statistics (``vpbench.server.maintenance.flush_statistics``) or ended."""
+    if conn.info.server_version < 150000:
+        return dict.fromkeys(tables)
+    keys: dict[str, str | None] = {}
+    for table in tables:
+        row = conn.execute(_TABLE_KEY, [table]).fetchone()
+        keys[table] = str(row[0]) if row and row[0] is not None else None
+    return keys
+
+
 def row_counts(
     conn: psycopg.Connection[Any], tables: tuple[str, ...] = APPLICATION_TABLES
 ) -> dict[str, int]:

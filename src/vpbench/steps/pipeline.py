@@ -31,7 +31,7 @@ import psycopg
 from vpbench.analysis.verdicts import Threshold
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
-from vpbench.dataset.snapshot import APPLICATION_TABLES
+from vpbench.dataset.snapshot import APPLICATION_TABLES, table_keys
 from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
 from vpbench.measure.availability import Availability, describe_availability
 from vpbench.measure.interleave import PairedSession, measure_paired
@@ -193,7 +193,7 @@ def _run_step(
                 f" after {len(applied.lock_retries)} lock timeouts" if applied.lock_retries else ""
             )
             say(f"  applied in {applied.seconds:.1f}s{retried}; settling and auditing")
-            after = settle_and_read(conn, clock)
+            after = settle_and_read(conn, clock, before)
         copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
         copies.append(copy)
         with connect(target, autocommit=True) as conn:
@@ -227,7 +227,7 @@ def _run_step(
             _drop_if_present(target, backup)  # the working database is past its up
             clock.lap("copies")
         say(f"  checking reversibility (down on {copy.name}, compared with the state before)")
-        problems, down_s = _reversibility(target, copy, migration, before)
+        problems, down_s = _reversibility(target, copy, migration, before, after)
         clock.lap("reversibility", of_which=("down", down_s))
     except KeyboardInterrupt:
         if copy is not None:
@@ -358,15 +358,21 @@ class _Sides:
 
 
 def _reversibility(
-    target: ServerTarget, copy: Backup, migration: Migration, before: StateFacts
+    target: ServerTarget,
+    copy: Backup,
+    migration: Migration,
+    before: StateFacts,
+    after: StateFacts,
 ) -> tuple[list[str], float]:
     """``down`` on the copy of the state after the step (measured by then), compared with
     the state before it; the working database stays where ``up`` took it. Returns the
     differences and the seconds ``down`` ran."""
     with connect(target, copy.name, autocommit=True) as conn:
+        keys = table_keys(conn)  # the probes' sessions have ended: their counts are in
         began = time.perf_counter()
         try:
             down = apply_step(conn, migration, "down")
         except VpbenchError as exc:
             return [f"down failed: {exc}"], time.perf_counter() - began
-        return before.differences(conn), down.seconds
+        flush_statistics(conn)
+        return before.differences(conn, after, keys), down.seconds

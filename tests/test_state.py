@@ -1,0 +1,38 @@
+"""Each state is read once: a table keeps its snapshot while its key (file, columns, rows
+written) is unchanged, and is read again as soon as any of them changes."""
+
+from __future__ import annotations
+
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
+from vpbench.dataset.snapshot import APPLICATION_TABLES, snapshot_tables
+from vpbench.server.maintenance import flush_statistics
+from vpbench.server.target import ServerTarget, connect
+from vpbench.steps.phases import PhaseClock
+from vpbench.steps.state import settle_and_read
+
+
+def test_a_table_is_read_again_exactly_when_its_key_changes(
+    target: ServerTarget, session_prefix: str
+) -> None:
+    name = f"{session_prefix}_state"
+    seed_database(target, name, get_profile("tiny"), seed=2)
+    clock = PhaseClock()
+    with connect(target, name, autocommit=True) as conn:
+        first = settle_and_read(conn, clock)
+        assert first.reread == APPLICATION_TABLES  # nothing known yet
+        conn.execute("CREATE INDEX ON quiz_attempts (user_id)")  # no row written
+        same = settle_and_read(conn, clock, first)
+        assert same.reread == () and same.snapshot == first.snapshot
+        conn.execute("UPDATE videos SET title = title || '!' WHERE position = 1")
+        conn.execute("ALTER TABLE users ADD COLUMN nickname text")  # no row written either
+        conn.execute("BEGIN")
+        conn.execute("UPDATE courses SET id = id")  # rolled back: the count moves all the same
+        conn.execute("ROLLBACK")
+        flush_statistics(conn)
+        changed = settle_and_read(conn, clock, same)
+        assert set(changed.reread) == {"videos", "users", "courses"}
+        # What was kept is what a full read gives: the key did not hide a change.
+        assert changed.snapshot == snapshot_tables(conn)
+        assert changed.snapshot["videos"] != first.snapshot["videos"]
+        assert changed.snapshot["courses"] == first.snapshot["courses"]  # read, same rows
