@@ -236,7 +236,10 @@ def steps_table(result: StepsResult) -> Table:
 def time_table(result: StepsResult) -> Table:
     """Where the series' wall time went, phase by phase, and the harness's own share."""
     spent = result.time
-    caption = f"harness's share (all but up and the paired rounds): {spent.harness_share:.0%}"
+    caption = (
+        "harness's share (all but the migrations' up and down and the paired rounds): "
+        f"{spent.harness_share:.0%}"
+    )
     if spent.peak_disk_bytes is not None:
         caption += f"; peak extra disk of a step: {human_bytes(spent.peak_disk_bytes)}"
     table = Table(title="where the time went", caption=caption)

@@ -193,7 +193,7 @@ def _time_table(summary: dict[str, Any]) -> list[str]:
     peak = spent.get("peak_disk_bytes")
     lines += [
         "",
-        "The harness's own share (all but the migrations' `up` and the paired rounds): "
+        "The harness's own share (all but the migrations' `up` and `down` and the paired rounds): "
         f"{spent['harness_share']:.0%}."
         + (f" Peak extra disk of a step: {human_bytes(peak)}." if peak is not None else ""),
     ]
