@@ -107,6 +107,8 @@ def test_a_pull_request_that_changes_nothing_passes_with_its_comment(
     }
     assert document["metadata"]["b_applied_migrations"] == ["0001_probe", "0002_change"]
     assert document["metadata"]["applied_migrations"] == ["0001_probe"]
+    said = captured.err + captured.out
+    assert said.count("seeding ") == 1 and "copied it to " in said  # one seed, one copy
     comment = (out / "comment.md").read_text()
     assert comment.startswith(MARKER + "\n")
     assert "No regression." in comment

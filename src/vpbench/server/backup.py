@@ -71,9 +71,14 @@ def backup_name(source: str, label: str) -> str:
 
 
 def create_backup(target: ServerTarget, source: str, label: str) -> Backup:
-    """Copy ``source`` into a new, marked database: a clone where the server can (PostgreSQL
-    18), else a template file copy, else pg_dump/pg_restore, each fallback logged."""
-    name = backup_name(source, label)
+    """Copy ``source`` into a new, marked database named after it and ``label``."""
+    return copy_database(target, source, backup_name(source, label))
+
+
+def copy_database(target: ServerTarget, source: str, name: str) -> Backup:
+    """Copy ``source`` into ``name``, a new, marked database (replacing one of that name): a
+    clone where the server can (PostgreSQL 18), else a template file copy, else
+    pg_dump/pg_restore, each fallback logged."""
     if database_state(target, name).exists:
         drop_database(target, name)
     began = time.perf_counter()

@@ -1,5 +1,6 @@
-"""A database in the final state of a migration series: seeded afresh, every migration
-applied, settled (VACUUM (ANALYZE) until autovacuum has nothing left to change)."""
+"""A database in the final state of a migration series: seeded afresh (or copied from a
+database seeded so), every migration applied, settled (VACUUM (ANALYZE) until autovacuum has
+nothing left to change)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def prepare_final_state(
     """Seed ``name``, apply every migration of ``migrations_dir`` (default: the reference
     series) and settle; the ids applied."""
     seed_database(target, name, profile, seed=seed)
+    return apply_series(target, name, migrations_dir)
+
+
+def apply_series(target: ServerTarget, name: str, migrations_dir: Path | None) -> tuple[str, ...]:
+    """Apply every pending migration of ``migrations_dir`` to ``name`` and settle it; the
+    ids applied."""
     migrations = discover_migrations(migrations_dir)
     with connect(target, name, autocommit=True) as conn:
         pending = plan_up(migration_states(conn, migrations), None)

@@ -1,7 +1,8 @@
 """``vpbench ci pr``: a migration pull request judged paired.
 
-The base commit's and the head's migrations are each applied to a freshly seeded database
-(same profile and seed: the same rows), both are settled alike, and the final states are
+The legacy database is seeded once and copied (a clone where the server can), the base
+commit's and the head's migrations are applied one to each, both are settled alike, and the
+final states are
 measured against each other in one interleaved session (``vpbench ab``) with the head's
 workloads (each state runs the variants its migrations bring). The comment for the pull
 request holds the verdicts and charts GitHub draws itself (Mermaid); the PNG report sits
@@ -21,15 +22,18 @@ from pathlib import Path
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.profiles import Profile
+from vpbench.dataset.seed import seed_database
 from vpbench.errors import UsageError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
 from vpbench.reporting.markdown import REPORT, comparison_report
 from vpbench.reporting.mermaid import comparison_charts
 from vpbench.results.documents import ensure_writable
+from vpbench.server.backup import copy_database
 from vpbench.server.maintenance import run_checkpoint
 from vpbench.server.target import ServerTarget, connect
-from vpbench.steps.final_state import prepare_final_state
+from vpbench.steps.copies import describe_copy
+from vpbench.steps.final_state import apply_series
 
 COMMENT = "comment.md"
 MARKER = "<!-- vpbench-report -->"
@@ -83,9 +87,13 @@ def judge_pull_request(
         workloads = sorted((trees[1] / layout.workloads).glob("*.toml"))
         if not workloads:
             raise UsageError(f"no workload files in {layout.workloads}/ of the head")
+        tell(f"seeding {databases[0]} (profile {profile.name}), once for both")
+        seed_database(target, databases[0], profile, seed=seed)
+        copy = copy_database(target, databases[0], databases[1])
+        tell(f"copied it to {databases[1]} ({describe_copy(copy)})")
         for tree, name, label in zip(trees, databases, ("base", "head"), strict=True):
-            tell(f"{label}: seeding {name} (profile {profile.name}) and applying its migrations")
-            prepare_final_state(target, name, tree / layout.migrations, profile, seed)
+            tell(f"{label}: applying its migrations to {name}")
+            apply_series(target, name, tree / layout.migrations)
         with connect(target, autocommit=True) as conn:
             run_checkpoint(conn)  # both states' pages written now, not while timing
         tell("measuring base and head pair by pair in one session")
