@@ -1,6 +1,7 @@
 """How often ``vpbench compare`` cries wolf, and how often it catches a real 10% slowdown.
 
     python bench/detection.py [--profile small] [--sessions 35] [--apart-pairs 35] [--gap 20]
+                              [--copies-only]
 
 On one seeded (and so settled) database A and two template copies of it, C and D, made the
 same way (as ``steps`` makes the two states it compares):
@@ -18,6 +19,9 @@ same way (as ``steps`` makes the two states it compares):
 - A/A paired: ``ab`` sessions of C against itself;
 - A/A apart: ``vpbench run`` on C twice, ``--gap`` seconds apart, judged as runs collected
   apart (timing alone may only give "inconclusive").
+The copies are made as ``steps`` makes them (clones on PostgreSQL 18 where the filesystem
+shares blocks, file copies elsewhere); the first line says which. ``--copies-only`` stops
+after the A/A copies.
 Targets (default threshold median:5%): false positives <= 1% each way over >= 100
 comparisons, detection >= 95%. Every line printed has its baseline from the same run.
 """
@@ -47,6 +51,7 @@ from vpbench.server.backup import create_backup, drop_backup
 from vpbench.server.databases import database_state
 from vpbench.server.maintenance import run_checkpoint
 from vpbench.server.target import ServerTarget, connect, resolve_target
+from vpbench.steps.copies import describe_copy
 
 DATABASE = "vpbench_bench_detection"
 Pairs = tuple[list[float], list[float]]
@@ -169,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--apart-pairs", type=int, default=35)
     parser.add_argument("--gap", type=float, default=20.0, help="seconds between apart runs")
     parser.add_argument("--dsn")
+    parser.add_argument("--copies-only", action="store_true", help="only the A/A copies")
     args = parser.parse_args(argv)
 
     target: ServerTarget = resolve_target(args.dsn)
@@ -182,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     c, d = control.name, slowed.name
     options = PairedOptions(explain=1)
     print(f"server {target.describe(DATABASE)} ({target.source}); paired options {options}")
+    print(f"copies C and D: {describe_copy(control)}; {describe_copy(slowed)}")
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         workload = folder / "detection.toml"
@@ -195,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"(slower) {rate(found, 'slower')}, (faster) {rate(found, 'faster')}; median "
                 f"paired ratio per query {_medians(ratios)} (target: within 1% of 1)"
             )
+            if args.copies_only:
+                return
             # Each delay is calibrated on the A/A copies' pairs above (they come first,
             # while neither copy has been used more than the other).
             delays = {name: delay_for(pairs, SLOWDOWN) for name, pairs in side_c.items()}
