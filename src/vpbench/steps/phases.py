@@ -17,6 +17,7 @@ PHASES = (
     "settle",
     "audit",
     "backup",
+    "parameters",
     "rehearsal",
     "up under load",
     "up",

@@ -167,11 +167,14 @@ def _run_step(
     copies = [backup]
     copy: Backup | None = None
     try:
+        before_db = target.for_database(backup.name)
+        pools = _parameter_pools(before_db, workloads)  # the rehearsal's and the rounds'
+        clock.lap("parameters")
         found: Availability | None = None
         if options.traffic is not None:
             say("  rehearsing up on a copy of the state before, under live traffic")
             found, rehearsal, up_s = rehearse_under_load(target, backup.name, migration,
-                                                         workloads, before.applied,
+                                                         workloads, pools, before.applied,
                                                          options)  # fmt: skip
             copies.append(rehearsal)
             clock.lap("rehearsal", of_which=("up under load", up_s))
@@ -200,8 +203,7 @@ def _run_step(
             run_checkpoint(conn)  # the copies' pages are written now, not while timing
         clock.lap("copies")
         say(f"  measuring {backup.name} against {copy.name} in paired rounds")
-        before_db, after_db = target.for_database(backup.name), target.for_database(copy.name)
-        pools = _parameter_pools(before_db, workloads)
+        after_db = target.for_database(copy.name)
         with buffer_evictor(target) as evict:
             session = measure_paired(before_db, after_db, workloads, pools, before.applied,
                                      after.applied, options.paired, progress=rounds_done,

@@ -25,7 +25,7 @@ from vpbench.migrations.locking import LockPolicy
 from vpbench.server.backup import Backup, create_backup, drop_backup
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.model import StepsOptions
-from vpbench.workload.sampling import load_workload_pools
+from vpbench.workload.sampling import ParameterPool, load_workload_pools
 from vpbench.workload.spec import Workload, load_workloads
 
 
@@ -34,19 +34,20 @@ def rehearse_under_load(
     dbname: str,
     migration: Migration,
     workloads: Sequence[Workload],
+    pools: dict[str, dict[str, ParameterPool]],
     applied: Sequence[str],
     options: StepsOptions,
 ) -> tuple[Availability, Backup, float]:
     """Apply ``up`` to a copy of ``dbname`` (the state before the step) while the app's
     traffic runs against it; a step that then fails (its locks not granted in time under
-    the traffic, say) fails availability. Returns the copy it made (dropped by then) and
-    the seconds ``up`` ran."""
+    the traffic, say) fails availability. ``pools``: the parameters the traffic draws, loaded
+    from ``dbname`` (on ``large`` loading them takes a minute). Returns the copy it made
+    (dropped by then) and the seconds ``up`` ran."""
     assert options.traffic is not None
     budget = migration.stall_budget_ms(options.max_stall_ms)
     rehearsal = create_backup(target, dbname, f"load_{migration.id[:4]}")
     try:
         with connect(target, rehearsal.name, autocommit=True) as conn:
-            pools = load_workload_pools(conn, workloads)
             traffic = LiveTraffic(
                 target.for_database(rehearsal.name), workloads, pools, applied, options.traffic
             )
