@@ -200,6 +200,9 @@ def test_db_volume_makes_a_cloning_home_and_removes_it(tmp_path: Path) -> None:
         assert is_mount_point(home) and filesystem_type(home) == "xfs"
         assert shares_blocks(home) is True
         assert image.stat().st_blocks * 512 < image.stat().st_size  # sparse
+        listing = ["losetup", "--list", "--noheadings", "--output", "DIO,BACK-FILE"]
+        loops = subprocess.run(listing, capture_output=True, text=True, check=True)
+        assert f"1 {image}" in " ".join(loops.stdout.split())  # cached once: direct I/O
         again = _vpbench(home, "db", "volume", "create")
         assert again.returncode == 0 and "mounted" in again.stdout
         refused = _vpbench(home, "db", "volume", "remove")
@@ -209,6 +212,8 @@ def test_db_volume_makes_a_cloning_home_and_removes_it(tmp_path: Path) -> None:
         removed = _vpbench(home, "db", "volume", "remove", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert not is_mount_point(home) and not image.exists()
+    loops = subprocess.run(["losetup", "--list"], capture_output=True, text=True, check=True)
+    assert str(image) not in loops.stdout  # the loop device is detached too
 
 
 def test_db_volume_refuses_a_home_that_holds_something(tmp_path: Path) -> None:
