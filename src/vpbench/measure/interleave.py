@@ -326,10 +326,9 @@ def _one_round(
 ) -> None:
     timed = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/round{number}")
     warm = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/warmup{number}")
-    slow = _pair_ms(entry) >= SLOW_PAIR_MS
     try:
         warm_ns = 0
-        for _ in range(0 if slow else options.warmup):
+        for _ in range(0 if _slow(entry) else options.warmup):
             params = warm.draw()
             for state in order:
                 outcome = _try(entry, sides, state, params)
@@ -350,8 +349,7 @@ def _one_round(
                 return
         if number == 0:
             stream = ParameterStream(pools, entry.needed, options.seed, f"{entry.name}/explain")
-            for _ in range(min(options.explain, 1) if _pair_ms(entry) >= SLOW_PAIR_MS
-                           else options.explain):  # fmt: skip
+            for _ in range(min(options.explain, 1) if _slow(entry) else options.explain):
                 params = stream.draw()
                 for state in order:
                     try:
@@ -371,6 +369,11 @@ def _pair_ms(entry: _PairedEntry) -> float:
     if not before:
         return 0.0
     return (statistics.median(before) + statistics.median(after)) / 1e6
+
+
+def _slow(entry: _PairedEntry) -> bool:
+    """Whether the entry's pairs so far take ``SLOW_PAIR_MS`` or more."""
+    return _pair_ms(entry) >= SLOW_PAIR_MS
 
 
 def _pairs(entry: _PairedEntry, options: PairedOptions, warm_ns: int) -> int:

@@ -31,12 +31,7 @@ def copies_outlook(conn: psycopg.Connection[Any], dbname: str | None = None) -> 
     size each (that of ``dbname`` if given), and how to get instant ones."""
     version = conn.info.server_version
     disk = data_disk(conn)
-    size = None
-    if dbname is not None:
-        row = conn.execute(
-            "SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", [dbname]
-        ).fetchone()
-        size = int(row[0]) if row else None
+    size = _database_bytes(conn, dbname) if dbname is not None else None
     per_copy = f": ~{human_bytes(size)} per copy" if size else ": each copy costs its size"
     if version < CLONE_SINCE:
         return f"copies: file copy (PostgreSQL {version // 10000} cannot clone){per_copy}"
@@ -115,10 +110,7 @@ def disk_need(conn: psycopg.Connection[Any], profile: Profile, dbname: str) -> D
     full = 0 if _clones(conn, disk) else FULL_COPIES_AT_ONCE
     free = free_bytes_or_none(disk.data_dir) if disk else None
     if free is not None:
-        row = conn.execute(
-            "SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", [dbname]
-        ).fetchone()
-        free += int(row[0]) if row else 0
+        free += _database_bytes(conn, dbname) or 0
     need = int(size * (1 + full + GROWTH))
     return DiskNeed(size, full, need, free)
 
@@ -137,3 +129,11 @@ def check_disk(conn: psycopg.Connection[Any], profile: Profile, dbname: str) -> 
 
 def _clones(conn: psycopg.Connection[Any], disk: DataDisk | None) -> bool:
     return conn.info.server_version >= CLONE_SINCE and disk is not None and bool(disk.shares_blocks)
+
+
+def _database_bytes(conn: psycopg.Connection[Any], dbname: str) -> int | None:
+    """``pg_database_size`` of ``dbname``; None when there is no such database."""
+    row = conn.execute(
+        "SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", [dbname]
+    ).fetchone()
+    return int(row[0]) if row else None

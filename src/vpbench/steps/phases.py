@@ -86,7 +86,7 @@ class SeriesTime:
     phases: tuple[TimeSpent, ...]
     """each phase of ``PHASES`` summed over the steps, then ``other`` (seeding, metadata)"""
     harness_share: float
-    """everything but the migrations' own ``up`` and the paired rounds"""
+    """everything but ``HARNESS_FREE``: the migrations' own statements and the paired rounds"""
     peak_disk_bytes: int | None
 
     def to_dict(self) -> dict[str, Any]:

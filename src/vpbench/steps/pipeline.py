@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import psycopg
 from vpbench.analysis.verdicts import Threshold
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
-from vpbench.dataset.snapshot import APPLICATION_TABLES, table_keys
+from vpbench.dataset.snapshot import table_keys
 from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
 from vpbench.measure.availability import Availability, describe_availability
 from vpbench.measure.interleave import PairedSession, measure_paired
@@ -296,8 +297,8 @@ def _report(
         unexpected_changes=unexpected,
         costs=relation_costs(before.sizes, after.sizes),
         writes=writes,
-        rows_before={t: before.rows[t] for t in APPLICATION_TABLES},
-        rows_after={t: after.rows[t] for t in APPLICATION_TABLES},
+        rows_before=before.rows,
+        rows_after=after.rows,
         quarantined={t: after.quarantined[t] - before.quarantined[t] for t in after.quarantined},
         settled_before=before.settled,
         settled_after=after.settled,
@@ -332,13 +333,21 @@ class _Sides:
     pools: dict[str, dict[str, ParameterPool]]
     seed: int
 
-    def equivalence(self, workloads: Sequence[Workload]) -> tuple[Equivalence, ...]:
-        """The results of the same queries, with the same parameters, on both."""
-        results: list[Equivalence] = []
+    @contextmanager
+    def _connections(
+        self,
+    ) -> Iterator[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]]:
+        """A session on each copy: the state before, the state after."""
         with (
             connect(self.target, self.before.name, autocommit=True) as old,
             connect(self.target, self.after.name, autocommit=True) as new,
         ):
+            yield old, new
+
+    def equivalence(self, workloads: Sequence[Workload]) -> tuple[Equivalence, ...]:
+        """The results of the same queries, with the same parameters, on both."""
+        results: list[Equivalence] = []
+        with self._connections() as (old, new):
             for workload in workloads:
                 results += compare_results(old, new, list(workload.queries.values()),
                                            self.pools[workload.name], self.applied_before,
@@ -349,10 +358,7 @@ class _Sides:
         self, workloads: Sequence[Workload], migration: Migration, found: Availability | None
     ) -> OldAppCheck:
         """The old app on the state after, the new one on the state before."""
-        with (
-            connect(self.target, self.before.name, autocommit=True) as old,
-            connect(self.target, self.after.name, autocommit=True) as new,
-        ):
+        with self._connections() as (old, new):
             return check_old_app(old, new, workloads, self.pools, self.applied_before,
                                  self.applied_after, declared=migration.breaks_old_app,
                                  failed=found.failed if found else None,
