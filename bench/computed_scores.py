@@ -34,7 +34,7 @@ from vpbench.dataset.seed import seed_database
 from vpbench.measure.runner import PreparedStatements
 from vpbench.measure.writecost import WriteOptions, measure_write_costs
 from vpbench.migrations.apply import apply_step
-from vpbench.migrations.folder import discover_migrations
+from vpbench.migrations.sources import discover_migrations
 from vpbench.reporting.units import human_bytes
 from vpbench.server.backup import create_backup, drop_backup
 from vpbench.server.maintenance import run_checkpoint, settle

@@ -27,9 +27,9 @@ from vpbench.dataset.snapshot import APPLICATION_TABLES
 from vpbench.measure.availability import availability
 from vpbench.measure.traffic import LiveTraffic, apply_under_load
 from vpbench.migrations.apply import StepApplied, apply_step
-from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.migrations.locking import DEFAULT_LOCKS
+from vpbench.migrations.sources import discover_migrations
 from vpbench.server.backup import create_backup, drop_backup
 from vpbench.server.maintenance import settle
 from vpbench.server.target import connect, resolve_target

@@ -26,8 +26,9 @@ from vpbench.migrations.apply import (
     plan_up,
     split_statements,
 )
-from vpbench.migrations.folder import Migration, default_migrations_dir, discover_migrations
+from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
+from vpbench.migrations.sources import default_migrations_dir, discover_migrations
 from vpbench.server.target import ServerTarget
 
 FIRST = "0001_quiz_attempt_links"

@@ -23,7 +23,8 @@ from vpbench.dataset.profiles import DirtyRates, get_profile
 from vpbench.dataset.seed import SeedResult, seed_database
 from vpbench.dataset.snapshot import TableSnapshot, snapshot_tables
 from vpbench.migrations.apply import split_statements, transaction_units
-from vpbench.migrations.folder import Migration, discover_migrations
+from vpbench.migrations.folder import Migration
+from vpbench.migrations.sources import discover_migrations
 from vpbench.server.target import ServerTarget
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -23,7 +23,7 @@ from vpbench.errors import ResultsFormatError, SamplerError, VpbenchError
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import PreparedStatements, RunOptions
 from vpbench.migrations.apply import apply_step
-from vpbench.migrations.folder import discover_migrations
+from vpbench.migrations.sources import discover_migrations
 from vpbench.results.documents import SCHEMA_VERSION, read_document
 from vpbench.results.frames import load
 from vpbench.server.target import ServerTarget

@@ -19,8 +19,8 @@ from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.measure.availability import availability, describe_availability
 from vpbench.measure.traffic import LiveTraffic, TrafficOptions, TrafficRecord, apply_under_load
-from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy
+from vpbench.migrations.sources import discover_migrations
 from vpbench.server.target import ServerTarget
 from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads

@@ -28,8 +28,8 @@ from vpbench.measure.metadata import seed_info
 from vpbench.measure.plan import summarise_plan
 from vpbench.measure.runner import EXPLAIN, PreparedStatements
 from vpbench.migrations.apply import apply_step, migration_states, plan_up
-from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.ledger import applied_migrations
+from vpbench.migrations.sources import discover_migrations
 from vpbench.server.databases import drop_database
 from vpbench.server.target import connect, resolve_target
 from vpbench.workload.sampling import ParameterStream, load_parameter_pools

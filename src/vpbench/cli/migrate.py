@@ -27,8 +27,8 @@ from vpbench.migrations.apply import (
     plan_down,
     plan_up,
 )
-from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.locking import LockPolicy
+from vpbench.migrations.sources import discover_migrations
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import connect

@@ -10,8 +10,8 @@ from typing import Any
 from vpbench.errors import FixtureError
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import EntryResult, MeasureProgress, RunOptions, measure_workloads
-from vpbench.migrations.folder import migration_ids
 from vpbench.migrations.ledger import applied_migrations
+from vpbench.migrations.sources import migration_ids
 from vpbench.results.documents import ensure_writable, run_document, run_file_name, write_document
 from vpbench.server.target import ServerTarget, connect
 from vpbench.workload.preflight import check_prepared

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpbench.dataset.fixtures import fixtures_dir
 from vpbench.errors import FixtureError
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
@@ -61,15 +60,8 @@ class Migration:
         return digest.hexdigest()
 
 
-def default_migrations_dir() -> Path:
-    return fixtures_dir() / "migrations"
-
-
-def discover_migrations(folder: Path | None = None) -> tuple[Migration, ...]:
-    """Every migration in ``folder`` (default: the reference series), in order."""
-    folder = folder if folder is not None else default_migrations_dir()
-    if not folder.is_dir():
-        raise FixtureError("migrations folder not found", path=folder)
+def read_folders(folder: Path) -> tuple[Migration, ...]:
+    """Every vpbench-format step in ``folder``, in name order."""
     found = []
     for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not MIGRATION_ID.match(path.name):
@@ -78,10 +70,6 @@ def discover_migrations(folder: Path | None = None) -> tuple[Migration, ...]:
             )
         found.append(_read_migration(path))
     return tuple(found)
-
-
-def migration_ids(folder: Path | None = None) -> tuple[str, ...]:
-    return tuple(m.id for m in discover_migrations(folder))
 
 
 def _read_migration(path: Path) -> Migration:

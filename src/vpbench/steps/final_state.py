@@ -9,8 +9,8 @@ from pathlib import Path
 from vpbench.dataset.profiles import Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.migrations.apply import apply_step, migration_states, plan_up
-from vpbench.migrations.folder import discover_migrations
 from vpbench.migrations.locking import LockPolicy
+from vpbench.migrations.sources import discover_migrations
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import ServerTarget, connect
 

@@ -40,8 +40,9 @@ from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
 from vpbench.measure.writecost import WriteCost, measure_write_costs
 from vpbench.migrations.apply import StepApplied, apply_step, migration_states, plan_up
-from vpbench.migrations.folder import Migration, discover_migrations
+from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
+from vpbench.migrations.sources import discover_migrations
 from vpbench.results.documents import ensure_writable, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
 from vpbench.server.buffers import buffer_evictor
