@@ -58,7 +58,8 @@ class QueryCompatibility:
 class InsertCompatibility:
     table: str
     result: str
-    """"works" or "fails: ..." """
+    """"works", "works; refused ..." (a probe row holds data a new constraint now forbids,
+    as under traffic: not a break of the app) or "fails: ..." """
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +82,11 @@ class OldAppCheck:
         """What of the old app's SQL fails or answers differently on the new schema."""
         return tuple(
             f"{q.query}: {q.old_on_new}" for q in self.queries if q.old_on_new != "same"
-        ) + tuple(f"INSERT INTO {i.table}: {i.result}" for i in self.inserts if i.result != "works")
+        ) + tuple(
+            f"INSERT INTO {i.table}: {i.result}"
+            for i in self.inserts
+            if i.result.startswith("fails")
+        )
 
     @property
     def old_app_breaks(self) -> tuple[str, ...]:
@@ -197,14 +202,21 @@ def _inserts(
     if found is None:
         return ""
     statement, rows = found
-    try:
-        for values in rows:
+    refused: list[str] = []
+    for values in rows:
+        try:
             # Prepared afresh each time: the rollback may deallocate what was prepared
             # (psycopg does, once it has prepared statements of its own on the connection).
             with after.transaction(force_rollback=True):
                 PreparedStatements().execute(after, statement, values)
-    except psycopg.Error as exc:
-        return f"fails: {_error(exc)}"
+        except psycopg.Error as exc:
+            if not (exc.sqlstate or "").startswith("23"):
+                return f"fails: {_error(exc)}"
+            refused.append(_error(exc))
+    if len(refused) == len(rows):
+        return f"fails: every probe row refused: {refused[0]}"
+    if refused:
+        return f"works; refused {len(refused)} of {len(rows)} probe rows: {refused[0]}"
     return "works"
 
 
