@@ -142,6 +142,10 @@ class SeedError(VpbenchError):
     """Seeding failed; the database was left as it was before."""
 
 
+class MigrationsFormatError(FixtureError, BadInputError):
+    """A migrations folder, alembic project, SQL pair or side file that vpbench cannot read."""
+
+
 class AuditError(VpbenchError):
     """The integrity audit could not run its queries."""
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
+from vpbench.migrations.sources import LAYOUTS, MigrationsLocation, MigrationSource
 from vpbench.server.target import DEFAULT_DATABASE, resolve_target
 
 if TYPE_CHECKING:
@@ -128,23 +129,54 @@ def resolve_database(dsn: str | None, dbname: str | None) -> tuple[ServerTarget,
     return target, target.database(dbname)
 
 
-def migrations_option(func: F) -> F:
-    return click.option(
-        "--migrations",
-        "migrations_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Migrations folder (default: the reference series in fixtures/migrations).",
-    )(func)
+def _remember_layout(ctx: click.Context, param: click.Parameter, value: str) -> None:
+    ctx.meta["migrations_layout"] = value
 
 
-def variant_migrations_option(func: F) -> F:
-    """``--migrations`` of a command that only reads workloads: the ids variants name."""
-    return click.option(
-        "--migrations",
-        "migrations_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Migrations folder whose ids variants name (default: the reference series).",
-    )(func)
+def _migrations_source(
+    ctx: click.Context, param: click.Parameter, value: Path | None
+) -> MigrationsLocation | None:
+    layout = ctx.meta.get("migrations_layout", "auto")
+    if value is None:
+        if layout != "auto":
+            raise click.BadParameter("names the layout of --migrations, which is not given",
+                                     param_hint="--migrations-layout")  # fmt: skip
+        return None
+    return MigrationSource(value, layout)
+
+
+def _migrations_options(help_text: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--migrations",
+            "migrations_dir",
+            type=click.Path(exists=True, path_type=Path),
+            callback=_migrations_source,
+            help=help_text,
+        )(func)
+        return click.option(
+            "--migrations-layout",
+            type=click.Choice(LAYOUTS),
+            default="auto",
+            show_default=True,
+            is_eager=True,
+            expose_value=False,
+            callback=_remember_layout,
+            help="How --migrations is laid out: vpbench folders, an alembic project, numbered "
+            "SQL pairs (NNNN_name.up.sql/.down.sql); auto finds it.",
+        )(func)
+
+    return decorate
+
+
+migrations_option = _migrations_options(
+    "Migrations: a vpbench folder, an alembic project (its alembic.ini or folder) or a folder "
+    "of numbered SQL pairs (default: the reference series in fixtures/migrations)."
+)
+variant_migrations_option = _migrations_options(
+    "Migrations whose ids variants name (default: the reference series)."
+)
+"""``--migrations`` of a command that only reads workloads: the ids variants name"""
 
 
 class Duration(click.ParamType[Any, int]):

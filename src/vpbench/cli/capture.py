@@ -21,6 +21,7 @@ from vpbench.cli._common import (
 )
 from vpbench.errors import CheckFailedError, UsageError
 from vpbench.measure.run import known_migration_ids
+from vpbench.migrations.sources import MigrationsLocation
 from vpbench.workload.capture import Capture, capture_workload
 from vpbench.workload.coverage import Coverage, coverage
 from vpbench.workload.spec import load_workload, load_workloads
@@ -81,7 +82,7 @@ def coverage_command(
     workloads: tuple[Path, ...],
     top: int,
     fail_under: float | None,
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     dbname: str | None,
     dsn: str | None,
 ) -> None:

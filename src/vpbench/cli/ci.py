@@ -32,6 +32,7 @@ from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError
 from vpbench.measure.runner import RunOptions
+from vpbench.migrations.sources import MigrationsLocation
 
 if TYPE_CHECKING:
     from vpbench.analysis.verdicts import Threshold
@@ -134,7 +135,7 @@ def ci_nightly(
     profile: str,
     seed_value: int,
     workload_paths: tuple[Path, ...],
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     repeat: int,
     explain_runs: int,
     label: str | None,

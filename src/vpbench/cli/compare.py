@@ -23,6 +23,7 @@ from vpbench.cli._common import (
 )
 from vpbench.errors import CheckFailedError
 from vpbench.measure.interleave import PairedOptions
+from vpbench.migrations.sources import MigrationsLocation
 from vpbench.server.target import resolve_target
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def ab(
     seed_value: int,
     label: str | None,
     out_dir: Path,
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     dsn: str | None,
 ) -> None:
     """Measure two databases pair by pair in one session, then compare B with A."""

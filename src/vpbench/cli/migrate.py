@@ -21,6 +21,7 @@ from vpbench.cli._render import lock_retries, migration_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.errors import CheckFailedError
 from vpbench.measure.availability import describe_availability
+from vpbench.migrations.alembic_project import adopt_alembic_history
 from vpbench.migrations.apply import (
     apply_step,
     migration_states,
@@ -28,7 +29,7 @@ from vpbench.migrations.apply import (
     plan_up,
 )
 from vpbench.migrations.locking import LockPolicy
-from vpbench.migrations.sources import discover_migrations
+from vpbench.migrations.sources import MigrationsLocation, discover_migrations, is_reference
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import connect
@@ -47,7 +48,9 @@ def migrate() -> None:
 @migrations_option
 @db_option
 @dsn_option
-def migrate_status(migrations_dir: Path | None, dbname: str | None, dsn: str | None) -> None:
+def migrate_status(
+    migrations_dir: MigrationsLocation | None, dbname: str | None, dsn: str | None
+) -> None:
     """List migrations and whether each is applied (edited applied ones are refused)."""
     target, dbname = resolve_database(dsn, dbname)
     with connect(target, dbname, autocommit=True) as conn:
@@ -78,9 +81,14 @@ def migrate_status(migrations_dir: Path | None, dbname: str | None, dsn: str | N
 )  # fmt: skip
 @db_option
 @dsn_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Apply vpbench's reference series to a database vpbench did not create.",
+)
 def migrate_up(
     target_id: str | None,
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     lock_timeout_ms: int,
     lock_attempts: int,
     under_load: bool,
@@ -88,11 +96,12 @@ def migrate_up(
     max_stall_ms: int,
     dbname: str | None,
     dsn: str | None,
+    force: bool,
 ) -> None:
     """Apply pending migrations, up to and including TARGET (default: all)."""
     locks = lock_policy(lock_timeout_ms, lock_attempts)
     load = (list(workload_paths) or default_workload_paths(), max_stall_ms) if under_load else None
-    _migrate("up", target_id, migrations_dir, dbname, dsn, locks, force=False, load=load)
+    _migrate("up", target_id, migrations_dir, dbname, dsn, locks, force=force, load=load)
 
 
 @migrate.command("down")
@@ -104,7 +113,7 @@ def migrate_up(
 @click.option("--force", is_flag=True, help="Allow it on a database vpbench did not create.")
 def migrate_down(
     target_id: str | None,
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     lock_timeout_ms: int,
     lock_attempts: int,
     dbname: str | None,
@@ -119,7 +128,7 @@ def migrate_down(
 def _migrate(
     direction: str,
     target_id: str | None,
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     dbname: str | None,
     dsn: str | None,
     locks: LockPolicy,
@@ -130,7 +139,20 @@ def _migrate(
     target, dbname = resolve_database(dsn, dbname)
     migrations = discover_migrations(migrations_dir)
     with connect(target, dbname, autocommit=True) as conn:
+        adopted = adopt_alembic_history(conn, migrations)
+        if adopted:
+            out.print(f"alembic_version says {adopted[-1]} is applied: recorded "
+                      f"{len(adopted)} revision(s) as applied", highlight=False)  # fmt: skip
         states = migration_states(conn, migrations)
+        if direction == "up" and is_reference(migrations_dir):
+            refuse_unless_owned(
+                database_state(target, dbname),
+                operation="apply vpbench's reference migrations to",
+                tables=user_table_count(conn),
+                force=force,
+                hint="give your own migrations with --migrations, or --force if this "
+                "database is a copy of vpbench's reference schema",
+            )
         if direction == "down":
             refuse_unless_owned(
                 database_state(target, dbname),

@@ -25,6 +25,7 @@ from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.errors import CheckFailedError, RunInterruptedError
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import RunOptions
+from vpbench.migrations.sources import MigrationsLocation
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
@@ -79,7 +80,7 @@ def run(
     min_rounds: int,
     seed_value: int,
     out_dir: Path,
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     no_report: bool,
     dbname: str | None,
     dsn: str | None,

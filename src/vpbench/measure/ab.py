@@ -16,6 +16,7 @@ from vpbench.measure.interleave import PairedOptions, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.run import known_migration_ids
 from vpbench.migrations.ledger import applied_migrations
+from vpbench.migrations.sources import MigrationsLocation
 from vpbench.results.documents import (
     KIND_AB,
     SCHEMA_VERSION,
@@ -55,7 +56,7 @@ def run_ab(
     options: PairedOptions,
     *,
     out_dir: Path,
-    migrations_dir: Path | None = None,
+    migrations_dir: MigrationsLocation | None = None,
     label: str | None = None,
     side_labels: tuple[str, str] | None = None,
 ) -> AbOutcome:

@@ -11,7 +11,7 @@ from vpbench.errors import FixtureError
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import EntryResult, MeasureProgress, RunOptions, measure_workloads
 from vpbench.migrations.ledger import applied_migrations
-from vpbench.migrations.sources import migration_ids
+from vpbench.migrations.sources import MigrationsLocation, migration_ids
 from vpbench.results.documents import ensure_writable, run_document, run_file_name, write_document
 from vpbench.server.target import ServerTarget, connect
 from vpbench.workload.preflight import check_prepared
@@ -31,7 +31,7 @@ class RunOutcome:
         return tuple(e for e in self.entries if e.status == "error")
 
 
-def known_migration_ids(folder: Path | None) -> tuple[str, ...]:
+def known_migration_ids(folder: MigrationsLocation | None) -> tuple[str, ...]:
     """Migration ids workload variants may name; none when the default folder is absent."""
     try:
         return migration_ids(folder)
@@ -49,7 +49,7 @@ def run_workloads(
     *,
     label: str | None = None,
     out_dir: Path = DEFAULT_OUT,
-    migrations_dir: Path | None = None,
+    migrations_dir: MigrationsLocation | None = None,
     progress: MeasureProgress | None = None,
 ) -> RunOutcome:
     """Measure the workloads and write one results document; nothing is written on failure

@@ -11,11 +11,11 @@ are retried (``vpbench.migrations.locking``): the statement, or its whole BEGIN 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +24,7 @@ from vpbench.errors import MigrationError, UnknownMigrationError
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry, with_lock_retries
+from vpbench.migrations.statements import BEGIN, COMMIT, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'vpbench')
   AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'i', 'm', 'p')
 """
-_STATEMENT_END = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|(;)", re.S
-)
 
 
 @dataclass(frozen=True)
@@ -307,10 +305,6 @@ def apply_step(
     return StepApplied(migration, direction, seconds, tuple(retries), runs)
 
 
-_BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)(\s+(WORK|TRANSACTION))?$", re.I)
-_COMMIT = re.compile(r"^(COMMIT|END)(\s+(WORK|TRANSACTION))?$", re.I)
-
-
 def transaction_units(
     script: str, migration: Migration, direction: str
 ) -> list[list[tuple[str, int]]]:
@@ -320,13 +314,13 @@ def transaction_units(
     block: list[tuple[str, int]] | None = None
     began_at = 0
     for statement, offset in split_statements(script):
-        if _BEGIN.match(statement):
+        if BEGIN.match(statement):
             if block is not None:
                 raise _script_error(
                     migration, direction, script, offset, "BEGIN inside a BEGIN block"
                 )
             block, began_at = [], offset
-        elif _COMMIT.match(statement):
+        elif COMMIT.match(statement):
             if block is None:
                 raise _script_error(migration, direction, script, offset, "COMMIT without BEGIN")
             if block:
@@ -344,40 +338,14 @@ def transaction_units(
 def _script_error(
     migration: Migration, direction: str, script: str, offset: int, problem: str
 ) -> MigrationError:
+    path, line, where = _located(migration, direction, script[:offset].count("\n") + 1)
     return MigrationError(
-        f"migration {migration.id} {direction}: {problem}",
-        path=migration.path / f"{direction}.sql",
-        line=script[:offset].count("\n") + 1,
+        f"migration {migration.id} {direction}: {problem}{where}",
+        path=path,
+        line=line,
         hint="a transactional step runs as one transaction already; "
         "a non-transactional one may group statements in BEGIN; ... COMMIT;",
     )
-
-
-def split_statements(script: str) -> list[tuple[str, int]]:
-    """Top-level statements of ``script`` with their offsets (semicolons inside literals,
-    comments and dollar quotes do not split)."""
-    statements: list[tuple[str, int]] = []
-    start = 0
-    for match in _STATEMENT_END.finditer(script):
-        if match.group(2):
-            _add_statement(statements, script, start, match.start())
-            start = match.end()
-    _add_statement(statements, script, start, len(script))
-    return statements
-
-
-def _add_statement(found: list[tuple[str, int]], script: str, start: int, end: int) -> None:
-    """Keep a statement (not blank or only comments), with the offset of its first
-    character that is neither space nor part of a leading comment line."""
-    chunk = script[start:end]
-    offset = start
-    for line in chunk.splitlines(keepends=True):
-        if line.strip() and not line.strip().startswith("--"):
-            break
-        offset += len(line)
-    text = script[offset:end].strip()
-    if text:
-        found.append((text, offset + len(script[offset:end]) - len(script[offset:end].lstrip())))
 
 
 def _failure(
@@ -392,9 +360,19 @@ def _failure(
     detail = f" in `{statement[:60]}`" if statement else ""
     if exc.diag.context:
         detail += f" ({exc.diag.context.strip().splitlines()[0]})"
+    path, line_or_none, where = _located(migration, direction, line)
     return MigrationError(
-        f"migration {migration.id} {direction} failed: {message}{detail}",
-        path=migration.path / f"{direction}.sql",
-        line=line,
+        f"migration {migration.id} {direction} failed: {message}{detail}{where}",
+        path=path,
+        line=line_or_none,
         sqlstate=exc.sqlstate,
     )
+
+
+def _located(migration: Migration, direction: str, line: int) -> tuple[Path, int | None, str]:
+    """Where a problem at ``line`` of the script is: its file and line, or for SQL rendered
+    from code (an alembic revision) the module and the line of the rendered SQL."""
+    path = migration.script_file(direction)
+    if migration.rendered:
+        return path, None, f" (line {line} of its rendered SQL)"
+    return path, line, ""

@@ -1,4 +1,5 @@
-"""The migration folder format: one sub-folder per step, checksummed.
+"""A migration as vpbench runs it, and vpbench's own folder format: one sub-folder per step,
+checksummed.
 
 A migrations folder holds one sub-folder per step, applied in name order::
 
@@ -7,6 +8,9 @@ A migrations folder holds one sub-folder per step, applied in name order::
         down.sql        restores the previous schema *and* data
         migration.toml  title, why, fixes (audit checks), rewrites_table, transactional,
                         changes_results, max_stall + downtime, breaks_old_app
+
+The other layouts (alembic projects, numbered SQL pairs) give the same fields in an
+optional side file read by :func:`side_fields`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpbench.errors import FixtureError
+from vpbench.errors import MigrationsFormatError
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
 
@@ -45,6 +49,19 @@ class Migration:
     breaks_old_app: str = ""
     """why the app deployed before this step cannot keep running on its schema (``vpbench
     steps`` finds which of its queries and writes break; undeclared, that fails the step)"""
+    layout: str = "vpbench folder"
+    """where it came from: vpbench folder, numbered SQL pair or alembic revision"""
+    files: tuple[Path, Path] | None = None
+    """the files of ``up`` and ``down`` when they are not ``path/up.sql`` and
+    ``path/down.sql`` (a numbered pair's files; an alembic revision's module, twice)"""
+    rendered: bool = False
+    """its SQL was rendered from code (alembic): a line number is one of the rendered SQL"""
+
+    def script_file(self, direction: str) -> Path:
+        """The file ``direction``'s SQL comes from."""
+        if self.files is not None:
+            return self.files[0 if direction == "up" else 1]
+        return self.path / f"{direction}.sql"
 
     def stall_budget_ms(self, default_ms: float) -> float:
         """The longest stall of the live app this step may cause: its declared
@@ -65,7 +82,7 @@ def read_folders(folder: Path) -> tuple[Migration, ...]:
     found = []
     for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not MIGRATION_ID.match(path.name):
-            raise FixtureError(
+            raise MigrationsFormatError(
                 f"migration folder name {path.name!r} is not NNNN_short_name", path=path
             )
         found.append(_read_migration(path))
@@ -76,26 +93,48 @@ def _read_migration(path: Path) -> Migration:
     files = {name: path / name for name in ("up.sql", "down.sql", "migration.toml")}
     for file in files.values():
         if not file.is_file():
-            raise FixtureError(f"migration {path.name} has no {file.name}", path=file)
-    meta_path = files["migration.toml"]
-    try:
-        meta: dict[str, Any] = tomllib.loads(meta_path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise FixtureError(f"invalid TOML: {exc}", path=meta_path) from None
+            raise MigrationsFormatError(f"migration {path.name} has no {file.name}", path=file)
     return Migration(
         id=path.name,
         path=path,
-        title=str(meta.get("title", path.name)),
-        why=str(meta.get("why", "")),
-        fixes=tuple(str(c) for c in meta.get("fixes", [])),
-        rewrites_table=bool(meta.get("rewrites_table", False)),
-        transactional=bool(meta.get("transactional", True)),
-        changes_results=tuple(str(q) for q in meta.get("changes_results", [])),
         up_sql=files["up.sql"].read_text(encoding="utf-8"),
         down_sql=files["down.sql"].read_text(encoding="utf-8"),
-        breaks_old_app=str(meta.get("breaks_old_app", "")).strip(),
-        **_stall_budget(meta, meta_path),
+        **side_fields(files["migration.toml"], default_title=path.name),
     )
+
+
+SIDE_KEYS = frozenset({"title", "why", "notes", "fixes", "rewrites_table", "transactional",
+                       "changes_results", "max_stall", "downtime", "breaks_old_app"})  # fmt: skip
+"""what ``migration.toml`` (or a side file beside a revision or a pair) may say (``notes``
+is for its readers)"""
+
+
+def side_fields(
+    meta_path: Path, *, default_title: str, default_why: str = "", transactional: bool = True
+) -> dict[str, Any]:
+    """A step's fields from its TOML file (``migration.toml``, or the optional side file of
+    an alembic revision or a numbered pair: defaults where it is absent)."""
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise MigrationsFormatError(f"invalid TOML: {exc}", path=meta_path) from None
+    unknown = sorted(set(meta) - SIDE_KEYS)
+    if unknown:
+        raise MigrationsFormatError(
+            f"unknown key {unknown[0]!r}; known: {', '.join(sorted(SIDE_KEYS))}", path=meta_path
+        )
+    return {
+        "title": str(meta.get("title", default_title)),
+        "why": str(meta.get("why", default_why)),
+        "fixes": tuple(str(c) for c in meta.get("fixes", [])),
+        "rewrites_table": bool(meta.get("rewrites_table", False)),
+        "transactional": bool(meta.get("transactional", transactional)),
+        "changes_results": tuple(str(q) for q in meta.get("changes_results", [])),
+        "breaks_old_app": str(meta.get("breaks_old_app", "")).strip(),
+        **_stall_budget(meta, meta_path),
+    }
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min)\s*$")
@@ -108,13 +147,13 @@ def _stall_budget(meta: dict[str, Any], path: Path) -> dict[str, Any]:
         return {}
     match = _DURATION.match(str(meta["max_stall"]))
     if match is None:
-        raise FixtureError(
+        raise MigrationsFormatError(
             f"max_stall {meta['max_stall']!r} is not a duration such as 500ms, 5s or 2min",
             path=path,
         )
     why = str(meta.get("downtime", "")).strip()
     if not why:
-        raise FixtureError(
+        raise MigrationsFormatError(
             'max_stall needs a downtime = "..." saying why the app may stall that long',
             path=path,
         )

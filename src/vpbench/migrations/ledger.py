@@ -35,7 +35,9 @@ def ledger(conn: psycopg.Connection[Any]) -> dict[str, LedgerEntry]:
     """The ledger's rows by migration id; empty if there is no ledger yet."""
     if not _ledger_exists(conn):
         return {}
-    rows = conn.execute(f"SELECT id, checksum, applied_at FROM {LEDGER_TABLE} ORDER BY id")
+    rows = conn.execute(
+        f"SELECT id, checksum, applied_at FROM {LEDGER_TABLE} ORDER BY applied_at, id"
+    )
     return {r[0]: LedgerEntry(r[0], r[1], r[2]) for r in rows.fetchall()}
 
 

@@ -1,26 +1,79 @@
-"""Where a series of migrations comes from: the folder, project or files a user names, or the
-reference series shipped with vpbench."""
+"""Where a series of migrations comes from: vpbench's own folders, an alembic project or a
+folder of numbered SQL pairs (found by what the path holds, or named), or the reference
+series shipped with vpbench."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from vpbench.dataset.fixtures import fixtures_dir
-from vpbench.errors import FixtureError
+from vpbench.errors import MigrationsFormatError
+from vpbench.migrations.alembic_project import alembic_ini, read_alembic
 from vpbench.migrations.folder import Migration, read_folders
+from vpbench.migrations.sql_pairs import holds_pairs, read_pairs
+
+Layout = Literal["auto", "vpbench", "alembic", "sql"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+
+
+@dataclass(frozen=True)
+class MigrationSource:
+    """A migrations path and the layout it is read as (``auto``: found by what it holds)."""
+
+    path: Path
+    layout: Layout = "auto"
+
+
+MigrationsLocation = Path | MigrationSource
+"""what ``--migrations`` names: a path read by what it holds, or a path and its layout"""
 
 
 def default_migrations_dir() -> Path:
     return fixtures_dir() / "migrations"
 
 
-def discover_migrations(folder: Path | None = None) -> tuple[Migration, ...]:
-    """Every migration in ``folder`` (default: the reference series), in order."""
-    folder = folder if folder is not None else default_migrations_dir()
-    if not folder.is_dir():
-        raise FixtureError("migrations folder not found", path=folder)
-    return read_folders(folder)
+def is_reference(location: MigrationsLocation | None) -> bool:
+    """``location`` is the reference series shipped with vpbench."""
+    if location is None:
+        return True
+    path = location.path if isinstance(location, MigrationSource) else location
+    return path.resolve() == default_migrations_dir().resolve()
 
 
-def migration_ids(folder: Path | None = None) -> tuple[str, ...]:
-    return tuple(m.id for m in discover_migrations(folder))
+def discover_migrations(location: MigrationsLocation | None = None) -> tuple[Migration, ...]:
+    """Every migration at ``location`` (default: the reference series), in order."""
+    source = _source(location)
+    path = source.path
+    if not path.exists():
+        raise MigrationsFormatError("migrations folder not found", path=path)
+    layout = source.layout if source.layout != "auto" else detect_layout(path)
+    if layout == "alembic":
+        ini = alembic_ini(path)
+        if ini is None:
+            raise MigrationsFormatError("no alembic.ini: not an alembic project", path=path)
+        return read_alembic(ini)
+    if not path.is_dir():
+        raise MigrationsFormatError("not a folder (nor an alembic.ini)", path=path)
+    return read_pairs(path) if layout == "sql" else read_folders(path)
+
+
+def detect_layout(path: Path) -> Layout:
+    """alembic (an ``alembic.ini``, or a folder holding one), numbered SQL pairs (a folder of
+    ``NNNN_name.up.sql`` files), else vpbench folders."""
+    if alembic_ini(path) is not None:
+        return "alembic"
+    if path.is_dir() and holds_pairs(path):
+        return "sql"
+    return "vpbench"
+
+
+def migration_ids(location: MigrationsLocation | None = None) -> tuple[str, ...]:
+    return tuple(m.id for m in discover_migrations(location))
+
+
+def _source(location: MigrationsLocation | None) -> MigrationSource:
+    if location is None:
+        return MigrationSource(default_migrations_dir(), "vpbench")
+    return location if isinstance(location, MigrationSource) else MigrationSource(location)

@@ -80,14 +80,17 @@ def user_table_count(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def refuse_unless_owned(state: DatabaseState, *, operation: str, tables: int, force: bool) -> None:
+def refuse_unless_owned(
+    state: DatabaseState, *, operation: str, tables: int, force: bool, hint: str | None = None
+) -> None:
     """Refuse ``operation`` on a non-empty database vpbench did not create, unless forced."""
     if state.marked or force or tables == 0:
         return
+    lost = " that would be lost" if hint is None else ""
     raise UnsafeOperationError(
         f"refusing to {operation} database {state.name!r}: it was not created by vpbench "
-        f"and holds {tables} table(s) that would be lost",
-        hint="pass --force if its contents may be replaced, or choose another --db",
+        f"and holds {tables} table(s){lost}",
+        hint=hint or "pass --force if its contents may be replaced, or choose another --db",
     )
 
 

@@ -4,19 +4,21 @@ nothing left to change)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vpbench.dataset.profiles import Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.migrations.apply import apply_step, migration_states, plan_up
 from vpbench.migrations.locking import LockPolicy
-from vpbench.migrations.sources import discover_migrations
+from vpbench.migrations.sources import MigrationsLocation, discover_migrations
 from vpbench.server.maintenance import flush_statistics, settle
 from vpbench.server.target import ServerTarget, connect
 
 
 def prepare_final_state(
-    target: ServerTarget, name: str, migrations_dir: Path | None, profile: Profile, seed: int
+    target: ServerTarget,
+    name: str,
+    migrations_dir: MigrationsLocation | None,
+    profile: Profile,
+    seed: int,
 ) -> tuple[str, ...]:
     """Seed ``name``, apply every migration of ``migrations_dir`` (default: the reference
     series) and settle; the ids applied."""
@@ -24,7 +26,9 @@ def prepare_final_state(
     return apply_series(target, name, migrations_dir)
 
 
-def apply_series(target: ServerTarget, name: str, migrations_dir: Path | None) -> tuple[str, ...]:
+def apply_series(
+    target: ServerTarget, name: str, migrations_dir: MigrationsLocation | None
+) -> tuple[str, ...]:
     """Apply every pending migration of ``migrations_dir`` to ``name`` and settle it; the
     ids applied."""
     migrations = discover_migrations(migrations_dir)

@@ -16,6 +16,7 @@ from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.dataset.profiles import Profile
 from vpbench.measure.run import run_workloads
 from vpbench.measure.runner import RunOptions
+from vpbench.migrations.sources import MigrationsLocation
 from vpbench.reporting.markdown import build_report, comparison_report
 from vpbench.reporting.trend import TrendResult, build_trend
 from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
@@ -43,7 +44,7 @@ def run_nightly(
     history: Path,
     out_dir: Path,
     label: str,
-    migrations_dir: Path | None = None,
+    migrations_dir: MigrationsLocation | None = None,
 ) -> NightlyResult:
     ensure_writable(out_dir)
     previous = newest_run(history)
