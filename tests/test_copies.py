@@ -28,7 +28,7 @@ from vpbench.server.volume import (
     remove_volume,
     why_no_volume,
 )
-from vpbench.steps.copies import FULL_COPIES_AT_ONCE, copies_outlook, disk_need
+from vpbench.steps.copies import FULL_COPIES_AT_ONCE, copies_outlook, disk_need, seeded_bytes
 
 TABLE_MB = 200
 
@@ -174,13 +174,13 @@ def test_the_disk_a_series_needs_counts_full_copies_only_where_copies_are_full(
     where clones share blocks, and two where they do not (this machine's ext4)."""
     tiny = get_profile("tiny")
     with psycopg.connect(on_xfs.conninfo, autocommit=True) as conn:
-        cloning = disk_need(conn, tiny, "anything")
+        cloning = disk_need(conn, seeded_bytes(tiny), "anything")
     assert cloning.fits and cloning.full_copies == 0
     assert cloning.free_bytes is not None and cloning.free_bytes > 2 * 1024**3
     with psycopg.connect(on_own_disk.conninfo, autocommit=True) as conn:
         disk = data_disk(conn)
         assert disk is not None
-        copying = disk_need(conn, tiny, "big")
+        copying = disk_need(conn, seeded_bytes(tiny), "big")
     assert copying.full_copies == (0 if disk.shares_blocks else FULL_COPIES_AT_ONCE)
     assert copying.need_bytes > cloning.need_bytes or disk.shares_blocks
 

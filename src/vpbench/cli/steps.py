@@ -33,10 +33,11 @@ from vpbench.cli._common import (
 from vpbench.cli._render import steps_table, time_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
-from vpbench.errors import CheckFailedError
+from vpbench.errors import CheckFailedError, UsageError
 from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
-from vpbench.steps.model import StepsOptions
+from vpbench.migrations.sources import MigrationsLocation
+from vpbench.steps.model import StartFrom, StepsOptions
 from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import answers
 
@@ -68,7 +69,24 @@ if TYPE_CHECKING:
 @count_option("--writers", 1, minimum=0, help="Writer sessions of the live traffic.")
 @click.option("--no-traffic", is_flag=True, help="Do not rehearse each up under live traffic.")
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
-@click.option("--force", is_flag=True, help="Run on a database vpbench did not create.")
+@click.option(
+    "--from",
+    "from_database",
+    metavar="DB_OR_DSN",
+    help="Start from a copy of this database (a name on the server, or a DSN) instead of "
+    "seeding: it is only read, and no session on it is ended.",
+)
+@click.option(
+    "--from-dump",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Start from a restore of this pg_dump -Fc file instead of seeding.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a database vpbench did not create; apply the reference migrations to --from "
+    "data.",
+)
 @no_report_option
 @db_option
 @dsn_option
@@ -76,7 +94,7 @@ def steps(
     profile: str,
     seed_value: int,
     workload_paths: tuple[Path, ...],
-    migrations_dir: Path | None,
+    migrations_dir: MigrationsLocation | None,
     out_dir: Path | None,
     to: str | None,
     rounds: int,
@@ -92,12 +110,18 @@ def steps(
     writers: int,
     no_traffic: bool,
     keep_backups: bool,
+    from_database: str | None,
+    from_dump: Path | None,
     force: bool,
     no_report: bool,
     dbname: str | None,
     dsn: str | None,
 ) -> None:
-    """The main job: seed, then apply every migration measured, audited and checked."""
+    """The main job: seed (or copy --from a team's data), then apply every migration
+    measured, audited and checked."""
+    if from_database and from_dump:
+        raise UsageError("give --from or --from-dump, not both")
+    start_from = StartFrom(from_database, from_dump) if from_database or from_dump else None
     chosen = get_profile(profile)
     paths = list(workload_paths) or default_workload_paths()
     options = StepsOptions(
@@ -131,11 +155,13 @@ def steps(
             force=force,
             on_event=event,
             progress=tick,
+            start_from=start_from,
         )
     wide(steps_table(result))
     wide(time_table(result))
     for question, answer in answers(result.steps).items():
         out.print(f"{question.replace('_', ' ')}: {answer}", highlight=False)
+    out.print(f"data: {result.data}", highlight=False)
     out.print(f"results: {result.out_dir} ({result.seconds:.0f}s)")
     if not no_report:
         from vpbench.reporting.markdown import build_report

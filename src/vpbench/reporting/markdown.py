@@ -19,6 +19,7 @@ import pandas as pd
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.reporting import charts
+from vpbench.reporting.provenance import describe_data
 from vpbench.reporting.run_report import run_report
 from vpbench.reporting.units import detectable, duration, human_bytes, milliseconds, ratio
 from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
@@ -83,6 +84,8 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
     charts.cost_chart(_cost_frame(summary), out / "steps-cost.png")
     charts.integrity_chart(_integrity_frame(steps), out / "steps-integrity.png")
     lines = [_steps_headline(summary, latency), ""]
+    if summary.get("data"):
+        lines += [f"Data: {describe_data(summary['data'])}.", ""]
     lines += ["![latency across the migration series](steps-latency.png)", ""]
     labels = _headline_labels(summary)
     lines += [

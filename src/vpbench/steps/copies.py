@@ -100,12 +100,11 @@ def seeded_bytes(profile: Profile) -> int:
     return EMPTY_DATABASE_BYTES + sum(SEEDED_BYTES_PER_ROW[t] * n for t, n in rows.items())
 
 
-def disk_need(conn: psycopg.Connection[Any], profile: Profile, dbname: str) -> DiskNeed:
-    """What seeding ``profile`` into ``dbname`` and running the series there will take of
-    the disk of ``conn``'s server: the database, plus two full copies of it unless copies
-    share blocks there, plus what the migrations add; the space ``dbname`` holds now is
-    freed by the reseed and counts as free."""
-    size = seeded_bytes(profile)
+def disk_need(conn: psycopg.Connection[Any], size: int, dbname: str) -> DiskNeed:
+    """What a database of ``size`` bytes made in ``dbname`` (seeded, or copied from a
+    team's) and the series run there will take of the disk of ``conn``'s server: the
+    database, plus two full copies of it unless copies share blocks there, plus what the
+    migrations add; the space ``dbname`` holds now is freed first and counts as free."""
     disk = data_disk(conn)
     full = 0 if _clones(conn, disk) else FULL_COPIES_AT_ONCE
     free = free_bytes_or_none(disk.data_dir) if disk else None
@@ -115,12 +114,12 @@ def disk_need(conn: psycopg.Connection[Any], profile: Profile, dbname: str) -> D
     return DiskNeed(size, full, need, free)
 
 
-def check_disk(conn: psycopg.Connection[Any], profile: Profile, dbname: str) -> DiskNeed:
-    """``disk_need``, refused with one line when it will not fit."""
-    need = disk_need(conn, profile, dbname)
+def check_disk(conn: psycopg.Connection[Any], size: int, dbname: str, run: str) -> DiskNeed:
+    """``disk_need``, refused with one line naming the ``run`` when it will not fit."""
+    need = disk_need(conn, size, dbname)
     if not need.fits:
         raise DiskSpaceError(
-            f"steps --profile {profile.name} will not fit: it {need.describe()}",
+            f"{run} will not fit: it {need.describe()}",
             hint=f"free some space, or put VPBENCH_HOME on {CLONING_FILESYSTEMS} "
             "(vpbench db volume create) so copies take no space",
         )

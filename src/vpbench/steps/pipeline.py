@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +34,41 @@ from vpbench.analysis.verdicts import Threshold
 from vpbench.dataset.profiles import DirtyRates, Profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import table_keys
-from vpbench.errors import MigrationError, StepsInterruptedError, VpbenchError
+from vpbench.errors import (
+    MigrationError,
+    StepsInterruptedError,
+    UnsafeOperationError,
+    VpbenchError,
+)
 from vpbench.measure.availability import Availability, describe_availability
 from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
 from vpbench.measure.writecost import WriteCost, measure_write_costs
+from vpbench.migrations.alembic_project import adopt_alembic_history
 from vpbench.migrations.apply import StepApplied, apply_step, migration_states, plan_up
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
-from vpbench.migrations.sources import discover_migrations
+from vpbench.migrations.sources import MigrationsLocation, discover_migrations, is_reference
+from vpbench.reporting.provenance import describe_data
 from vpbench.results.documents import ensure_writable, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
 from vpbench.server.buffers import buffer_evictor
-from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
+from vpbench.server.databases import (
+    database_state,
+    drop_database,
+    refuse_unless_owned,
+    user_table_count,
+)
 from vpbench.server.disk import data_directory, free_bytes_or_none
 from vpbench.server.maintenance import flush_statistics, run_checkpoint
+from vpbench.server.source_copy import (
+    SourceCopy,
+    copy_from_database,
+    copy_from_dump,
+    inspect_dump,
+    inspect_source,
+)
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.checks import (
     Equivalence,
@@ -56,8 +76,8 @@ from vpbench.steps.checks import (
     relation_costs,
 )
 from vpbench.steps.compatibility import OldAppCheck, check_old_app
-from vpbench.steps.copies import check_disk, copies_outlook, describe_copy
-from vpbench.steps.model import StepReport, StepsOptions, StepsResult
+from vpbench.steps.copies import check_disk, copies_outlook, describe_copy, seeded_bytes
+from vpbench.steps.model import StartFrom, StepReport, StepsOptions, StepsResult
 from vpbench.steps.phases import PhaseClock, series_time
 from vpbench.steps.rehearsal import rehearse_under_load
 from vpbench.steps.state import StateFacts, settle_and_read
@@ -78,7 +98,7 @@ def run_steps(
     profile: Profile,
     seed: int,
     workload_paths: Sequence[Path],
-    migrations_dir: Path | None = None,
+    migrations_dir: MigrationsLocation | None = None,
     out_dir: Path | None = None,
     to: str | None = None,
     options: StepsOptions = StepsOptions(),
@@ -86,8 +106,10 @@ def run_steps(
     force: bool = False,
     on_event: StepsEvent | None = None,
     progress: MeasureProgress | None = None,
+    start_from: StartFrom | None = None,
 ) -> StepsResult:
-    """Run the whole measured migration series on a freshly seeded database."""
+    """Run the whole measured migration series on a freshly seeded database, or on a copy
+    of ``start_from`` (a team's database or dump, which is only read)."""
     began = time.perf_counter()
     say = on_event or (lambda message: None)
     migrations = discover_migrations(migrations_dir)
@@ -99,11 +121,30 @@ def run_steps(
             tables = user_table_count(conn)
         refuse_unless_owned(existing, operation="run steps on (it is reseeded)", tables=tables,
                             force=force)  # fmt: skip
-    with connect(target, autocommit=True) as conn:
-        say(f"disk: {check_disk(conn, profile, dbname).describe()}")
-    say(f"seeding {dbname} with profile {profile.name} (seed {seed})")
-    seed_database(target, dbname, profile, seed=seed, dirty=dirty, force=force)
+    if start_from is None:
+        with connect(target, autocommit=True) as conn:
+            need = check_disk(
+                conn, seeded_bytes(profile), dbname, f"steps --profile {profile.name}"
+            )
+            say(f"disk: {need.describe()}")
+        say(f"seeding {dbname} with profile {profile.name} (seed {seed})")
+        seed_database(target, dbname, profile, seed=seed, dirty=dirty, force=force)
+        data = {"kind": "profile", "profile": profile.name, "seed": seed}
+    else:
+        if is_reference(migrations_dir) and not force:
+            raise UnsafeOperationError(
+                f"steps {start_from.describe()} would apply vpbench's reference migrations "
+                "to a database vpbench did not create",
+                hint="give your own migrations with --migrations, or --force if it is a copy "
+                "of vpbench's reference schema",
+            )
+        copied = _copy_source(target, dbname, start_from, say)
+        data = {"kind": "copy", **copied.to_dict()}
     with connect(target, dbname, autocommit=True) as conn:
+        adopted = adopt_alembic_history(conn, migrations)
+        if adopted:
+            say(f"alembic_version says {adopted[-1]} is applied: {len(adopted)} revision(s) "
+                "recorded as applied")  # fmt: skip
         check_prepared(conn, workloads, applied_migrations(conn))
         pending = plan_up(migration_states(conn, migrations), to)
         say(copies_outlook(conn, dbname))
@@ -118,10 +159,27 @@ def run_steps(
         reports.append(replace(report, path=path))
     spent = series_time([r.phases for r in reports], [r.peak_disk_bytes for r in reports],
                         time.perf_counter() - began)  # fmt: skip
-    summary_path = write_document(
-        summary_document(reports, profile.name, seed, spent), out / "summary.json"
-    )
-    return StepsResult(tuple(reports), out, summary_path, spent)
+    summary_path = write_document(summary_document(reports, data, spent), out / "summary.json")
+    return StepsResult(tuple(reports), out, summary_path, spent, describe_data(data))
+
+
+def _copy_source(
+    target: ServerTarget, dbname: str, start_from: StartFrom, say: StepsEvent
+) -> SourceCopy:
+    """The working database ``dbname``, copied from the team's database or dump after the
+    disk check (it replaces a working database of that name)."""
+    if start_from.dump is not None:
+        size, copy = inspect_dump(start_from.dump), partial(copy_from_dump, dump=start_from.dump)
+    else:
+        source = inspect_source(target, start_from.database or "")
+        size, copy = source.bytes, partial(copy_from_database, source=source)
+    with connect(target, autocommit=True) as conn:
+        need = check_disk(conn, size, dbname, f"steps {start_from.describe()}")
+        say(f"disk: {need.describe()}")
+    drop_database(target, dbname, force=True)  # refused above unless it is vpbench's or forced
+    copied = copy(target, working=dbname)
+    say(f"working database {dbname}: {copied.describe()}")
+    return copied
 
 
 def _metadata(

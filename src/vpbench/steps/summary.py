@@ -212,8 +212,10 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_document(
-    steps: Sequence[StepReport], profile: str, seed: int, spent: SeriesTime | None = None
+    steps: Sequence[StepReport], data: dict[str, Any], spent: SeriesTime | None = None
 ) -> dict[str, Any]:
+    """The series' summary; ``data`` says where its data came from (a seeded profile and
+    seed, or a copy of a team's database or dump)."""
     rows = [
         {
             "migration": step.migration.id,
@@ -241,8 +243,9 @@ def summary_document(
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND_SUMMARY,
-        "profile": profile,
-        "seed": seed,
+        "profile": data.get("profile", "copy"),
+        "seed": data.get("seed"),
+        "data": data,
         "seconds": spent.seconds if spent else None,
         "time": spent.to_dict() if spent else None,
         "steps": rows,
