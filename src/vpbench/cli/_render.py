@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from vpbench.dataset.audit import AuditReport
+from vpbench.dataset.audit_result import AuditReport
 from vpbench.dataset.seed import SeedResult
 from vpbench.measure.run import RunOutcome
 from vpbench.measure.writecost import WriteCost

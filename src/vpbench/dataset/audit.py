@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from vpbench.dataset.audit_result import AuditReport, CheckResult
 from vpbench.errors import AuditError, UsageError
 from vpbench.server.target import untracked
 
@@ -45,51 +46,6 @@ EXPECTED_FOREIGN_KEYS: tuple[tuple[str, str, str], ...] = (
 _TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
 _QUIZ, _REFLECTIONS = sql.Identifier("quiz_attempts"), sql.Identifier("reflections")
 _VIDEOS, _COURSES = sql.Identifier("videos"), sql.Identifier("courses")
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check: how many rows violate it and a sample of them."""
-
-    name: str
-    description: str
-    applicable: bool
-    violations: int
-    examples: tuple[str, ...]
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """Every check's result, in a fixed order."""
-
-    checks: tuple[CheckResult, ...]
-
-    @property
-    def total_violations(self) -> int:
-        return sum(c.violations for c in self.checks)
-
-    def check(self, name: str) -> CheckResult:
-        for result in self.checks:
-            if result.name == name:
-                return result
-        raise KeyError(f"no audit check named {name!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "total_violations": self.total_violations,
-            "checks": [
-                {
-                    "name": c.name,
-                    "description": c.description,
-                    "applicable": c.applicable,
-                    "violations": c.violations,
-                    "examples": list(c.examples),
-                    "note": c.note,
-                }
-                for c in self.checks
-            ],
-        }
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge_pairs
-from vpbench.dataset.audit import AuditReport
+from vpbench.dataset.audit_result import AuditReport
 from vpbench.measure.availability import Availability
 from vpbench.measure.interleave import PairedOptions
 from vpbench.measure.runner import EntryResult

@@ -19,7 +19,8 @@ from typing import Any
 
 import psycopg
 
-from vpbench.dataset.audit import AuditReport, run_audit
+from vpbench.dataset.audit import run_audit
+from vpbench.dataset.audit_result import AuditReport
 from vpbench.dataset.snapshot import (
     APPLICATION_TABLES,
     SchemaShape,
