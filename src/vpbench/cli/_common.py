@@ -129,6 +129,17 @@ def resolve_database(dsn: str | None, dbname: str | None) -> tuple[ServerTarget,
     return target, target.database(dbname)
 
 
+def checks_option(func: F) -> F:
+    """``--checks FILE``: a team's own integrity checks (TOML)."""
+    return click.option(
+        "--checks",
+        "checks_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A checks file (TOML: [checks.NAME] sql = a count of violating rows, examples = "
+        "their ids) run beside the built-in checks on every state.",
+    )(func)
+
+
 def _remember_layout(ctx: click.Context, param: click.Parameter, value: str) -> None:
     ctx.meta["migrations_layout"] = value
 

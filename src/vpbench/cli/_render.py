@@ -49,14 +49,16 @@ def seed_table(result: SeedResult) -> Table:
 def audit_table(report: AuditReport, where: str) -> Table:
     table = Table(
         title=f"integrity audit of {where}",
-        caption=f"total violations: {report.total_violations:,}",
+        caption=f"rows violating a data check: {report.total_violations:,}; schema findings "
+        f"(generic checks): {report.schema_findings:,}",
     )
     table.add_column("check", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("count", justify="right", no_wrap=True)
     table.add_column("examples", overflow="fold", min_width=36)
     for check in report.checks:
         if not check.applicable:
-            table.add_row(check.name, "n/a", f"[dim]{check.note}[/]")
+            table.add_row(check.name, check.group, "n/a", f"[dim]{check.note}[/]")
             continue
         lines = list(check.examples[:AUDIT_EXAMPLES_SHOWN])
         if check.violations > len(lines) and lines:
@@ -64,7 +66,8 @@ def audit_table(report: AuditReport, where: str) -> Table:
         if check.note:
             lines.append(f"[dim]{check.note}[/]")
         style = "red" if check.violations else "green"
-        table.add_row(check.name, f"[{style}]{check.violations:,}[/]", "\n".join(lines))
+        table.add_row(check.name, check.group, f"[{style}]{check.violations:,}[/]",
+                      "\n".join(lines))  # fmt: skip
     return table
 
 

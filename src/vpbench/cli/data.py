@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from vpbench.cli._common import db_option, dsn_option, out, progress_bars, resolve_database
+from vpbench.cli._common import (
+    checks_option,
+    db_option,
+    dsn_option,
+    out,
+    progress_bars,
+    resolve_database,
+)
 from vpbench.cli._render import audit_table, seed_table
 from vpbench.dataset.audit import run_audit
+from vpbench.dataset.checks_file import load_checks
 from vpbench.dataset.profiles import PROFILES, get_profile, parse_dirty_rates
 from vpbench.dataset.seed import seed_database
 from vpbench.errors import CheckFailedError, SeedInterruptedError
@@ -75,17 +84,30 @@ def seed(
 @db_option
 @dsn_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@checks_option
 @click.option(
-    "--fail-on-violations", is_flag=True, help="Exit with status 1 if any check finds a violation."
+    "--fail-on-violations",
+    is_flag=True,
+    help="Exit with status 1 if a data check finds a violation (yours with --checks, else the "
+    "reference ones).",
 )
-def audit(dbname: str | None, dsn: str | None, as_json: bool, fail_on_violations: bool) -> None:
-    """Count integrity violations: orphans, NULL links, stale scores, metadata in text."""
+def audit(
+    dbname: str | None,
+    dsn: str | None,
+    as_json: bool,
+    checks_path: Path | None,
+    fail_on_violations: bool,
+) -> None:
+    """Count integrity violations: the reference schema's checks (orphans, NULL links, stale
+    scores, metadata in text), generic ones for any schema, and yours (--checks)."""
+    checks = load_checks(checks_path) if checks_path else ()
     target, dbname = resolve_database(dsn, dbname)
     with connect(target, dbname) as conn:
-        report = run_audit(conn)
+        report = run_audit(conn, checks=checks)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
         out.print(audit_table(report, target.describe(dbname)))
-    if fail_on_violations and report.total_violations:
-        raise CheckFailedError(f"the audit found {report.total_violations} violations")
+    found = report.violations_of("yours") if checks else report.total_violations
+    if fail_on_violations and found:
+        raise CheckFailedError(f"the audit found {found} violations")

@@ -11,6 +11,7 @@ import click
 from vpbench.analysis.verdicts import Threshold
 from vpbench.cli._common import (
     Duration,
+    checks_option,
     count_option,
     db_option,
     dsn_option,
@@ -31,6 +32,7 @@ from vpbench.cli._common import (
     workload_files_option,
 )
 from vpbench.cli._render import steps_table, time_table
+from vpbench.dataset.checks_file import load_checks
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError, UsageError
@@ -87,6 +89,13 @@ if TYPE_CHECKING:
     help="Replace a database vpbench did not create; apply the reference migrations to --from "
     "data.",
 )
+@checks_option
+@click.option(
+    "--fail-on-violations",
+    is_flag=True,
+    help="Exit with status 1 if the state the series ends in breaks a data check (yours with "
+    "--checks, else the reference ones).",
+)
 @no_report_option
 @db_option
 @dsn_option
@@ -113,6 +122,8 @@ def steps(
     from_database: str | None,
     from_dump: Path | None,
     force: bool,
+    checks_path: Path | None,
+    fail_on_violations: bool,
     no_report: bool,
     dbname: str | None,
     dsn: str | None,
@@ -134,6 +145,7 @@ def steps(
         else TrafficOptions(readers=readers, writers=writers, seed=seed_value),
         max_stall_ms=max_stall_ms,
         keep_backups=keep_backups,
+        checks=load_checks(checks_path) if checks_path else (),
     )
     target, dbname = resolve_database(dsn, dbname)
     began = time.monotonic()
@@ -171,3 +183,9 @@ def steps(
     failed = [step.migration.id for step in result.steps if not step.passed]
     if failed:
         raise CheckFailedError(f"steps failed their checks: {', '.join(failed)}")
+    if fail_on_violations and result.steps:
+        last = result.steps[-1].audit_after
+        found = last.violations_of("yours") if checks_path else last.total_violations
+        if found:
+            raise CheckFailedError(f"the series ends with {found:,} violation(s) of "
+                                   f"{'your' if checks_path else 'the'} data checks")  # fmt: skip

@@ -9,7 +9,7 @@ All checks run in one transaction, so they see one snapshot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ import psycopg
 from psycopg import sql
 
 from vpbench.dataset.audit_result import AuditReport, CheckResult
+from vpbench.dataset.checks_file import UserCheck
+from vpbench.dataset.generic_checks import generic_checks
 from vpbench.errors import AuditError, UsageError
 from vpbench.server.target import untracked
 
@@ -288,8 +290,12 @@ _CHECKS = (
 )
 
 
-def run_audit(conn: psycopg.Connection[Any], *, sample_size: int = 5) -> AuditReport:
-    """Run every check in one transaction; each result carries up to ``sample_size`` examples."""
+def run_audit(
+    conn: psycopg.Connection[Any], *, sample_size: int = 5, checks: Sequence[UserCheck] = ()
+) -> AuditReport:
+    """Run every check in one transaction: the reference schema's (not applicable where its
+    tables or columns are missing), the generic ones that hold for any schema, then
+    ``checks`` from a checks file; each result carries up to ``sample_size`` examples."""
     if sample_size < 0:
         raise UsageError(f"sample size {sample_size}: must be 0 or more")
     results: list[CheckResult] = []
@@ -298,9 +304,11 @@ def run_audit(conn: psycopg.Connection[Any], *, sample_size: int = 5) -> AuditRe
             untracked(conn)
             schema = _read_schema(conn)
             for check in _CHECKS:
-                result = check(conn, schema, sample_size)
+                results.append(check(conn, schema, sample_size))
+            others = (*generic_checks(sample_size), *(c.runner(sample_size) for c in checks))
+            results += [run(conn) for run in others]
+            for result in results:
                 log.debug("audit %s: %d violation(s)", result.name, result.violations)
-                results.append(result)
     except psycopg.Error as exc:
         raise AuditError(f"audit failed: {exc}".strip(), sqlstate=exc.sqlstate) from exc
     return AuditReport(tuple(results))

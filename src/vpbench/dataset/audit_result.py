@@ -16,6 +16,9 @@ class CheckResult:
     violations: int
     examples: tuple[str, ...]
     note: str = ""
+    group: str = "reference"
+    """``reference`` (the learning app's own checks), ``generic`` (any schema, from the
+    catalog) or ``yours`` (a checks file's)"""
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,18 @@ class AuditReport:
 
     @property
     def total_violations(self) -> int:
-        return sum(c.violations for c in self.checks)
+        """Rows that break a data check (the reference schema's, or a checks file's)."""
+        return sum(c.violations for c in self.checks if c.group != "generic")
+
+    @property
+    def schema_findings(self) -> int:
+        """Objects the generic checks flag (a NOT VALID constraint, an unindexed foreign
+        key, ...): the schema's hygiene, kept apart from rows that are wrong."""
+        return self.violations_of("generic")
+
+    def violations_of(self, group: str) -> int:
+        """Violations found by the checks of ``group``."""
+        return sum(c.violations for c in self.checks if c.group == group)
 
     def check(self, name: str) -> CheckResult:
         for result in self.checks:
@@ -37,6 +51,7 @@ class AuditReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "total_violations": self.total_violations,
+            "schema_findings": self.schema_findings,
             "checks": [
                 {
                     "name": c.name,
@@ -45,6 +60,7 @@ class AuditReport:
                     "violations": c.violations,
                     "examples": list(c.examples),
                     "note": c.note,
+                    "group": c.group,
                 }
                 for c in self.checks
             ],

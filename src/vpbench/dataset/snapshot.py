@@ -11,6 +11,21 @@ import psycopg
 from psycopg import sql
 
 APPLICATION_TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
+"""the reference schema's tables"""
+
+_USER_TABLES = """
+SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'vpbench')
+  AND n.nspname NOT LIKE 'pg\\_%'
+ORDER BY 1
+"""
+
+
+def user_tables(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
+    """Every table of the database's own schemas (vpbench's ledger left out), as
+    ``regclass`` names them: the tables whose rows a step must keep, whatever the schema."""
+    return tuple(str(row[0]) for row in conn.execute(_USER_TABLES).fetchall())
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,7 @@ def snapshot_tables(
             "SELECT count(*), "
             "coalesce(sum(('x' || left(md5(t::text), 15))::bit(60)::bigint), 0)::text "
             "FROM {} AS t"
-        ).format(sql.Identifier(table))
+        ).format(_table(table))
         row = conn.execute(query).fetchone()
         assert row is not None
         result[table] = TableSnapshot(table, int(row[0]), str(row[1]))
@@ -72,10 +87,16 @@ def row_counts(
     """Rows per table, without the checksum's pass over every row's text."""
     counts = {}
     for table in tables:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_table(table)))
         found = row.fetchone()
         counts[table] = int(found[0]) if found else 0
     return counts
+
+
+def _table(name: str) -> sql.Composable:
+    """A table as ``regclass`` names it (``users``, ``quarantine.quiz_attempts``, quoted
+    where it needs to be): already an SQL identifier, from the catalog."""
+    return sql.SQL(name)
 
 
 _APPLICATION = "{0} !~ '^pg_' AND {0} NOT IN ('information_schema', 'vpbench')"

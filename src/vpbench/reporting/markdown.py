@@ -116,6 +116,7 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         "(deterministic) and the paired insert time.",
     ]
     lines += _availability_table(steps)
+    lines += _audit_tables(steps)
     lines += _time_table(summary)
     lines += _old_app_table(steps)
     lines += _index_table(steps)
@@ -420,9 +421,40 @@ def _integrity_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
     states += [(s["migration"]["id"], s["audit_after"]) for s in steps]
     for step, audit in states:
         for check in audit["checks"]:
+            if check.get("group") == "generic":  # objects, not rows: _audit_tables
+                continue
             violations = check["violations"] if check["applicable"] else float("nan")
             rows.append({"step": step, "check": check["name"], "violations": violations})
     return pd.DataFrame(rows)
+
+
+def _check_cell(check: dict[str, Any] | None) -> str:
+    if check is None:
+        return "-"
+    example = f" (e.g. `{check['examples'][0]}`)" if check["examples"] else ""
+    return f"{check['violations']:,}{example}"
+
+
+def _audit_tables(steps: list[dict[str, Any]]) -> list[str]:
+    """A team's own checks (``--checks``) per state, with the first example ids, and the
+    generic schema findings of the state the series ends in."""
+    states = [("legacy", steps[0]["audit_before"])]
+    states += [(s["migration"]["id"], s["audit_after"]) for s in steps]
+    lines: list[str] = []
+    yours = [c["name"] for c in states[0][1]["checks"] if c.get("group") == "yours"]
+    if yours:
+        lines += ["", "### Your checks per state", "",
+                  "| check | " + " | ".join(f"`{name[:4]}`" for name, _ in states) + " |",
+                  "|---" * (len(states) + 1) + "|"]  # fmt: skip
+        for name in yours:
+            found = [next((c for c in a["checks"] if c["name"] == name), None) for _, a in states]
+            lines.append(f"| {name} | " + " | ".join(_check_cell(c) for c in found) + " |")
+    final = [c for c in states[-1][1]["checks"] if c.get("group") == "generic" and c["violations"]]
+    if final:
+        lines += ["", "Schema findings (generic checks) in the state the series ends in: "
+                  + "; ".join(f"{c['name'].replace('_', ' ')}: {', '.join(c['examples'])}"
+                              for c in final) + "."]  # fmt: skip
+    return lines
 
 
 def _steps_headline(summary: dict[str, Any], latency: pd.DataFrame) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge_pairs
 from vpbench.dataset.audit_result import AuditReport
+from vpbench.dataset.checks_file import UserCheck
 from vpbench.measure.availability import Availability
 from vpbench.measure.interleave import PairedOptions
 from vpbench.measure.runner import EntryResult
@@ -41,6 +42,8 @@ class StepsOptions:
     max_stall_ms: float = 1000.0
     """the longest stall of the app a step may cause, unless its migration.toml says"""
     keep_backups: bool = False
+    checks: tuple[UserCheck, ...] = ()
+    """a team's own integrity checks (``--checks``), run on every state beside the others"""
 
     def step_locks(self, migration: Migration) -> LockPolicy:
         """The lock policy ``migration`` is applied with: its lock_timeout at most half its
@@ -59,6 +62,7 @@ class StepsOptions:
             "traffic": self.traffic.to_dict() if self.traffic else None,
             "max_stall_ms": self.max_stall_ms,
             "keep_backups": self.keep_backups,
+            "checks": sorted({str(c.path) for c in self.checks}),
         }
 
 
@@ -117,7 +121,7 @@ class StepReport:
     @property
     def data_intact(self) -> bool:
         return all(
-            self.rows_before[t] == self.rows_after[t] + self.quarantined.get(t, 0)
+            self.rows_before[t] == self.rows_after.get(t, 0) + self.quarantined.get(t, 0)
             for t in self.rows_before
         )
 

@@ -220,7 +220,7 @@ def _run_step(
     with connect(target, dbname, autocommit=True) as conn:
         data_dir = data_directory(conn)
         clock = PhaseClock(lambda: free_bytes_or_none(data_dir))
-        before = start or settle_and_read(conn, clock)
+        before = start or settle_and_read(conn, clock, checks=options.checks)
     backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
     clock.lap("backup")
     say(f"  backed up to {backup.name} ({describe_copy(backup)})")
@@ -256,7 +256,7 @@ def _run_step(
                 f" after {len(applied.lock_retries)} lock timeouts" if applied.lock_retries else ""
             )
             say(f"  applied in {applied.seconds:.1f}s{retried}; settling and auditing")
-            after = settle_and_read(conn, clock, before)
+            after = settle_and_read(conn, clock, before, options.checks)
         copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
         copies.append(copy)
         with connect(target, autocommit=True) as conn:

@@ -14,6 +14,7 @@ reversibility check reads only the tables ``down`` wrote.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +22,14 @@ import psycopg
 
 from vpbench.dataset.audit import run_audit
 from vpbench.dataset.audit_result import AuditReport
+from vpbench.dataset.checks_file import UserCheck
 from vpbench.dataset.snapshot import (
-    APPLICATION_TABLES,
     SchemaShape,
     TableSnapshot,
     schema_shape,
     snapshot_tables,
     table_keys,
+    user_tables,
 )
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.server.maintenance import Settled, settle
@@ -44,9 +46,9 @@ class StateFacts:
     audit: AuditReport
     sizes: dict[str, RelationSize]
     snapshot: dict[str, TableSnapshot]
-    """rows and a content checksum per application table"""
+    """rows and a content checksum per table of the database's own schemas"""
     keys: dict[str, str | None]
-    """per application table, what changes when its contents can (``table_keys``)"""
+    """per table, what changes when its contents can (``table_keys``)"""
     shape: SchemaShape
     quarantined: dict[str, int]
     reread: tuple[str, ...] = ()
@@ -65,20 +67,26 @@ class StateFacts:
         whose key is the same now holds what ``copy_of`` held, and is not read again."""
         problems = self.shape.differences(schema_shape(conn))[:10]
         now = snapshot_tables_again(conn, copy_of.snapshot, keys)[0]
-        return problems + [
-            f"{table}: {self.snapshot[table].rows} rows before, {now[table].rows} after down"
-            if self.snapshot[table].rows != now[table].rows
-            else f"{table}: contents differ after down"
-            for table in self.snapshot
-            if now[table] != self.snapshot[table]
-        ]
+        for table, then in self.snapshot.items():
+            found = now.get(table)
+            if found is None:
+                problems.append(f"{table}: missing after down")
+            elif found.rows != then.rows:
+                problems.append(f"{table}: {then.rows} rows before, {found.rows} after down")
+            elif found != then:
+                problems.append(f"{table}: contents differ after down")
+        return problems
 
 
 def settle_and_read(
-    conn: psycopg.Connection[Any], clock: PhaseClock, previous: StateFacts | None = None
+    conn: psycopg.Connection[Any],
+    clock: PhaseClock,
+    previous: StateFacts | None = None,
+    checks: Sequence[UserCheck] = (),
 ) -> StateFacts:
-    """Settle the database on ``conn`` and read its figures, lapping ``clock`` for each;
-    tables whose key is still that of the ``previous`` state keep their snapshot."""
+    """Settle the database on ``conn`` and read its figures (the audit with ``checks``
+    among them), lapping ``clock`` for each; tables whose key is still that of the
+    ``previous`` state keep their snapshot."""
     settled = settle(conn)
     clock.lap("settle")
     snapshot, keys, reread = snapshot_tables_again(
@@ -87,7 +95,7 @@ def settle_and_read(
     facts = StateFacts(
         settled=settled,
         applied=tuple(applied_migrations(conn)),
-        audit=run_audit(conn),
+        audit=run_audit(conn, checks=checks),
         sizes=relation_sizes(conn),
         snapshot=snapshot,
         keys=keys,
@@ -107,8 +115,9 @@ def snapshot_tables_again(
     """The application tables' snapshots on ``conn``: ``known`` for the tables whose key
     is still in ``keys``, read again for the others. Returns the snapshots, the keys now
     and the tables read."""
-    now = table_keys(conn)
-    kept = {t for t in APPLICATION_TABLES if now[t] is not None and keys.get(t) == now[t]}
-    reread = tuple(t for t in APPLICATION_TABLES if t not in kept or t not in known)
+    tables = user_tables(conn)
+    now = table_keys(conn, tables)
+    kept = {t for t in tables if now[t] is not None and keys.get(t) == now[t]}
+    reread = tuple(t for t in tables if t not in kept or t not in known)
     fresh = snapshot_tables(conn, reread)
-    return {t: fresh[t] if t in fresh else known[t] for t in APPLICATION_TABLES}, now, reread
+    return {t: fresh[t] if t in fresh else known[t] for t in tables}, now, reread
