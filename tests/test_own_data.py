@@ -5,6 +5,7 @@ whole pipeline runs on the copy."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +13,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from test_ci import git
 from test_layouts import ALEMBIC, REVISIONS, as_pairs
 from test_steps import QUICK, REFERENCE, TINY, databases
 from vpbench.dataset.seed import seed_database
 from vpbench.migrations.alembic_project import alembic_current
 from vpbench.migrations.sources import discover_migrations
 from vpbench.server.backup import CLONE, DUMP, TEMPLATE, restore_dump, run_client
-from vpbench.server.source_copy import RESTORE, copy_from_database, inspect_source
+from vpbench.server.source_copy import RESTORE, StartFrom, copy_from_database, inspect_source
 from vpbench.server.target import ServerTarget
-from vpbench.steps.model import StartFrom
 from vpbench.steps.pipeline import run_steps
+from vpbench.steps.pull_request import MARKER
 from vpbench.steps.summary import index_bytes_added
 
 APP_TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
@@ -231,3 +233,41 @@ def test_a_teams_alembic_project_goes_through_steps_like_the_same_sql_as_pairs(
     assert alembic.data.startswith(f"a copy of database {name}")
     with psycopg.connect(target.for_database(f"{session_prefix}_own_alembic")) as conn:
         assert alembic_current(conn) == (REVISIONS[-1],)
+
+
+def test_ci_pr_judges_an_alembic_pull_request_on_a_copy_of_staging(
+    target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Base: two alembic revisions; head adds the third. Both refs are migrated from one
+    copy of the team's staging database, which stays as it was."""
+    name, _ = staging
+    before = _fingerprint(target, name)
+    root = tmp_path / "app"
+    shutil.copytree(ALEMBIC, root / "db", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "workloads").mkdir()
+    (root / "workloads" / "attempts.toml").write_text(ATTEMPTS_BY_USER)
+    third = next((root / "db" / "versions").glob("c3d2*.py"))
+    held = third.read_text()
+    third.unlink()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    base = git(root, "rev-parse", "HEAD")
+    third.write_text(held)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "head")
+    out = tmp_path / "pr"
+    code, _, err = _cli(
+        "ci", "pr", "--base", base, "--head", "HEAD", "--repo", str(root),
+        "--migrations-path", "db", "--workloads-path", "workloads", "--from", name,
+        "--db", f"{session_prefix}_own_pr", "--rounds", "2", "--max-rounds", "2",
+        "--repeat", "2", "--out", str(out), dsn=target.conninfo,
+    )  # fmt: skip
+    assert code == 0, err
+    said = " ".join(err.split())  # the console wraps long lines
+    assert f"working database {session_prefix}_own_pr_pr_base: copy of database {name}" in said
+    assert (out / "comment.md").read_text().startswith(MARKER)
+    for side, revision in (("base", REVISIONS[1]), ("head", REVISIONS[2])):
+        with psycopg.connect(target.for_database(f"{session_prefix}_own_pr_pr_{side}")) as conn:
+            assert alembic_current(conn) == (revision,)
+    assert _fingerprint(target, name) == before

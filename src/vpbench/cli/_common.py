@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
+from vpbench.errors import UsageError
 from vpbench.migrations.sources import LAYOUTS, MigrationsLocation, MigrationSource
+from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import DEFAULT_DATABASE, resolve_target
 
 if TYPE_CHECKING:
@@ -127,6 +129,29 @@ def resolve_database(dsn: str | None, dbname: str | None) -> tuple[ServerTarget,
     works in (``--db``, else the DSN's, else ``vpbench``)."""
     target = resolve_target(dsn)
     return target, target.database(dbname)
+
+
+def start_from_options(func: F) -> F:
+    """``--from DB_OR_DSN`` / ``--from-dump FILE``: a team's own data instead of a profile."""
+    func = click.option(
+        "--from-dump",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Start from a restore of this pg_dump -Fc file instead of seeding.",
+    )(func)
+    return click.option(
+        "--from",
+        "from_database",
+        metavar="DB_OR_DSN",
+        help="Start from a copy of this database (a name on the server, or a DSN) instead of "
+        "seeding: it is only read, and no session on it is ended.",
+    )(func)
+
+
+def start_from(from_database: str | None, from_dump: Path | None) -> StartFrom | None:
+    """What ``--from``/``--from-dump`` ask for (None: seed the profile)."""
+    if from_database and from_dump:
+        raise UsageError("give --from or --from-dump, not both")
+    return StartFrom(from_database, from_dump) if from_database or from_dump else None
 
 
 def checks_option(func: F) -> F:

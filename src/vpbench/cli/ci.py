@@ -23,6 +23,8 @@ from vpbench.cli._common import (
     paired_session,
     profile_options,
     resolve_database,
+    start_from,
+    start_from_options,
     threshold_option,
     wide,
     workload_files_option,
@@ -58,6 +60,7 @@ def ci() -> None:
 @click.option("--workloads-path", default="workloads", show_default=True,
               help="Folder of workload files (*.toml) inside the repository.")  # fmt: skip
 @profile_options("small")
+@start_from_options
 @paired_options(budget="60s")
 @threshold_option
 @fail_on_option("Exit 1 on a regression, a target breach, either, or never.", never=True)
@@ -72,6 +75,8 @@ def ci_pr(
     workloads_path: str,
     profile: str,
     seed_value: int,
+    from_database: str | None,
+    from_dump: Path | None,
     rounds: int,
     min_rounds: int,
     max_rounds: int,
@@ -83,8 +88,9 @@ def ci_pr(
     dbname: str | None,
     dsn: str | None,
 ) -> None:
-    """Base and head final states measured paired in one session; report.md, charts and
-    the pull-request comment (comment.md)."""
+    """Base and head final states measured paired in one session (both migrated from one
+    seeded database, or one copy of --from); report.md, charts and the pull-request comment
+    (comment.md)."""
     from vpbench.steps.pull_request import Layout, judge_pull_request
 
     target, dbname = resolve_database(dsn, dbname)
@@ -101,6 +107,7 @@ def ci_pr(
         databases=(f"{dbname}_pr_base", f"{dbname}_pr_head"),
         threshold=threshold,
         say=lambda message: err.print(message, highlight=False),
+        start_from=start_from(from_database, from_dump),
     )
     wide(comparison_table(result.comparison))
     out.print(f"report: {result.report}\ncomment: {result.comment}", highlight=False)
@@ -111,6 +118,7 @@ def ci_pr(
 
 @ci.command("nightly")
 @profile_options("medium")
+@start_from_options
 @workload_files_option
 @migrations_option
 @count_option("--repeat", 30, minimum=1, help="Timed executions per entry.")
@@ -134,6 +142,8 @@ def ci_pr(
 def ci_nightly(
     profile: str,
     seed_value: int,
+    from_database: str | None,
+    from_dump: Path | None,
     workload_paths: tuple[Path, ...],
     migrations_dir: MigrationsLocation | None,
     repeat: int,
@@ -161,6 +171,7 @@ def ci_nightly(
         out_dir=out_dir,
         label=label or _nightly_label(),
         migrations_dir=migrations_dir,
+        start_from=start_from(from_database, from_dump),
     )
     out.print(f"tonight: {result.run}", highlight=False)
     if result.comparison is not None:

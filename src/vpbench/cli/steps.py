@@ -27,6 +27,8 @@ from vpbench.cli._common import (
     profile_options,
     progress_bars,
     resolve_database,
+    start_from,
+    start_from_options,
     threshold_option,
     wide,
     workload_files_option,
@@ -35,11 +37,11 @@ from vpbench.cli._render import steps_table, time_table
 from vpbench.dataset.checks_file import load_checks
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
-from vpbench.errors import CheckFailedError, UsageError
+from vpbench.errors import CheckFailedError
 from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
 from vpbench.migrations.sources import MigrationsLocation
-from vpbench.steps.model import StartFrom, StepsOptions
+from vpbench.steps.model import StepsOptions
 from vpbench.steps.pipeline import run_steps
 from vpbench.steps.summary import answers
 
@@ -71,18 +73,7 @@ if TYPE_CHECKING:
 @count_option("--writers", 1, minimum=0, help="Writer sessions of the live traffic.")
 @click.option("--no-traffic", is_flag=True, help="Do not rehearse each up under live traffic.")
 @click.option("--keep-backups", is_flag=True, help="Keep each step's backup database.")
-@click.option(
-    "--from",
-    "from_database",
-    metavar="DB_OR_DSN",
-    help="Start from a copy of this database (a name on the server, or a DSN) instead of "
-    "seeding: it is only read, and no session on it is ended.",
-)
-@click.option(
-    "--from-dump",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Start from a restore of this pg_dump -Fc file instead of seeding.",
-)
+@start_from_options
 @click.option(
     "--force",
     is_flag=True,
@@ -130,9 +121,7 @@ def steps(
 ) -> None:
     """The main job: seed (or copy --from a team's data), then apply every migration
     measured, audited and checked."""
-    if from_database and from_dump:
-        raise UsageError("give --from or --from-dump, not both")
-    start_from = StartFrom(from_database, from_dump) if from_database or from_dump else None
+    source = start_from(from_database, from_dump)
     chosen = get_profile(profile)
     paths = list(workload_paths) or default_workload_paths()
     options = StepsOptions(
@@ -167,7 +156,7 @@ def steps(
             force=force,
             on_event=event,
             progress=tick,
-            start_from=start_from,
+            start_from=source,
         )
     wide(steps_table(result))
     wide(time_table(result))

@@ -142,18 +142,6 @@ class StepReport:
 
 
 @dataclass(frozen=True)
-class StartFrom:
-    """A team's own data for ``steps`` instead of a seeded profile: a database (a name on
-    the server, or a DSN) or a ``pg_dump -Fc`` file. It is only read and copied."""
-
-    database: str | None = None
-    dump: Path | None = None
-
-    def describe(self) -> str:
-        return f"--from-dump {self.dump}" if self.dump is not None else f"--from {self.database}"
-
-
-@dataclass(frozen=True)
 class StepsResult:
     steps: tuple[StepReport, ...]
     out_dir: Path

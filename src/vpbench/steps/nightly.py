@@ -20,6 +20,7 @@ from vpbench.migrations.sources import MigrationsLocation
 from vpbench.reporting.markdown import build_report, comparison_report
 from vpbench.reporting.trend import TrendResult, build_trend
 from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
+from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import ServerTarget
 from vpbench.steps.final_state import prepare_final_state
 
@@ -45,10 +46,11 @@ def run_nightly(
     out_dir: Path,
     label: str,
     migrations_dir: MigrationsLocation | None = None,
+    start_from: StartFrom | None = None,
 ) -> NightlyResult:
     ensure_writable(out_dir)
     previous = newest_run(history)
-    prepare_final_state(target, dbname, migrations_dir, profile, seed)
+    prepare_final_state(target, dbname, migrations_dir, profile, seed, start_from)
     outcome = run_workloads(target, dbname, workload_paths, options, label=label,
                             out_dir=history, migrations_dir=migrations_dir)  # fmt: skip
     comparison = None

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ import psycopg
 
 from vpbench.analysis.verdicts import Threshold
 from vpbench.dataset.profiles import DirtyRates, Profile
-from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import table_keys
 from vpbench.errors import (
     MigrationError,
@@ -56,19 +54,12 @@ from vpbench.server.backup import Backup, create_backup, drop_backup, restore_ba
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.databases import (
     database_state,
-    drop_database,
     refuse_unless_owned,
     user_table_count,
 )
 from vpbench.server.disk import data_directory, free_bytes_or_none
 from vpbench.server.maintenance import flush_statistics, run_checkpoint
-from vpbench.server.source_copy import (
-    SourceCopy,
-    copy_from_database,
-    copy_from_dump,
-    inspect_dump,
-    inspect_source,
-)
+from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.checks import (
     Equivalence,
@@ -76,10 +67,11 @@ from vpbench.steps.checks import (
     relation_costs,
 )
 from vpbench.steps.compatibility import OldAppCheck, check_old_app
-from vpbench.steps.copies import check_disk, copies_outlook, describe_copy, seeded_bytes
-from vpbench.steps.model import StartFrom, StepReport, StepsOptions, StepsResult
+from vpbench.steps.copies import copies_outlook, describe_copy
+from vpbench.steps.model import StepReport, StepsOptions, StepsResult
 from vpbench.steps.phases import PhaseClock, series_time
 from vpbench.steps.rehearsal import rehearse_under_load
+from vpbench.steps.start import start_database
 from vpbench.steps.state import StateFacts, settle_and_read
 from vpbench.steps.summary import step_document, summary_document
 from vpbench.workload.preflight import check_prepared
@@ -121,25 +113,15 @@ def run_steps(
             tables = user_table_count(conn)
         refuse_unless_owned(existing, operation="run steps on (it is reseeded)", tables=tables,
                             force=force)  # fmt: skip
-    if start_from is None:
-        with connect(target, autocommit=True) as conn:
-            need = check_disk(
-                conn, seeded_bytes(profile), dbname, f"steps --profile {profile.name}"
-            )
-            say(f"disk: {need.describe()}")
-        say(f"seeding {dbname} with profile {profile.name} (seed {seed})")
-        seed_database(target, dbname, profile, seed=seed, dirty=dirty, force=force)
-        data = {"kind": "profile", "profile": profile.name, "seed": seed}
-    else:
-        if is_reference(migrations_dir) and not force:
-            raise UnsafeOperationError(
-                f"steps {start_from.describe()} would apply vpbench's reference migrations "
-                "to a database vpbench did not create",
-                hint="give your own migrations with --migrations, or --force if it is a copy "
-                "of vpbench's reference schema",
-            )
-        copied = _copy_source(target, dbname, start_from, say)
-        data = {"kind": "copy", **copied.to_dict()}
+    if start_from is not None and is_reference(migrations_dir) and not force:
+        raise UnsafeOperationError(
+            f"steps {start_from.describe()} would apply vpbench's reference migrations "
+            "to a database vpbench did not create",
+            hint="give your own migrations with --migrations, or --force if it is a copy "
+            "of vpbench's reference schema",
+        )
+    data = start_database(target, dbname, profile=profile, seed=seed, start_from=start_from,
+                          dirty=dirty, force=force, say=say, run="steps")  # fmt: skip
     with connect(target, dbname, autocommit=True) as conn:
         adopted = adopt_alembic_history(conn, migrations)
         if adopted:
@@ -161,25 +143,6 @@ def run_steps(
                         time.perf_counter() - began)  # fmt: skip
     summary_path = write_document(summary_document(reports, data, spent), out / "summary.json")
     return StepsResult(tuple(reports), out, summary_path, spent, describe_data(data))
-
-
-def _copy_source(
-    target: ServerTarget, dbname: str, start_from: StartFrom, say: StepsEvent
-) -> SourceCopy:
-    """The working database ``dbname``, copied from the team's database or dump after the
-    disk check (it replaces a working database of that name)."""
-    if start_from.dump is not None:
-        size, copy = inspect_dump(start_from.dump), partial(copy_from_dump, dump=start_from.dump)
-    else:
-        source = inspect_source(target, start_from.database or "")
-        size, copy = source.bytes, partial(copy_from_database, source=source)
-    with connect(target, autocommit=True) as conn:
-        need = check_disk(conn, size, dbname, f"steps {start_from.describe()}")
-        say(f"disk: {need.describe()}")
-    drop_database(target, dbname, force=True)  # refused above unless it is vpbench's or forced
-    copied = copy(target, working=dbname)
-    say(f"working database {dbname}: {copied.describe()}")
-    return copied
 
 
 def _metadata(

@@ -22,7 +22,6 @@ from pathlib import Path
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.profiles import Profile
-from vpbench.dataset.seed import seed_database
 from vpbench.errors import UsageError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
@@ -31,9 +30,11 @@ from vpbench.reporting.mermaid import comparison_charts
 from vpbench.results.documents import ensure_writable
 from vpbench.server.backup import copy_database
 from vpbench.server.maintenance import run_checkpoint
+from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.copies import describe_copy
 from vpbench.steps.final_state import apply_series
+from vpbench.steps.start import start_database
 
 COMMENT = "comment.md"
 MARKER = "<!-- vpbench-report -->"
@@ -73,8 +74,10 @@ def judge_pull_request(
     databases: tuple[str, str] = ("vpbench_pr_base", "vpbench_pr_head"),
     threshold: Threshold = DEFAULT_THRESHOLD,
     say: Say | None = None,
+    start_from: StartFrom | None = None,
 ) -> PullRequestResult:
-    """Measure the final states of ``base`` and ``head`` (None: the working tree) paired."""
+    """Measure the final states of ``base`` and ``head`` (None: the working tree) paired,
+    both migrated from one seeded database (or one copy of ``start_from``)."""
     tell = say or (lambda message: None)
     ensure_writable(out_dir)
     refs = (base, head or "working tree")
@@ -87,8 +90,8 @@ def judge_pull_request(
         workloads = sorted((trees[1] / layout.workloads).glob("*.toml"))
         if not workloads:
             raise UsageError(f"no workload files in {layout.workloads}/ of the head")
-        tell(f"seeding {databases[0]} (profile {profile.name}), once for both")
-        seed_database(target, databases[0], profile, seed=seed)
+        start_database(target, databases[0], profile=profile, seed=seed, start_from=start_from,
+                       say=tell, run="ci pr")  # fmt: skip
         copy = copy_database(target, databases[0], databases[1])
         tell(f"copied it to {databases[1]} ({describe_copy(copy)})")
         for tree, name, label in zip(trees, databases, ("base", "head"), strict=True):
