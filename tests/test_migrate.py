@@ -24,11 +24,11 @@ from vpbench.migrations.apply import (
     migration_states,
     plan_down,
     plan_up,
-    split_statements,
 )
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
 from vpbench.migrations.sources import default_migrations_dir, discover_migrations
+from vpbench.migrations.statements import split_statements
 from vpbench.server.target import ServerTarget
 
 FIRST = "0001_quiz_attempt_links"

@@ -22,9 +22,10 @@ from vpbench.dataset.fixtures import fixtures_dir
 from vpbench.dataset.profiles import DirtyRates, get_profile
 from vpbench.dataset.seed import SeedResult, seed_database
 from vpbench.dataset.snapshot import TableSnapshot, snapshot_tables
-from vpbench.migrations.apply import split_statements, transaction_units
+from vpbench.migrations.apply import transaction_units
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.sources import discover_migrations
+from vpbench.migrations.statements import split_statements
 from vpbench.server.target import ServerTarget
 
 Conn = psycopg.Connection[tuple[Any, ...]]
