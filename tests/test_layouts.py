@@ -190,3 +190,36 @@ def test_migrate_up_adopts_alembic_history_and_guards_the_reference_series(
     assert _cli("migrate", "up", "0001_quiz_attempt_links", "--dsn", plain).returncode == 2
     forced = _cli("migrate", "up", "0001_quiz_attempt_links", "--dsn", plain, "--force")
     assert forced.returncode == 0 and "up 0001_quiz_attempt_links" in forced.stdout, forced.stderr
+
+
+ONLINE_REVISION = Path(__file__).parent / "data" / "alembic_online" / "d4e3f2a1b0c9_course_count.py"
+
+
+def with_online_revision(folder: Path) -> Path:
+    """The test project plus a fourth revision that reads the database as it runs."""
+    project = folder / "alembic"
+    shutil.copytree(ALEMBIC, project, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ONLINE_REVISION, project / "versions" / ONLINE_REVISION.name)
+    return project
+
+
+def test_a_revision_that_reads_the_database_runs_online_on_vpbenchs_connection(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    steps = discover_migrations(with_online_revision(tmp_path))
+    *rendered, online = steps
+    assert not any(s.online for s in rendered)
+    assert online.online.startswith("its code cannot be rendered as SQL offline (upgrade()")
+    name = f"{session_prefix}_alembic_online"
+    seed_database(target, name, get_profile("tiny"), seed=6)
+    with psycopg.connect(target.for_database(name), autocommit=True) as conn:
+        for step in steps:
+            apply_step(conn, step, "up")
+        assert alembic_current(conn) == (online.id,) and conn.autocommit
+        comment = conn.execute("SELECT obj_description('courses'::regclass)").fetchone()
+        assert comment == ("had 6 courses",)
+        apply_step(conn, online, "down")
+        assert alembic_current(conn) == (REVISIONS[-1],)
+        assert conn.execute("SELECT obj_description('courses'::regclass)").fetchone() == (None,)
+        ledger = conn.execute("SELECT id FROM vpbench.migrations ORDER BY applied_at").fetchall()
+        assert [row[0] for row in ledger] == list(REVISIONS)

@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from test_ci import git
-from test_layouts import ALEMBIC, REVISIONS, as_pairs
+from test_layouts import ALEMBIC, REVISIONS, as_pairs, with_online_revision
 from test_steps import QUICK, REFERENCE, TINY, databases
 from vpbench.dataset.seed import seed_database
 from vpbench.migrations.alembic_project import alembic_current
@@ -271,3 +271,25 @@ def test_ci_pr_judges_an_alembic_pull_request_on_a_copy_of_staging(
         with psycopg.connect(target.for_database(f"{session_prefix}_own_pr_pr_{side}")) as conn:
             assert alembic_current(conn) == (revision,)
     assert _fingerprint(target, name) == before
+
+
+def test_an_online_alembic_revision_goes_through_steps_and_the_report_says_so(
+    target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
+) -> None:
+    name, _ = staging
+    workload = tmp_path / "attempts.toml"
+    workload.write_text(ATTEMPTS_BY_USER)
+    out = tmp_path / "out"
+    result = run_steps(
+        target, f"{session_prefix}_own_online", profile=TINY, seed=3, workload_paths=[workload],
+        migrations_dir=with_online_revision(tmp_path), out_dir=out, options=QUICK,
+        start_from=StartFrom(database=name),
+    )  # fmt: skip
+    online = result.steps[-1]
+    assert online.migration.online and online.passed and online.reversible
+    assert online.availability is not None and online.statements == ()
+    from vpbench.reporting.markdown import build_report
+
+    report = " ".join(build_report([out], out).read_text().split())
+    assert "Run online by alembic, on vpbench's connection" in report
+    assert f"`{online.migration.id}`: its code cannot be rendered as SQL offline" in report

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from vpbench.errors import MigrationError, UnknownMigrationError
+from vpbench.migrations.alembic_online import run_online
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry, with_lock_retries
@@ -253,7 +254,16 @@ def apply_step(
     retries: list[LockRetry] = []
     timeout = f"SET lock_timeout = {int(locks.timeout_ms)}"
     observed: list[_StatementLog] = []
-    if migration.transactional:
+    if migration.online:
+
+        def online() -> None:
+            try:
+                run_online(conn, migration, direction, int(locks.timeout_ms))
+            except psycopg.Error as exc:
+                raise _failure(migration, direction, script, exc, 0) from exc
+
+        with_lock_retries(online, locks, retries)
+    elif migration.transactional:
 
         def whole_step() -> None:
             offset = 0

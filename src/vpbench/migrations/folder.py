@@ -56,6 +56,11 @@ class Migration:
     ``path/down.sql`` (a numbered pair's files; an alembic revision's module, twice)"""
     rendered: bool = False
     """its SQL was rendered from code (alembic): a line number is one of the rendered SQL"""
+    online: str = ""
+    """why its code runs online, through alembic on vpbench's connection, instead of as SQL
+    (an alembic revision that reads the database as it runs); "" for SQL steps"""
+    project: Path | None = None
+    """the ``alembic.ini`` of an online revision"""
 
     def script_file(self, direction: str) -> Path:
         """The file ``direction``'s SQL comes from."""

@@ -115,6 +115,11 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         "smallest change the step could have detected. Inserts: WAL per inserted row "
         "(deterministic) and the paired insert time.",
     ]
+    online = [s["migration"] for s in steps if s["migration"].get("online")]
+    if online:
+        lines += ["", "Run online by alembic, on vpbench's connection (their statements are not "
+                  "observed one by one): " + "; ".join(f"`{m['id']}`: {m['online']}"
+                                                       for m in online) + "."]  # fmt: skip
     lines += _availability_table(steps)
     lines += _audit_tables(steps)
     lines += _time_table(summary)

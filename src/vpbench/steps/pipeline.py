@@ -134,6 +134,8 @@ def run_steps(
     state: StateFacts | None = None
     for number, migration in enumerate(pending, start=1):
         say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
+        if migration.online:
+            say(f"  runs online through alembic: {migration.online}")
         report, state = _run_step(target, dbname, migration, workloads, options, state, say,
                                   progress)  # fmt: skip
         metadata = _metadata(target, dbname, migration, options, workload_paths)

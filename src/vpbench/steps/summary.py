@@ -152,6 +152,8 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
             "downtime": migration.downtime,
             "breaks_old_app": migration.breaks_old_app,
             "checksum": migration.checksum,
+            "layout": migration.layout,
+            "online": migration.online,
         },
         "backup_method": step.backup_method,
         "copies": [copy.to_dict() for copy in step.copies],
