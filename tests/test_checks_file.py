@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -107,6 +108,8 @@ def test_a_teams_checks_run_in_the_audit_and_fail_it(
                    "--json", dsn=target.conninfo)  # fmt: skip
     assert passing.returncode == 0, passing.stderr  # with --checks, yours decide
     assert '"group": "yours"' in passing.stdout
+    document = json.loads(passing.stdout)
+    assert document["rows"]["users"] == 300 and document["rows"]["quiz_attempts"] > 0
 
 
 def test_steps_report_a_teams_checks_per_state(

@@ -68,6 +68,9 @@ def audit_table(report: AuditReport, where: str) -> Table:
         style = "red" if check.violations else "green"
         table.add_row(check.name, check.group, f"[{style}]{check.violations:,}[/]",
                       "\n".join(lines))  # fmt: skip
+    if report.rows:
+        counted = ", ".join(f"{name} {rows:,}" for name, rows in report.rows.items())
+        table.caption = f"{table.caption}\nrows: {counted}"
     return table
 
 

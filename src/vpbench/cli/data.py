@@ -103,7 +103,7 @@ def audit(
     checks = load_checks(checks_path) if checks_path else ()
     target, dbname = resolve_database(dsn, dbname)
     with connect(target, dbname) as conn:
-        report = run_audit(conn, checks=checks)
+        report = run_audit(conn, checks=checks, count_rows=True)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:

@@ -19,6 +19,7 @@ from psycopg import sql
 from vpbench.dataset.audit_result import AuditReport, CheckResult
 from vpbench.dataset.checks_file import UserCheck
 from vpbench.dataset.generic_checks import generic_checks
+from vpbench.dataset.snapshot import row_counts, user_tables
 from vpbench.errors import AuditError, UsageError
 from vpbench.server.target import untracked
 
@@ -291,11 +292,16 @@ _CHECKS = (
 
 
 def run_audit(
-    conn: psycopg.Connection[Any], *, sample_size: int = 5, checks: Sequence[UserCheck] = ()
+    conn: psycopg.Connection[Any],
+    *,
+    sample_size: int = 5,
+    checks: Sequence[UserCheck] = (),
+    count_rows: bool = False,
 ) -> AuditReport:
     """Run every check in one transaction: the reference schema's (not applicable where its
     tables or columns are missing), the generic ones that hold for any schema, then
-    ``checks`` from a checks file; each result carries up to ``sample_size`` examples."""
+    ``checks`` from a checks file; each result carries up to ``sample_size`` examples.
+    ``count_rows``: also the rows of every table (``steps`` has them from its snapshots)."""
     if sample_size < 0:
         raise UsageError(f"sample size {sample_size}: must be 0 or more")
     results: list[CheckResult] = []
@@ -309,6 +315,7 @@ def run_audit(
             results += [run(conn) for run in others]
             for result in results:
                 log.debug("audit %s: %d violation(s)", result.name, result.violations)
+            rows = row_counts(conn, user_tables(conn)) if count_rows else {}
     except psycopg.Error as exc:
         raise AuditError(f"audit failed: {exc}".strip(), sqlstate=exc.sqlstate) from exc
-    return AuditReport(tuple(results))
+    return AuditReport(tuple(results), rows)

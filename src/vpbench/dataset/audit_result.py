@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -26,6 +26,8 @@ class AuditReport:
     """Every check's result, in a fixed order."""
 
     checks: tuple[CheckResult, ...]
+    rows: dict[str, int] = field(default_factory=dict)
+    """rows per table of the database's own schemas, where the audit counted them"""
 
     @property
     def total_violations(self) -> int:
@@ -52,6 +54,7 @@ class AuditReport:
         return {
             "total_violations": self.total_violations,
             "schema_findings": self.schema_findings,
+            "rows": self.rows,
             "checks": [
                 {
                     "name": c.name,
