@@ -108,6 +108,11 @@ def main() -> None:
                  "bench_from_a", "--force"], options.out / "a", dsn)  # fmt: skip
     b_s = steps(["--from", staging, "--force", "--db", "bench_from_b"], options.out / "b", dsn)
     a, b = figures(options.out / "a"), figures(options.out / "b")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the databases this bench made
+        for name in (staging, "bench_from_a", "bench_from_b"):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))  # fmt: skip
+    dump.unlink()
     print(f"profile {options.profile} (seed {options.seed}); seeding {seed_s:.0f} s, "
           f"pg_dump {dump_s:.0f} s ({dump.stat().st_size / 1024**2:,.0f} MB), "
           f"pg_restore {restore_s:.0f} s")  # fmt: skip
