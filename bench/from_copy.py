@@ -88,7 +88,7 @@ def main() -> None:
     dump = options.out / "staging.dump"
     began = time.perf_counter()
     run_client("pg_dump", ["--format=custom", f"--file={dump}"], target.for_database(seeded))
-    dump_s = time.perf_counter() - began
+    dump_s, dump_mb = time.perf_counter() - began, dump.stat().st_size / 1024**2
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in (staging, "bench_from_t", "bench_from_d", seeded):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
@@ -114,7 +114,7 @@ def main() -> None:
                 sql.Identifier(name)))  # fmt: skip
     dump.unlink()
     print(f"profile {options.profile} (seed {options.seed}); seeding {seed_s:.0f} s, "
-          f"pg_dump {dump_s:.0f} s ({dump.stat().st_size / 1024**2:,.0f} MB), "
+          f"pg_dump {dump_s:.0f} s ({dump_mb:,.0f} MB), "
           f"pg_restore {restore_s:.0f} s")  # fmt: skip
     print(f"copy of the idle source: {idle.method}, {idle.seconds:.1f} s; of the busy one: "
           f"{busy.method}, {busy.seconds:.1f} s")  # fmt: skip
