@@ -176,3 +176,24 @@ def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     return subprocess.run([sys.executable, "-m", "vpbench", *args], capture_output=True,
                           text=True, env={**env, "VPBENCH_DSN": dsn}, check=False)  # fmt: skip
+
+
+def test_steps_fail_on_violations_of_your_checks_in_the_final_state(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    """Exit 1 when a check of yours still finds violations where the series ends; its twin,
+    a check the series leaves clean (orphans are quarantined by 0001), exits 0."""
+    still = tmp_path / "still.toml"
+    still.write_text('[checks.videos_exist]\nsql = "SELECT count(*) FROM videos"\n')
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text(ORPHANS)
+    said = {}
+    for checks, expected in ((still, 1), (fixed, 0)):
+        done = _cli("steps", "--profile", "tiny", "--db", f"{session_prefix}_fail_checks",
+                    "--to", "0001_quiz_attempt_links", "--rounds", "2", "--max-rounds", "2",
+                    "--repeat", "2", "--no-traffic", "--no-report", "--checks", str(checks),
+                    "--fail-on-violations", "--out", str(tmp_path / checks.stem),
+                    dsn=target.conninfo)  # fmt: skip
+        assert done.returncode == expected, done.stderr
+        said[checks.stem] = " ".join(done.stderr.split())
+    assert "the series ends with 48 violation(s) of your data checks" in said["still"]

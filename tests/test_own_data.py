@@ -18,6 +18,7 @@ from test_layouts import ALEMBIC, REVISIONS, as_pairs, with_online_revision
 from test_steps import QUICK, REFERENCE, TINY, databases
 from vpbench.dataset.seed import seed_database
 from vpbench.migrations.alembic_project import alembic_current
+from vpbench.migrations.folder import Migration
 from vpbench.migrations.sources import discover_migrations
 from vpbench.server.backup import CLONE, DUMP, TEMPLATE, restore_dump, run_client
 from vpbench.server.source_copy import RESTORE, StartFrom, copy_from_database, inspect_source
@@ -200,34 +201,52 @@ sql = "SELECT id, score FROM quiz_attempts WHERE user_id = :user::uuid ORDER BY 
 """
 
 
-def test_a_teams_alembic_project_goes_through_steps_like_the_same_sql_as_pairs(
+def as_folders(migrations: tuple[Migration, ...], folder: Path) -> Path:
+    """The same steps in vpbench's own folder format."""
+    for number, step in enumerate(migrations, start=1):
+        each = folder / f"{number:04d}_{step.id}"
+        each.mkdir(parents=True)
+        (each / "up.sql").write_text(step.up_sql)
+        (each / "down.sql").write_text(step.down_sql)
+        transactional = str(step.transactional).lower()
+        (each / "migration.toml").write_text(
+            f'title = "{step.title}"\ntransactional = {transactional}\n'
+        )
+    return folder
+
+
+def test_a_teams_alembic_project_goes_through_steps_like_the_same_sql_elsewhere(
     target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
 ) -> None:
-    """Own migrations on own data need no --force; the alembic revisions and the same SQL
-    as numbered pairs give the same figures: locks, stalls, bytes, reversibility."""
+    """Own migrations on own data need no --force; the alembic revisions, the same SQL as
+    numbered pairs and as vpbench folders give the same figures: locks, stalls, bytes,
+    reversibility."""
     name, _ = staging
     workload = tmp_path / "attempts.toml"
     workload.write_text(ATTEMPTS_BY_USER)
-    pairs = as_pairs(discover_migrations(ALEMBIC), tmp_path / "pairs")
+    rendered = discover_migrations(ALEMBIC)
+    pairs = as_pairs(rendered, tmp_path / "pairs")
+    folders = as_folders(rendered, tmp_path / "folders")
     runs = {}
-    for label, migrations in (("alembic", ALEMBIC), ("pairs", pairs)):
+    for label, migrations in (("alembic", ALEMBIC), ("pairs", pairs), ("folders", folders)):
         runs[label] = run_steps(
             target, f"{session_prefix}_own_{label}", profile=TINY, seed=3,
             workload_paths=[workload], migrations_dir=migrations, out_dir=tmp_path / label,
             options=QUICK, start_from=StartFrom(database=name),
         )  # fmt: skip
-    alembic, sql_pairs = runs["alembic"], runs["pairs"]
-    assert alembic.passed and sql_pairs.passed
+    alembic = runs["alembic"]
+    assert all(run.passed for run in runs.values())
     assert [s.migration.id for s in alembic.steps] == list(REVISIONS)
-    for ours, theirs in zip(alembic.steps, sql_pairs.steps, strict=True):
-        assert ours.migration.transactional == theirs.migration.transactional
-        assert [(r.text, r.locks, r.rewrote) for r in ours.statements] == [
-            (r.text, r.locks, r.rewrote) for r in theirs.statements
-        ]
-        assert ours.reversible and theirs.reversible
-        assert index_bytes_added(ours) == index_bytes_added(theirs)
-        for found in (ours.availability, theirs.availability):
-            assert found is not None and found.within_budget
+    for other in (runs["pairs"], runs["folders"]):
+        for ours, theirs in zip(alembic.steps, other.steps, strict=True):
+            assert ours.migration.transactional == theirs.migration.transactional
+            assert [(r.text, r.locks, r.rewrote) for r in ours.statements] == [
+                (r.text, r.locks, r.rewrote) for r in theirs.statements
+            ]
+            assert ours.reversible and theirs.reversible
+            assert index_bytes_added(ours) == index_bytes_added(theirs)
+            for found in (ours.availability, theirs.availability):
+                assert found is not None and found.within_budget
     index_step = alembic.steps[1]
     assert index_bytes_added(index_step) > 0
     assert alembic.data.startswith(f"a copy of database {name}")
