@@ -7,9 +7,12 @@ import re
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from vpbench.cli.main import main
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
 from vpbench.results.documents import read_document
 from vpbench.server.target import ServerTarget
 from vpbench.steps.pull_request import MARKER
@@ -172,13 +175,23 @@ def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
         "--history", str(history), "--out", str(out),
         "--dsn", target.for_database(f"{session_prefix}_nightly"),
     ]  # fmt: skip
-    for night, expected in ((1, "first night: nothing to compare with"), (2, "(runs collected")):
+    # The second night starts from a copy of a seeded database, as from a team's staging.
+    source = f"{session_prefix}_nightly_src"
+    seed_database(target, source, get_profile("tiny"), seed=1)
+    nights = ((1, "first night: nothing to compare with", []),
+              (2, "(runs collected", ["--from", source]))  # fmt: skip
+    for night, expected, start in nights:
         with pytest.raises(SystemExit) as exit_info:
-            main([*arguments, "--label", f"night-{night}"])
+            main([*arguments, "--label", f"night-{night}", *start])
         captured = capsys.readouterr()
         assert exit_info.value.code == 0, captured.err
         assert expected in captured.out.replace("\n", " ")
     assert len(list(history.glob("*.json"))) == 2
+    with psycopg.connect(target.for_database(source)) as conn:  # only read
+        assert conn.execute("SELECT to_regclass('vpbench.migrations')").fetchone() == (None,)
+    with psycopg.connect(target.for_database(f"{session_prefix}_nightly")) as conn:
+        applied = conn.execute("SELECT count(*) FROM vpbench.migrations").fetchone()
+        assert applied == (6,)
     assert (out / "compare" / "report.md").is_file() and (out / "run" / "report.md").is_file()
     trend = (out / "trend" / "trend.md").read_text()
     assert trend.startswith("**2 runs,") and (out / "trend" / "trend.png").is_file()
