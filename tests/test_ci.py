@@ -178,8 +178,10 @@ def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
     # The second night starts from a copy of a seeded database, as from a team's staging.
     source = f"{session_prefix}_nightly_src"
     seed_database(target, source, get_profile("tiny"), seed=1)
-    nights = ((1, "first night: nothing to compare with", []),
-              (2, "(runs collected", ["--from", source]))  # fmt: skip
+    nights: list[tuple[int, str, list[str]]] = [
+        (1, "first night: nothing to compare with", []),
+        (2, "(runs collected", ["--from", source]),
+    ]
     for night, expected, start in nights:
         with pytest.raises(SystemExit) as exit_info:
             main([*arguments, "--label", f"night-{night}", *start])
