@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +47,8 @@ cli.add_command(trend)
 cli.add_command(ci)
 
 
+log = logging.getLogger("vpbench")
+
 EXIT_CODES: tuple[tuple[type[VpbenchError], int], ...] = (
     (InterruptError, 130),
     (BadInputError, 2),
@@ -54,6 +57,10 @@ EXIT_CODES: tuple[tuple[type[VpbenchError], int], ...] = (
 """The one map from kinds of failure to exit statuses, first match wins: 2 for input vpbench
 cannot use, 1 for a failure or a failed check (regression, breach, violation), 130 for
 Ctrl-C; 0 when the command ran and found nothing wrong."""
+
+
+INTERNAL_ERROR = 70
+"""EX_SOFTWARE: vpbench itself failed on something it did not expect (a bug)"""
 
 
 def exit_code(error: VpbenchError) -> int:
@@ -76,4 +83,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except VpbenchError as exc:
         err.print(f"vpbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(exit_code(exc))
+    except Exception as exc:  # a slip through every expected failure: a bug, not the user's
+        log.debug("internal error", exc_info=True)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err.print(f"vpbench: internal error: {type(exc).__name__}: {first} (a bug in vpbench; "
+                  "rerun with -vv for the traceback)", highlight=False, markup=False,
+                  soft_wrap=True)  # fmt: skip
+        sys.exit(INTERNAL_ERROR)
     sys.exit(0)

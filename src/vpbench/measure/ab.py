@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from vpbench.errors import UsageError
 from vpbench.measure.interleave import PairedOptions, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.run import known_migration_ids
@@ -25,7 +26,7 @@ from vpbench.results.documents import (
     write_document,
 )
 from vpbench.server.buffers import buffer_evictor
-from vpbench.server.target import ServerTarget
+from vpbench.server.target import ServerTarget, open_connection
 from vpbench.workload.preflight import check_prepared
 from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
@@ -37,10 +38,15 @@ class AbOutcome:
     labels: tuple[str, str]
 
 
-def resolve_side(target: ServerTarget, value: str) -> tuple[str, str]:
-    """(conninfo, label) for a database name on the target server, or a DSN of its own."""
+def resolve_side(target: ServerTarget, value: str, option: str = "--a") -> tuple[str, str]:
+    """(conninfo, label) for a database name on the target server, or a DSN of its own
+    (named by ``option`` in the error when it is malformed)."""
     if "://" in value or "=" in value:
-        params = conninfo_to_dict(value)
+        try:
+            params = conninfo_to_dict(value)
+        except psycopg.ProgrammingError as exc:
+            first = (str(exc).strip().splitlines() or ["malformed"])[0]
+            raise UsageError(f"{option} is not a valid connection string: {first}") from None
         label = (
             f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname')}"
         )
@@ -65,10 +71,11 @@ def run_ab(
     The sides are labelled by database (or ``host:port/db``) unless ``side_labels``."""
     workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
     ensure_writable(out_dir)
-    (conn_a, label_a), (conn_b, label_b) = resolve_side(target, a), resolve_side(target, b)
+    (conn_a, label_a), (conn_b, label_b) = (resolve_side(target, a, "--a"),
+                                            resolve_side(target, b, "--b"))  # fmt: skip
     if side_labels is not None:
         label_a, label_b = side_labels
-    with psycopg.connect(conn_a, autocommit=True) as conn:
+    with open_connection(conn_a, autocommit=True, source="--a") as conn:
         applied_a = applied_migrations(conn)
         check_prepared(conn, workloads, applied_a)
         pools = load_workload_pools(conn, workloads)
@@ -80,7 +87,7 @@ def run_ab(
             workload_paths=[str(p) for p in workload_paths],
             applied_migrations=applied_a,
         )
-    with psycopg.connect(conn_b, autocommit=True) as conn:
+    with open_connection(conn_b, autocommit=True, source="--b") as conn:
         applied_b = applied_migrations(conn)
         check_prepared(conn, workloads, applied_b)
     same_server = target.for_database(a) == conn_a and target.for_database(b) == conn_b

@@ -24,7 +24,7 @@ from psycopg import pq
 
 from vpbench.analysis.latency import LatencySummary, median, summarise_latencies
 from vpbench.measure.plan import PlanSummary, summarise_plan
-from vpbench.server.target import error_message
+from vpbench.server.target import error_message, open_connection
 from vpbench.workload.sampling import ParameterPool, ParameterStream, load_workload_pools
 from vpbench.workload.spec import Query, Scenario, SqlText, Workload, resolve_callable
 
@@ -250,7 +250,7 @@ def open_session(
 ) -> psycopg.Connection[Any]:
     """An autocommit connection for measuring: ``statement_timeout`` set, named
     ``application`` in pg_stat_activity."""
-    conn = psycopg.connect(conninfo, autocommit=True)
+    conn = open_connection(conninfo, autocommit=True)
     conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{timeout_ms}ms"])
     conn.execute("SELECT set_config('application_name', %s, false)", [application])
     return conn

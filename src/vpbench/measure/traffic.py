@@ -32,6 +32,7 @@ from vpbench.measure.writecost import WRITE_TABLES, app_inserts
 from vpbench.migrations.apply import StepApplied, apply_step
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
+from vpbench.server.target import open_connection
 from vpbench.workload.sampling import ParameterPool, ParameterStream
 from vpbench.workload.spec import SqlText, Workload
 
@@ -413,7 +414,7 @@ class LiveTraffic:
     def _sample(self) -> None:
         shared = self._shared
         period = self.options.sample_ms / 1000
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+        with open_connection(self.conninfo, autocommit=True) as conn:
             conn.execute("SELECT set_config('application_name', 'vpbench-sampler', false)")
             waited = _WAITED if conn.info.server_version >= WAITSTART_SINCE else "NULL::float8"
             query = _WAITS.format(waited=waited)

@@ -38,7 +38,7 @@ from vpbench.server.databases import MARK, MARK_COMMENT, database_state, drop_da
 from vpbench.server.disk import CLONE_SINCE, data_directory, free_bytes_or_none
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.embedded._install import wheel_program
-from vpbench.server.target import ServerTarget, connect
+from vpbench.server.target import ServerTarget, connect, open_connection
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def restore_dump(dump: Path, conninfo: str) -> None:
     error. A server older than the client programs (PostgreSQL 18) is restored through the
     SQL script of the dump without the settings it does not know, run by ``psql``."""
     restore = ["--no-owner", "--no-acl", "--exit-on-error"]
-    with psycopg.connect(conninfo) as conn:
+    with open_connection(conninfo) as conn:
         version = conn.info.server_version
     if version >= 170000:
         run_client("pg_restore", [*restore, str(dump)], conninfo)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from vpbench.server.target import EMBEDDED, ServerTarget
+from vpbench.server.target import EMBEDDED, ServerTarget, open_connection
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def buffer_evictor(target: ServerTarget) -> Iterator[Callable[[], None] | None]:
     if target.source != EMBEDDED:
         yield None
         return
-    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+    with open_connection(target.conninfo, autocommit=True, source=target.source) as conn:
         if conn.info.server_version < EVICT_ALL_SINCE:
             yield None
             return

@@ -111,20 +111,45 @@ def connect(
 
 
 def _connect(target: ServerTarget, dbname: str, autocommit: bool) -> psycopg.Connection[Any]:
-    conninfo = target.for_database(dbname)
     try:
-        return psycopg.connect(
-            conninfo, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS
-        )
+        return open_connection(target.for_database(dbname), autocommit=autocommit,
+                               source=target.source)  # fmt: skip
+    except ServerError as exc:
+        if exc.sqlstate != INVALID_CATALOG_NAME:
+            raise
+        hint = f"create and fill it with: vpbench seed --db {dbname}"
+        raise ServerError(exc.message, sqlstate=exc.sqlstate, hint=hint) from None
+
+
+def open_connection(
+    conninfo: str, *, autocommit: bool = False, source: str = ""
+) -> psycopg.Connection[Any]:
+    """Every connection vpbench opens: within ``CONNECT_TIMEOUT_SECONDS``, and a failure is
+    one line naming the server (and ``source``, the option or variable that named it): a
+    ServerError (exit 1) for a server that refuses or cannot be reached, a UsageError
+    (exit 2) for a malformed connection string."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(f"malformed connection string{_named_by(source)}: "
+                         f"{_reason(exc, '')}") from None  # fmt: skip
+    where = (f"{params.get('host') or os.environ.get('PGHOST') or 'localhost'}:"
+             f"{params.get('port') or os.environ.get('PGPORT') or '5432'}/"
+             f"{params.get('dbname') or ''}")  # fmt: skip
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit,
+                               connect_timeout=CONNECT_TIMEOUT_SECONDS)  # fmt: skip
     except psycopg.OperationalError as exc:
         reason = _reason(exc, conninfo)
-        missing = f'database "{dbname}" does not exist' in reason
+        missing = "does not exist" in reason and "database" in reason
         raise ServerError(
-            f"cannot connect to PostgreSQL at {target.describe(dbname)} "
-            f"(from {target.source}): {reason}",
+            f"cannot connect to PostgreSQL at {where}{_named_by(source)}: {reason}",
             sqlstate=INVALID_CATALOG_NAME if missing else exc.sqlstate,
-            hint=f"create and fill it with: vpbench seed --db {dbname}" if missing else None,
         ) from None
+
+
+def _named_by(source: str) -> str:
+    return f" (from {source})" if source else ""
 
 
 def _reason(exc: psycopg.Error, conninfo: str) -> str:

@@ -60,7 +60,7 @@ from vpbench.server.databases import (
 from vpbench.server.disk import data_directory, free_bytes_or_none
 from vpbench.server.maintenance import flush_statistics, run_checkpoint
 from vpbench.server.source_copy import StartFrom
-from vpbench.server.target import ServerTarget, connect
+from vpbench.server.target import ServerTarget, connect, open_connection
 from vpbench.steps.checks import (
     Equivalence,
     compare_results,
@@ -341,7 +341,7 @@ def _drop_if_present(target: ServerTarget, backup: Backup) -> None:
 def _parameter_pools(
     conninfo: str, workloads: Sequence[Workload]
 ) -> dict[str, dict[str, ParameterPool]]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with open_connection(conninfo, autocommit=True) as conn:
         return load_workload_pools(conn, workloads)
 
 
