@@ -180,12 +180,7 @@ def _run_side(path: Path) -> Side:
         if document.get("kind") != KIND_RUN:
             raise ResultsFormatError(f"a {document.get('kind')} document, not a run", path=path)
     label = document["metadata"].get("label") or path.stem
-    try:
-        entries = {e["name"]: e for e in document["entries"]}
-    except (KeyError, TypeError):
-        raise ResultsFormatError(
-            "truncated or corrupted run document (entries)", path=path
-        ) from None
+    entries = {e["name"]: e for e in document["entries"]}  # its shape was checked on read
     return Side(label, path, document["metadata"], entries)
 
 

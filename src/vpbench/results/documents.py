@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vpbench.errors import ResultsFormatError, UsageError
+from vpbench.results.shapes import check_shape
 
 SCHEMA_VERSION = 3
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
@@ -89,6 +90,10 @@ def read_document(path: Path) -> dict[str, Any]:
             path=path,
             hint="upgrade vpbench",
         )
+    if version < min(_UPGRADES, default=SCHEMA_VERSION):
+        raise ResultsFormatError(f"results schema version {version} is older than any this "
+                                 "vpbench can upgrade", path=path)  # fmt: skip
+    check_shape(document, path)
     upgraded: dict[str, Any] = document
     while upgraded["schema_version"] < SCHEMA_VERSION:
         upgraded = _UPGRADES[upgraded["schema_version"]](upgraded)

@@ -1,0 +1,84 @@
+"""The shape every results document must have to be read, as pydantic models: the fields
+the readers use, with their types; anything else a document holds is kept as it is. A
+document that does not fit is bad input naming its file and the first field that is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from vpbench.errors import ResultsFormatError
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class EntryShape(_Open):
+    """One measured query or scenario of a run, or of one state of a paired session."""
+
+    name: str
+    kind: str
+    status: str
+    samples_ns: list[int]
+    summary: dict[str, Any] | None
+    explains: list[dict[str, Any]]
+
+
+class RunShape(_Open):
+    kind: Literal["run"]
+    metadata: dict[str, Any]
+    entries: list[EntryShape]
+
+
+class PairedShape(_Open):
+    """``ab`` and ``step``: both states measured in one session."""
+
+    kind: Literal["ab", "step"]
+    metadata: dict[str, Any]
+    before: list[EntryShape]
+    after: list[EntryShape]
+
+
+class SummaryRowShape(_Open):
+    migration: str
+    title: str
+    passed: bool
+    headlines: list[dict[str, Any]]
+    audit_violations: list[int]
+    index_bytes_added: int
+    reversible: bool
+    document: str | None
+
+
+class SummaryShape(_Open):
+    kind: Literal["steps-summary"]
+    steps: list[SummaryRowShape]
+    answers: dict[str, str]
+
+
+SHAPES: dict[str, type[_Open]] = {
+    "run": RunShape,
+    "ab": PairedShape,
+    "step": PairedShape,
+    "steps-summary": SummaryShape,
+}
+
+
+def check_shape(document: dict[str, Any], path: object) -> None:
+    """Refuse ``document`` (read from ``path``) unless it has the shape of its kind."""
+    kind = document.get("kind")
+    shape = SHAPES.get(kind) if isinstance(kind, str) else None
+    if shape is None:
+        known = ", ".join(sorted(SHAPES))
+        raise ResultsFormatError(f"unknown kind of results document {kind!r}; known: {known}",
+                                 path=str(path))  # fmt: skip
+    try:
+        shape.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ResultsFormatError(f"not a valid {kind} document: {where}: {first['msg']}",
+                                 path=str(path)) from None  # fmt: skip
