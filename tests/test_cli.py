@@ -297,3 +297,56 @@ def test_verbose_logs_what_vpbench_does(vpbench: Runner, seeded: str) -> None:
     loud = vpbench("-v", "migrate", "down", "base", "--db", seeded)
     assert loud.code == 0, loud.err
     assert "INFO" in loud.err and "migration 0001_quiz_attempt_links down in" in loud.err
+
+
+def test_connections_fail_in_one_line_with_the_option_that_named_them(
+    vpbench: Runner, tmp_path: Path
+) -> None:
+    workload = str(Path(__file__).resolve().parents[1] / "workloads" / "video_page.toml")
+    nowhere = "postgresql://postgres@127.0.0.1:1"
+    unreachable = vpbench("ab", workload, "--a", f"{nowhere}/x", "--b", f"{nowhere}/y",
+                          "--out", str(tmp_path))  # fmt: skip
+    assert_one_line_error(unreachable, 1, "cannot connect to PostgreSQL at 127.0.0.1:1/x",
+                          "(from --a)")  # fmt: skip
+    malformed = vpbench("ab", workload, "--a", "postgresql://[bad", "--b", "x",
+                        "--out", str(tmp_path))  # fmt: skip
+    assert_one_line_error(malformed, 2, "--a is not a valid connection string")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_results_document_of_the_wrong_shape_is_bad_input(
+    vpbench: Runner, tmp_path: Path
+) -> None:
+    """Before the shapes, each of these was a KeyError traceback (exit 1)."""
+    cases = [
+        ({"schema_version": 2, "kind": "run"},
+         "not a valid run document: metadata: Field required"),
+        ({"schema_version": 3, "kind": "run", "metadata": {}, "entries": [{"name": "q"}]},
+         "not a valid run document: entries.0.kind: Field required"),
+        ({"schema_version": 3, "kind": "steps-summary", "answers": {}},
+         "not a valid steps-summary document: steps: Field required"),
+        ({"schema_version": 3, "kind": "histogram"}, "unknown kind of results document"),
+    ]  # fmt: skip
+    for number, (document, expected) in enumerate(cases):
+        path = tmp_path / f"doc{number}.json"
+        path.write_text(json.dumps(document))
+        for command in (["compare", str(path), str(path)], ["report", str(path), "--out",
+                                                            str(tmp_path / "out")]):  # fmt: skip
+            assert_one_line_error(vpbench(*command), 2, f"{path}: {expected}")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_unexpected_failure_is_an_internal_error_not_the_users(
+    vpbench: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What slips past every expected failure is one line that says it is a bug, exit 70;
+    -vv logs the traceback."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something vpbench did not expect")
+
+    monkeypatch.setattr("vpbench.cli.data.run_audit", broken)
+    assert_one_line_error(vpbench("audit"), 70, "vpbench: internal error: RuntimeError: "
+                          "something vpbench did not expect (a bug in vpbench")  # fmt: skip
+    verbose = vpbench("-vv", "audit")
+    assert verbose.code == 70 and "Traceback" in verbose.err and "broken" in verbose.err
