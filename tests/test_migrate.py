@@ -143,6 +143,28 @@ def test_split_statements_respects_quotes_and_bodies() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("script", "statements"),
+    [
+        # An escaped quote in an E-string does not end it (a regular expression split here).
+        ("SELECT E'a\\';b' AS e;\nSELECT 2", ["SELECT E'a\\';b' AS e", "SELECT 2"]),
+        # Comments nest in PostgreSQL: the first */ does not end this one.
+        ("/* outer /* inner; */ still; */ SELECT 1; SELECT 2",
+         ["/* outer /* inner; */ still; */ SELECT 1", "SELECT 2"]),
+        ('SELECT 1 AS "a;b"; SELECT $tag$ ; $$ ; $tag$',
+         ['SELECT 1 AS "a;b"', "SELECT $tag$ ; $$ ; $tag$"]),
+        ("BEGIN;\nUPDATE t SET x = 1;\nCOMMIT;", ["BEGIN", "UPDATE t SET x = 1", "COMMIT"]),
+        ("SELECT 'é;ü'; SELECT 3", ["SELECT 'é;ü'", "SELECT 3"]),
+        # Unreadable by the scanner: one statement, so that the server names the error.
+        ("SELECT 1; SELECT 'open", ["SELECT 1; SELECT 'open"]),
+    ],
+)  # fmt: skip
+def test_statements_are_split_by_postgresqls_scanner(script: str, statements: list[str]) -> None:
+    found = split_statements(script)
+    assert [text for text, _ in found] == statements
+    assert all(script[offset:].startswith(text) for text, offset in found)
+
+
 def test_non_transactional_migration_runs_statement_by_statement(
     legacy: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

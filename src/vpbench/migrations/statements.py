@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import re
 
-_STATEMENT_END = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$|(;)", re.S
-)
-
 BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)(\s+(WORK|TRANSACTION))?$", re.I)
 COMMIT = re.compile(r"^(COMMIT|END)(\s+(WORK|TRANSACTION))?$", re.I)
 _OUTSIDE_A_TRANSACTION = re.compile(
@@ -17,15 +13,20 @@ _OUTSIDE_A_TRANSACTION = re.compile(
 
 
 def split_statements(script: str) -> list[tuple[str, int]]:
-    """Top-level statements of ``script`` with their offsets (semicolons inside literals,
-    comments and dollar quotes do not split)."""
+    """Top-level statements of ``script`` with their offsets, split by PostgreSQL's own
+    scanner (pglast): semicolons inside literals (``E'a\\';b'``), quoted identifiers,
+    nested comments and dollar quotes do not split. A script the scanner cannot read (an
+    unterminated literal) is one statement, so that the server names the error."""
+    from pglast import split
+    from pglast.parser import ParseError
+
     statements: list[tuple[str, int]] = []
-    start = 0
-    for match in _STATEMENT_END.finditer(script):
-        if match.group(2):
-            _add_statement(statements, script, start, match.start())
-            start = match.end()
-    _add_statement(statements, script, start, len(script))
+    try:
+        pieces = list(split(script, with_parser=False, only_slices=True))
+    except ParseError:
+        pieces = [slice(0, len(script))]
+    for piece in pieces:
+        _add_statement(statements, script, piece.start, piece.stop)
     return statements
 
 
