@@ -223,3 +223,24 @@ def test_a_revision_that_reads_the_database_runs_online_on_vpbenchs_connection(
         assert conn.execute("SELECT obj_description('courses'::regclass)").fetchone() == (None,)
         ledger = conn.execute("SELECT id FROM vpbench.migrations ORDER BY applied_at").fetchall()
         assert [row[0] for row in ledger] == list(REVISIONS)
+
+
+def test_an_empty_up_and_an_unknown_target_are_refused_before_anything_runs(
+    target: ServerTarget, session_prefix: str, tmp_path: Path
+) -> None:
+    """An empty up.sql was applied as a step that does nothing; steps --to an unknown
+    migration seeded the database before it refused."""
+    folder = tmp_path / "migrations"
+    (folder / "0001_nothing").mkdir(parents=True)
+    (folder / "0001_nothing" / "up.sql").write_text("-- to do\n")
+    (folder / "0001_nothing" / "down.sql").write_text("SELECT 1;\n")
+    (folder / "0001_nothing" / "migration.toml").write_text('title = "nothing"\n')
+    empty = _cli("migrate", "status", "--migrations", str(folder), "--dsn", target.conninfo)
+    assert empty.returncode == 2 and "has no statement in up.sql" in empty.stderr
+    working = f"{session_prefix}_unknown_to"
+    unknown = _cli("steps", "--profile", "tiny", "--db", working, "--to", "0009_nope",
+                   "--out", str(tmp_path / "out"), "--dsn", target.conninfo)  # fmt: skip
+    assert unknown.returncode == 2 and "unknown migration '0009_nope'" in unknown.stderr
+    with psycopg.connect(target.conninfo) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [working])
+        assert found.fetchone() == (0,)  # nothing seeded

@@ -187,8 +187,12 @@ def ci_nightly(
 
 
 def _nightly_label() -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    commit = done.stdout.strip() if done.returncode == 0 else ""
+    """``nightly-<commit>`` in a git checkout, else ``nightly-<date>`` (also without git)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        done = None
+    commit = done.stdout.strip() if done is not None and done.returncode == 0 else ""
     return f"nightly-{commit}" if commit else f"nightly-{datetime.now(UTC):%Y%m%d}"

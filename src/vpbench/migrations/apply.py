@@ -161,7 +161,7 @@ def plan_up(states: Sequence[MigrationState], target: str | None) -> tuple[Migra
     if target is None:
         return tuple(pending)
     ids = [s.migration.id for s in states]
-    _check_target(target, ids)
+    check_target(target, ids)
     return tuple(m for m in pending if ids.index(m.id) <= ids.index(target))
 
 
@@ -174,11 +174,12 @@ def plan_down(states: Sequence[MigrationState], target: str | None) -> tuple[Mig
     if target == BASE:
         return tuple(reversed(applied))
     ids = [s.migration.id for s in states]
-    _check_target(target, ids)
+    check_target(target, ids)
     return tuple(m for m in reversed(applied) if ids.index(m.id) > ids.index(target))
 
 
-def _check_target(target: str, ids: Sequence[str]) -> None:
+def check_target(target: str, ids: Sequence[str]) -> None:
+    """Refuse a ``--to``/``TARGET`` that is not a migration of the series."""
     if target not in ids:
         raise UnknownMigrationError(
             f"unknown migration {target!r}; known: {', '.join(ids) or 'none'}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vpbench.errors import MigrationsFormatError
+from vpbench.migrations.statements import split_statements
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
 
@@ -99,10 +100,14 @@ def _read_migration(path: Path) -> Migration:
     for file in files.values():
         if not file.is_file():
             raise MigrationsFormatError(f"migration {path.name} has no {file.name}", path=file)
+    up_sql = files["up.sql"].read_text(encoding="utf-8")
+    if not split_statements(up_sql):
+        raise MigrationsFormatError(f"migration {path.name} has no statement in up.sql",
+                                    path=files["up.sql"])  # fmt: skip
     return Migration(
         id=path.name,
         path=path,
-        up_sql=files["up.sql"].read_text(encoding="utf-8"),
+        up_sql=up_sql,
         down_sql=files["down.sql"].read_text(encoding="utf-8"),
         **side_fields(files["migration.toml"], default_title=path.name),
     )

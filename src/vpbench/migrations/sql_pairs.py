@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vpbench.errors import MigrationsFormatError
 from vpbench.migrations.folder import Migration, side_fields
-from vpbench.migrations.statements import needs_autocommit
+from vpbench.migrations.statements import needs_autocommit, split_statements
 
 PAIR = re.compile(r"^(?P<id>(?P<number>\d+)_(?P<name>[A-Za-z0-9_]+))\.(?P<direction>up|down)\.sql$")
 
@@ -52,6 +52,8 @@ def read_pairs(folder: Path) -> tuple[Migration, ...]:
                 )
         up_sql = pair["up"].read_text(encoding="utf-8")
         down_sql = pair["down"].read_text(encoding="utf-8")
+        if not split_statements(up_sql):
+            raise MigrationsFormatError(f"{pair['up'].name} has no statement", path=pair["up"])
         found.append(
             Migration(
                 id=step_id,

@@ -44,7 +44,13 @@ from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
 from vpbench.measure.writecost import WriteCost, measure_write_costs
 from vpbench.migrations.alembic_project import adopt_alembic_history
-from vpbench.migrations.apply import StepApplied, apply_step, migration_states, plan_up
+from vpbench.migrations.apply import (
+    StepApplied,
+    apply_step,
+    check_target,
+    migration_states,
+    plan_up,
+)
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.migrations.sources import MigrationsLocation, discover_migrations, is_reference
@@ -105,6 +111,8 @@ def run_steps(
     began = time.perf_counter()
     say = on_event or (lambda message: None)
     migrations = discover_migrations(migrations_dir)
+    if to is not None:
+        check_target(to, [m.id for m in migrations])  # before anything is seeded or copied
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
     out = ensure_writable(out_dir or Path("results") / f"steps-{utc_stamp()}")
     existing = database_state(target, dbname)
