@@ -107,3 +107,27 @@ def test_bad_input(pytester: pytest.Pytester, server_dsn: str, session_prefix: s
     assert refused.ret != 0
     refused.stdout.fnmatch_lines(["*cannot connect to PostgreSQL at 127.0.0.1:1*"])
     assert "pw@" not in refused.stdout.str()
+
+
+def test_pytest_benchmark_runs_the_benchmark_suite(
+    pytester: pytest.Pytester, server_dsn: str, session_prefix: str
+) -> None:
+    """``pytest --benchmark`` in a project's root runs bench/ with pytest-benchmark, its
+    benchmarks only (it used to stop at "unrecognized arguments: --benchmark")."""
+    workload = pytester.path / "w.toml"
+    workload.write_text(FAST_WORKLOAD.format(nap=0.0, target=1000))
+    bench = pytester.mkdir("bench")
+    (bench / "test_page.py").write_text(TEST_FILE.format(name="header"))
+    (bench / "test_plain.py").write_text("def test_not_a_benchmark():\n    pass\n")
+    tests = pytester.mkdir("tests")
+    (tests / "test_unit.py").write_text("def test_unit():\n    assert False\n")
+    options = ("--benchmark-min-rounds=5", "--benchmark-max-time=0.05",
+               f"--vpbench-dsn={server_dsn}", f"--vpbench-db={session_prefix}_plugin",
+               f"--vpbench-workload={workload}", "--vpbench-migrate-to=none",
+               "-p", "no:cacheprovider")  # fmt: skip
+    result = pytester.runpytest_subprocess("--benchmark", *options)
+    result.assert_outcomes(passed=1, skipped=1)  # the benchmark; the plain test is skipped
+    result.stdout.fnmatch_lines(["*benchmark*", "*test_header*"])
+    # The twin: without --benchmark, the same command collects the failing unit test.
+    plain = pytester.runpytest_subprocess(*options)
+    assert plain.ret != 0

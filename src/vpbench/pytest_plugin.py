@@ -1,7 +1,10 @@
 """pytest plugin: benchmark workload queries and scenarios with pytest-benchmark.
 
-    pytest bench/ --benchmark-only [--vpbench-dsn DSN] [--vpbench-profile tiny]
+    pytest --benchmark [PATH ...] [--vpbench-dsn DSN] [--vpbench-profile tiny]
            [--vpbench-migrate-to ID|none|all] [--vpbench-enforce-targets]
+
+``--benchmark`` runs the benchmark suite (``bench/`` under the rootdir, or the paths given)
+with pytest-benchmark, its benchmarks only: the same as ``pytest bench/ --benchmark-only``.
 
 ``vpbench_db`` is a marked database seeded at the chosen profile and migrated to the chosen
 state (reused across sessions while profile, seed and migrations match); ``vpbench_query``
@@ -38,8 +41,17 @@ from vpbench.workload.spec import Query, Workload, load_workloads
 EXPLAIN_RUNS = 3
 
 
+BENCH_FOLDER = "bench"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vpbench", "vpbench: benchmark workload queries")
+    group.addoption(
+        "--benchmark",
+        action="store_true",
+        help=f"Run the benchmark suite ({BENCH_FOLDER}/ under the rootdir, or the paths "
+        "given) with pytest-benchmark, benchmarks only.",
+    )
     group.addoption("--vpbench-dsn", help="PostgreSQL server (default: vpbench's resolution).")
     group.addoption("--vpbench-profile", default="tiny", help="Scale profile to seed.")
     group.addoption("--vpbench-seed", type=int, default=1, help="Seed for data and parameters.")
@@ -68,6 +80,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Fail a benchmark whose p95 misses its target.",
     )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> None:
+    """``pytest --benchmark``: the benchmark suite, its benchmarks only."""
+    if "--benchmark" not in args:
+        return
+    paths = getattr(early_config.known_args_namespace, "file_or_dir", None) or []
+    bench = early_config.rootpath / BENCH_FOLDER
+    if not paths and bench.is_dir():
+        args.append(str(bench))
+    chosen = ("--benchmark-only", "--benchmark-skip", "--benchmark-disable")
+    if not any(a in chosen for a in args):
+        args.append("--benchmark-only")
 
 
 @dataclass(frozen=True)
