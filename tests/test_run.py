@@ -330,7 +330,7 @@ def test_ctrl_c_mid_run_writes_nothing(
         text=True,
         preexec_fn=interruptible,
     )
-    time.sleep(3)
+    _wait_for_statement(target, legacy_db, "pg_sleep", process)  # the run is timing now
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -393,9 +393,12 @@ def test_single_client_throughput_leaves_out_the_warm_up(
     options = RunOptions(warmup=15, repeat=5, explain=0, clients=1, seed=1)
     (entry,) = run_workloads(target, legacy_db, [workload], options, out_dir=tmp_path).entries
     assert entry.throughput_per_s is not None
-    # 5 timed naps of 20 ms: about 50/s. With the 15 warm-up naps counted, 12.5/s.
+    # 5 timed naps of 20 ms: about 50/s. With the 15 warm-up naps counted, 12.5/s. The wall
+    # time holds the samples and what runs between them (on a busy machine, a lot): judged
+    # against the midpoint of the two rates, not against a fraction of the timed one.
     timed_rate = len(entry.samples_ns) / (sum(entry.samples_ns) / 1e9)
-    assert 0.8 * timed_rate <= entry.throughput_per_s <= 1.05 * timed_rate
+    with_warmup = timed_rate * len(entry.samples_ns) / (len(entry.samples_ns) + 15)
+    assert (timed_rate + with_warmup) / 2 < entry.throughput_per_s <= 1.05 * timed_rate
 
 
 def test_run_without_workload_files_measures_the_reference_ones(
@@ -444,3 +447,21 @@ def test_an_entry_stops_on_its_time_budget_and_says_so(
     assert not fast.budget_stopped and len(fast.samples_ns) == 30 and len(fast.explains) == 5
     document = slow.to_document()
     assert document["budget_stopped"] is True and len(document["samples_ns"]) <= 3
+
+
+def _wait_for_statement(
+    target: ServerTarget, dbname: str, text: str, process: subprocess.Popen[str]
+) -> None:
+    """Until a session on ``dbname`` runs a statement holding ``text`` (the event, not the
+    clock: a loaded machine may take seconds to start the child)."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        while time.monotonic() < deadline and process.poll() is None:
+            found = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+                "AND query LIKE %s AND pid <> pg_backend_pid()", [dbname, f"%{text}%"]
+            ).fetchone()  # fmt: skip
+            if found and found[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no statement with {text!r} ran on {dbname} within 60 s")

@@ -108,7 +108,7 @@ def test_an_exclusive_lock_blocks_reads_and_writes_and_is_named(
     assert all(w.since_s is not None for w in record.waits)  # waitstart on PostgreSQL >= 14
     # Seen on the server: the exclusive lock held from the start for the whole sleep.
     (held,) = [h for h in record.held if h.lock == "AccessExclusiveLock on quiz_attempts"]
-    assert held.first_s < 0.5 and held.last_s - held.first_s >= 2.0
+    assert held.last_s - held.first_s >= 2.0  # most of the 3 s sleep, by the sampler's clock
     # The requests queued behind the lock were kept: each session has one that waited for
     # most of the lock's hold and completed once it was released (stopping the traffic at
     # once would cancel them). Compared with the release, not with the end of the migration,
