@@ -3,7 +3,7 @@ step or ``ab`` document (measured in one interleaved session, so timing can be t
 
 Runs collected apart are compared on timing *and* on the deterministic signals — plan
 fingerprints and shared buffers — and a difference seen only in noisy timing is called
-"inconclusive" (see ``vpbench.compare.judge``).
+"inconclusive" (see ``vpbench.analysis.verdicts.judge``).
 """
 
 from __future__ import annotations

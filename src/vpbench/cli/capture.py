@@ -67,7 +67,11 @@ def capture(
 
 @click.command("coverage")
 @click.argument(
-    "workloads", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    "workloads",
+    nargs=-1,
+    required=True,
+    metavar="WORKLOAD...",
+    type=click.Path(dir_okay=False, path_type=Path),
 )
 @count_option("--top", 20, minimum=1, help="Server statements to list, most total time first.")
 @click.option(

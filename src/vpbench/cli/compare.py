@@ -77,7 +77,9 @@ def comparison_table(comparison: Comparison) -> Table:
 
 
 @click.command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "runs", nargs=-1, required=True, metavar="BASE [NEW]", type=click.Path(path_type=Path)
+)
 @threshold_option
 @click.option(
     "--alpha",
@@ -115,7 +117,11 @@ def compare(
 
 @click.command()
 @click.argument(
-    "workloads", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    "workloads",
+    nargs=-1,
+    required=True,
+    metavar="WORKLOAD...",
+    type=click.Path(dir_okay=False, path_type=Path),
 )
 @click.option("--a", "side_a", required=True, help="Database name on the server, or a DSN.")
 @click.option("--b", "side_b", required=True, help="Database name on the server, or a DSN.")

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "inputs", nargs=-1, required=True, metavar="RUN_OR_DIR...", type=click.Path(path_type=Path)
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @threshold_option
 @click.option(
@@ -36,7 +38,7 @@ def report(
 
 
 @click.command()
-@click.argument("history", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("history", metavar="HISTORY_DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 def trend(history: Path, out_dir: Path) -> None:
     """p95 of each query across stored runs, with change points flagged."""

@@ -32,7 +32,7 @@ from vpbench.migrations.sources import MigrationsLocation
 
 
 @click.command()
-@click.argument("workloads", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("workloads", nargs=-1, metavar="[WORKLOAD...]", type=click.Path(dir_okay=False))
 @click.option("--label", help="Name for this run (stored in the results and the file name).")
 @count_option("--warmup", 5, minimum=0, help="Untimed executions per client first.")
 @count_option("--repeat", 30, minimum=1, help="Timed executions per client.")

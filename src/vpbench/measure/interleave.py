@@ -6,7 +6,7 @@ pair and, balanced, from round to round. Drift of a shared machine then hits bot
 of a pair alike and cancels in their ratio. A round runs each entry still being measured
 at least ``repeat`` times on both sides, and as many more as fit in ``round_ms`` (after
 ``warmup`` untimed executions each); rounds are the clusters of the bootstrap that judges
-the pairs (``vpbench.compare.judge_pairs``).
+the pairs (``vpbench.analysis.verdicts.judge_pairs``).
 
 Rounds adapt to precision and to time, as pytest-benchmark's ``min_rounds``/``max_time``
 do: every entry gets ``min_rounds`` rounds however long they take, and ``rounds`` while
@@ -81,7 +81,7 @@ class PairedOptions:
     seed: int = 1
     precision: float = 0.03
     """stop an entry once its ratio's 95% interval lies within ±3% (precise enough for a
-    verdict at a 5% threshold, see ``vpbench.compare.PRECISE``)"""
+    verdict at a 5% threshold, see ``vpbench.analysis.verdicts.PRECISE``)"""
     budget_seconds: float = 60.0
     """no round starts after this, once every entry had ``min_rounds`` rounds"""
 

@@ -10,7 +10,7 @@ Two kinds of figure, on both states of a step:
   WAL)``), buffers first dirtied (on the first insert after a checkpoint), trigger calls;
   and the table's indexes, foreign keys and triggers;
 - timed: the client time of the INSERT, paired execution by execution across the two
-  states like the reads (``vpbench.interleave``), judged with the same statistics.
+  states like the reads (``vpbench.measure.interleave``), judged with the same statistics.
 
 Every probe runs inside a transaction that is rolled back: no row is added to either
 database. The probe rows are copies of existing rows (so every constraint holds) with new,
@@ -139,7 +139,8 @@ class _Insert:
 class WriteOptions:
     rounds: int = 30
     """rounds of fresh sessions for the timed inserts: a backend's core sets a round's
-    speed (see ``vpbench.interleave.open_pair``), so many short rounds beat a few long ones"""
+    speed (see ``vpbench.measure.interleave.open_pair``), so many short rounds beat a few
+    long ones"""
     repeat: int = 2
     """timed pairs per round"""
     seed: int = 1
@@ -344,7 +345,7 @@ def _timed(
     conninfo: dict[str, str], inserts: dict[str, _Insert], options: WriteOptions
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Paired client times of the prepared INSERT, each in a rolled-back transaction, with
-    fresh sessions every round (``vpbench.interleave.open_pair``)."""
+    fresh sessions every round (``vpbench.measure.interleave.open_pair``)."""
     samples: dict[str, list[int]] = {"before": [], "after": []}
     rounds: list[int] = []
     timed_rows = range(PROBE_ROWS, len(inserts["before"].rows))
