@@ -3,6 +3,7 @@ server (which loads it) end to end, and on a server without it (the machine's 54
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tomllib
@@ -81,8 +82,16 @@ def test_capture_run_the_captured_file_and_its_coverage(
     assert all("::text AS" not in q.sql.source for q in workload.queries.values())
 
     code, _, err = cli(capsys, "run", str(path), "--repeat", "3", "--explain", "1",
-                       "--out", str(tmp_path / "runs"))  # fmt: skip
+                       "--out", str(tmp_path / "captured-run"))  # fmt: skip
     assert code == 0, err
+    # A captured file runs: every query was tried with every value of its parameters' pools
+    # (one failed with values its single trial had not drawn: '' cast to integer).
+    (run_file,) = (tmp_path / "captured-run").glob("*.json")
+    failed = [e["name"] for e in json.loads(run_file.read_text())["entries"]
+              if e["status"] != "ok"]  # fmt: skip
+    assert failed == []
+    assert all("Ran at capture with every one of its" in q["description"]
+               for q in document["queries"].values())  # fmt: skip
 
     code, out, err = cli(capsys, "coverage", str(path), "--fail-under", str(share))
     assert code == 0, err

@@ -10,6 +10,7 @@ value, anything else a fixed value of the type the server infers for it.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,8 @@ SAMPLE_ROWS = 200_000
 """a source scans about this many rows of a big table (TABLESAMPLE), all of a small one"""
 LIMIT_VALUE, OFFSET_VALUE = 20, 0
 TRIAL_TIMEOUT = "10s"
+TRIAL_BUDGET_S = 10.0
+"""how long a statement's trials at capture may take in all"""
 """the longest a captured statement runs at capture time, once, to check it runs"""
 # Fixed values by the type the server infers for a parameter compared with no column.
 VALUES_BY_TYPE: dict[int, Any] = {
@@ -61,6 +64,11 @@ class CapturedQuery:
     statement: ServerStatement
     sql: str
     """the statement with ``:name`` parameters"""
+    tried: int = 0
+    """executions at capture, with as many values of its parameters' pools (all of them,
+    unless ``TRIAL_BUDGET_S`` ran out first)"""
+    values: int = 0
+    """the values its parameters' pools hold (the largest pool)"""
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ def capture_workload(
     left_out: list[tuple[ServerStatement, str]] = []
     with connect(target, dbname, autocommit=True) as conn:
         binder = _Binder(conn)
-        first_values: dict[str, Any] = {}
+        pools: dict[str, list[Any]] = {}
         for statement in ranked:
             if not statement.reads_only:
                 left_out.append((statement, "it writes (a benchmark repeats every statement)"))
@@ -105,13 +113,13 @@ def capture_workload(
                 left_out.append((statement, bound))
                 continue
             text, used = bound
-            failure = _trial(conn, text, used, first_values)
-            if failure is not None:
-                left_out.append((statement, failure))
+            trial = _trial(conn, text, used, pools)
+            if isinstance(trial, str):
+                left_out.append((statement, trial))
                 continue
             for parameter in used:
                 parameters.setdefault(parameter.name, parameter)
-            queries.append(CapturedQuery(name, statement, text))
+            queries.append(CapturedQuery(name, statement, text, *trial))
     return Capture(found, tuple(queries), tuple(parameters.values()), tuple(left_out), top,
                    min_calls)  # fmt: skip
 
@@ -120,35 +128,44 @@ def _trial(
     conn: psycopg.Connection[Any],
     text: str,
     parameters: list[CapturedParameter],
-    first_values: dict[str, Any],
-) -> str | None:
-    """Run the statement once with the first value of each parameter, read-only and rolled
-    back: why the file could not run it, or None. (pg_stat_statements kept no constant, so
-    a fixed value can make a statement fail, e.g. a regular expression that became ''.)"""
-    values: dict[str, Any] = {}
+    pools: dict[str, list[Any]],
+) -> str | tuple[int, int]:
+    """Run the statement, read-only and rolled back, with each value of its parameters'
+    pools in turn (the pools ``vpbench run`` will draw from: the source's first ``POOL``
+    rows), until every value ran or ``TRIAL_BUDGET_S`` is spent: why the file could not run
+    it, or (executions, values). (pg_stat_statements kept no constant, so an inferred
+    parameter can make a statement fail for some values, e.g. a column of text cast to an
+    integer that is sometimes empty.)"""
     for parameter in parameters:
-        if parameter.source is None:
-            values[parameter.name] = parameter.value
-            continue
-        if parameter.name not in first_values:
+        if parameter.source is not None and parameter.name not in pools:
             with conn.transaction():
                 untracked(conn)
-                row = conn.execute(f"{parameter.source} LIMIT 1").fetchone()
-            first_values[parameter.name] = row[0] if row else None
-        if first_values[parameter.name] is None:
+                found = conn.execute(parameter.source).fetchmany(POOL)
+            pools[parameter.name] = [row[0] for row in found]
+        if parameter.source is not None and not pools[parameter.name]:
             return f"its parameter :{parameter.name} has no values to draw"
-        values[parameter.name] = first_values[parameter.name]
-    try:
-        with conn.transaction(force_rollback=True):
-            conn.execute("SET TRANSACTION READ ONLY")
-            conn.execute(f"SET LOCAL statement_timeout = '{TRIAL_TIMEOUT}'")
-            untracked(conn)
-            conn.execute(parse_sql(text).runnable, values)
-    except psycopg.errors.QueryCanceled:
-        return None  # slow, but it runs
-    except psycopg.Error as exc:
-        return f"with the inferred parameters it fails: {error_message(exc)}"
-    return None
+    drawn = {p.name: pools[p.name] if p.source is not None else [p.value] for p in parameters}
+    values = max((len(v) for v in drawn.values()), default=1)
+    began, tried = time.perf_counter(), 0
+    runnable = parse_sql(text).runnable
+    for index in range(values):
+        chosen = {name: pool[index % len(pool)] for name, pool in drawn.items()}
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                conn.execute(f"SET LOCAL statement_timeout = '{TRIAL_TIMEOUT}'")
+                untracked(conn)
+                conn.execute(runnable, chosen)
+        except psycopg.errors.QueryCanceled:
+            return tried + 1, values  # slow, but it runs: no more trials
+        except psycopg.Error as exc:
+            shown = ", ".join(f":{k} = {v!r}" for k, v in chosen.items())
+            return (f"with the inferred parameters it fails for {shown} (value {index + 1} of "
+                    f"{values}): {error_message(exc)}")  # fmt: skip
+        tried += 1
+        if time.perf_counter() - began > TRIAL_BUDGET_S:
+            break
+    return tried, values
 
 
 class _Binder:
@@ -306,10 +323,9 @@ def _render(capture: Capture) -> str:
             lines.append(f"value = {_scalar(parameter.value)}")
         lines.append("")
     for query in capture.queries:
-        s = query.statement
         lines += [
             f"[queries.{query.name}]",
-            f"description = {_basic(_query_description(s, capture.statements))}",
+            f"description = {_basic(_query_description(query, capture.statements))}",
             f"sql = {_multiline(query.sql)}",
             "",
         ]
@@ -323,10 +339,15 @@ def _description(capture: Capture) -> str:
     )
 
 
-def _query_description(statement: ServerStatement, statements: ServerStatements) -> str:
+def _query_description(query: CapturedQuery, statements: ServerStatements) -> str:
+    statement = query.statement
+    every = query.tried >= query.values
+    tried = f" Ran at capture with {'every one' if every else query.tried} of its {query.values}"
+    tried += " parameter values."
     return (
         f"{statements.share([statement]):.1%} of the execution time: {statement.calls} calls, "
         f"mean {statement.mean_ms:.2f} ms, {statement.rows / max(statement.calls, 1):.1f} rows."
+        + tried
     )
 
 
