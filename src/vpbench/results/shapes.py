@@ -7,13 +7,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vpbench.errors import ResultsFormatError
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class ExplainShape(_Open):
+    """One EXPLAIN (ANALYZE, BUFFERS) execution of an entry."""
+
+    shared_hit_blocks: int
+    shared_read_blocks: int
+    fingerprint: str | None = None
+
+
+class PlanSummaryShape(_Open):
+    fingerprint: str | None = None
 
 
 class EntryShape(_Open):
@@ -24,22 +36,57 @@ class EntryShape(_Open):
     status: str
     samples_ns: list[int]
     summary: dict[str, Any] | None
-    explains: list[dict[str, Any]]
+    explains: list[ExplainShape]
+    plan_summaries: dict[str, PlanSummaryShape] | None = None
+    rounds: list[int] | None = None
+    target_ms: float | None = None
+
+
+class PostgresShape(_Open):
+    server_version_num: int | None = None
+
+
+class TableMaintenanceShape(_Open):
+    vacuums: int | None = None
+    analyzes: int | None = None
+
+
+class DatabaseShape(_Open):
+    name: str | None = None
+    oid: int | None = None
+    maintenance: dict[str, TableMaintenanceShape] = Field(default_factory=dict)
+
+
+class MetadataShape(_Open):
+    """What makes runs comparable (the fields comparisons read)."""
+
+    label: str | None = None
+    server: str | None = None
+    seed: dict[str, Any] = Field(default_factory=dict)
+    postgres: PostgresShape = Field(default_factory=PostgresShape)
+    database: DatabaseShape | None = None
+    applied_migrations: list[str] | None = None
 
 
 class RunShape(_Open):
     kind: Literal["run"]
-    metadata: dict[str, Any]
+    metadata: MetadataShape
     entries: list[EntryShape]
+
+
+class LabelsShape(_Open):
+    before: str
+    after: str
 
 
 class PairedShape(_Open):
     """``ab`` and ``step``: both states measured in one session."""
 
     kind: Literal["ab", "step"]
-    metadata: dict[str, Any]
+    metadata: MetadataShape
     before: list[EntryShape]
     after: list[EntryShape]
+    labels: LabelsShape | None = None
 
 
 class SummaryRowShape(_Open):
