@@ -70,6 +70,20 @@ def test_parse_sql_converts_named_parameters_only() -> None:
     assert "$q$ :nor $q$" in sql.runnable and ":comment" in sql.runnable
 
 
+def test_parse_sql_reads_what_a_regular_expression_misread() -> None:
+    """PostgreSQL's scanner finds the parameters: an escaped quote in an E-string and a
+    nested comment no longer end early and expose their text as parameters."""
+    sql = parse_sql(
+        "SELECT E'it\\'s :not' AS e, 'é' || :a /* outer /* inner */ :skip */ FROM t "
+        "WHERE b = :b::int AND c[1:2] = 1"
+    )
+    assert sql.params == ("a", "b")
+    assert sql.positional.endswith("WHERE b = $2::int AND c[1:2] = 1")
+    assert "E'it\\'s :not'" in sql.runnable and ":skip */" in sql.runnable
+    unreadable = parse_sql("SELECT 'open :x")  # the server will name the error
+    assert unreadable.params == () and unreadable.runnable == "SELECT 'open :x"
+
+
 def test_valid_file_and_variant_order(tmp_path: Path) -> None:
     workload = load_workload(write(tmp_path, VALID), ["0001_a", "0002_b"])
     query = workload.queries["attempts"]

@@ -9,6 +9,7 @@ callables that do what the old app did). See docs/workloads.md.
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 import sys
 import tomllib
@@ -28,12 +29,7 @@ AppCallable = Callable[[Any, dict[str, Any]], Any]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-# Tokens that may contain a colon or percent sign which is not a parameter.
-_SQL_TOKENS = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$"
-    r"|::|:([A-Za-z_]\w*)|%",
-    re.S,
-)
+_WORD = re.compile(r"^[A-Za-z_]\w*$")
 
 
 @dataclass(frozen=True)
@@ -203,25 +199,42 @@ class Workload:
 
 
 def parse_sql(sql: str, line: int | None = None) -> SqlText:
-    """Turn ``:name`` parameters into psycopg's ``%(name)s`` (and every ``%`` into ``%%``);
-    literals, quoted names, comments, dollar quotes and ``::`` casts are left alone.
-    ``line``: the file's line ``sql`` starts on."""
+    """Turn ``:name`` parameters into psycopg's ``%(name)s`` (and every ``%`` into ``%%``),
+    found by PostgreSQL's own scanner (pglast): literals (E-strings included), quoted
+    names, comments, dollar quotes and ``::`` casts are left alone. ``line``: the file's
+    line ``sql`` starts on."""
     params: dict[str, int] = {}
-
-    def named(match: re.Match[str]) -> str:
-        if match.group(2):
-            params.setdefault(match.group(2), len(params) + 1)
-            return f"%({match.group(2)})s"
-        return match.group(0).replace("%", "%%")  # psycopg reads % even inside literals
-
-    def numbered(match: re.Match[str]) -> str:
-        return f"${params[match.group(2)]}" if match.group(2) else match.group(0)
-
-    runnable = _SQL_TOKENS.sub(named, sql).strip()
-    positional = _SQL_TOKENS.sub(numbered, sql).strip()
+    spans = _placeholders(sql)
+    runnable, positional, at = [], [], 0
+    for begins, ends, name in spans:
+        params.setdefault(name, len(params) + 1)
+        runnable += [sql[at:begins].replace("%", "%%"), f"%({name})s"]
+        positional += [sql[at:begins], f"${params[name]}"]
+        at = ends
+    runnable.append(sql[at:].replace("%", "%%"))  # psycopg reads % even inside literals
+    positional.append(sql[at:])
     leading = sql[: len(sql) - len(sql.lstrip())].count("\n")
     start = None if line is None else line + leading
-    return SqlText(sql.strip(), runnable, tuple(params), positional, start)
+    return SqlText(sql.strip(), "".join(runnable).strip(), tuple(params),
+                   "".join(positional).strip(), start)  # fmt: skip
+
+
+def _placeholders(sql: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each ``:name``: a ``:`` token followed at once by a word (a
+    ``::`` cast is one token of its own). SQL the scanner cannot read has none: the server
+    names its error when the statement is prepared."""
+    from pglast.parser import ParseError, scan
+
+    try:
+        tokens = scan(sql)
+    except ParseError:
+        return []
+    found = []
+    for colon, word in itertools.pairwise(tokens):
+        text = sql[word.start : word.end + 1]
+        if colon.name == "ASCII_58" and word.start == colon.end + 1 and _WORD.match(text):
+            found.append((colon.start, word.end + 1, text))
+    return found
 
 
 def load_workloads(
