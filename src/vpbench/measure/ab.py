@@ -9,10 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from vpbench.errors import UsageError
 from vpbench.measure.interleave import PairedOptions, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.run import known_migration_ids
@@ -26,7 +24,12 @@ from vpbench.results.documents import (
     write_document,
 )
 from vpbench.server.buffers import buffer_evictor
-from vpbench.server.target import ServerTarget, open_connection
+from vpbench.server.target import (
+    ServerTarget,
+    database_or_dsn,
+    open_connection,
+    server_address,
+)
 from vpbench.workload.preflight import check_prepared
 from vpbench.workload.sampling import load_workload_pools
 from vpbench.workload.spec import load_workloads
@@ -38,20 +41,13 @@ class AbOutcome:
     labels: tuple[str, str]
 
 
-def resolve_side(target: ServerTarget, value: str, option: str = "--a") -> tuple[str, str]:
+def resolve_side(target: ServerTarget, value: str, option: str) -> tuple[str, str]:
     """(conninfo, label) for a database name on the target server, or a DSN of its own
     (named by ``option`` in the error when it is malformed)."""
-    if "://" in value or "=" in value:
-        try:
-            params = conninfo_to_dict(value)
-        except psycopg.ProgrammingError as exc:
-            first = (str(exc).strip().splitlines() or ["malformed"])[0]
-            raise UsageError(f"{option} is not a valid connection string: {first}") from None
-        label = (
-            f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname')}"
-        )
-        return value, label
-    return target.for_database(value), value
+    conninfo, named_by_dsn = database_or_dsn(target, value, option)
+    if not named_by_dsn:
+        return conninfo, value
+    return conninfo, f"{server_address(conninfo)}/{conninfo_to_dict(conninfo).get('dbname')}"
 
 
 def run_ab(

@@ -18,17 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from vpbench.errors import BackupError, BadInputError
+from vpbench.errors import BackupError, BadInputError, ServerError
 from vpbench.server.backup import DUMP, restore_dump, run_client, template_copy
 from vpbench.server.databases import drop_database, mark_database
-from vpbench.server.target import ServerTarget, connect
+from vpbench.server.target import (
+    ServerTarget,
+    connect,
+    database_or_dsn,
+    open_connection,
+    server_address,
+)
 
 RESTORE = "pg_restore"
 DUMP_MAGIC = b"PGDMP"
 """the first bytes of a ``pg_dump`` custom-format archive"""
-CONNECT_TIMEOUT_S = 10
 
 
 class SourceError(BadInputError):
@@ -91,18 +96,20 @@ class Source:
 def inspect_source(target: ServerTarget, source: str) -> Source:
     """``source`` (a database name on ``target``'s server, or a DSN): its size and the
     sessions on it, read in one read-only connection."""
-    conninfo, same_server = _source_conninfo(target, source)
+    conninfo, named_by_dsn = database_or_dsn(target, source, "--from")
+    if not conninfo_to_dict(conninfo).get("dbname"):
+        raise SourceError(f"--from {source!r} names no database")
+    same_server = not named_by_dsn or (server_address(conninfo) == server_address(target.conninfo))
     try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        with open_connection(conninfo, autocommit=True, source="--from") as conn:
             conn.execute("SET default_transaction_read_only = on")
             row = conn.execute(
                 "SELECT pg_database_size(current_database()), (SELECT count(*) FROM "
                 "pg_stat_activity WHERE datname = current_database() AND pid <> "
                 "pg_backend_pid() AND backend_type <> 'autovacuum worker')"
             ).fetchone()
-    except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or ["cannot connect"])[-1]
-        raise SourceError(f"--from {source}: cannot connect: {first}") from None
+    except ServerError as exc:  # the source is the user's input: bad input, not a failure
+        raise SourceError(exc.message) from None
     assert row is not None
     return Source(source, conninfo, same_server, int(row[0]), int(row[1]))
 
@@ -114,7 +121,7 @@ def copy_from_database(target: ServerTarget, source: Source, working: str) -> So
         raise SourceError(f"--from {source.shown} is the working database itself; "
                           "choose another --db")  # fmt: skip
     began, stamp = time.perf_counter(), _now()
-    where = f"database {source.name} on {_server(source.conninfo)}"
+    where = f"database {source.name} on {server_address(source.conninfo)}"
     if source.same_server and source.sessions == 0:
         with connect(target, autocommit=True) as conn:
             method = template_copy(conn, source.name, working, end_sessions=False)
@@ -165,26 +172,6 @@ def _restore(target: ServerTarget, dump: Path, working: str) -> None:
     except BackupError as exc:
         drop_database(target, working)
         raise SourceError(f"restoring {dump.name} failed: {exc.message}", path=dump) from None
-
-
-def _source_conninfo(target: ServerTarget, source: str) -> tuple[str, bool]:
-    """The conninfo of ``source`` and whether it is on ``target``'s server."""
-    if "=" not in source and "://" not in source:
-        return target.for_database(source), True
-    try:
-        params = conninfo_to_dict(source)
-    except psycopg.ProgrammingError as exc:
-        raise SourceError(f"--from {source!r} is not a database name or a DSN: {exc}") from None
-    if not params.get("dbname"):
-        raise SourceError(f"--from {source!r} names no database")
-    ours = conninfo_to_dict(target.conninfo)
-    same = all(str(params.get(k) or "") == str(ours.get(k) or "") for k in ("host", "port"))
-    return make_conninfo(source), same
-
-
-def _server(conninfo: str) -> str:
-    params = conninfo_to_dict(conninfo)
-    return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
 
 
 def _now() -> str:

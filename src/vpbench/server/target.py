@@ -60,10 +60,29 @@ class ServerTarget:
 
     def describe(self, dbname: str | None = None) -> str:
         """``host:port/dbname`` for messages; never includes a password."""
-        params = conninfo_to_dict(self.conninfo)
-        host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
-        port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
-        return f"{host}:{port}/{dbname or self.maintenance_database}"
+        return f"{server_address(self.conninfo)}/{dbname or self.maintenance_database}"
+
+
+def server_address(conninfo: str) -> str:
+    """``host:port`` of a connection string, as libpq reads it (PGHOST, PGPORT and the
+    defaults where it names none)."""
+    params = conninfo_to_dict(conninfo)
+    host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    return f"{host}:{port}"
+
+
+def database_or_dsn(target: ServerTarget, value: str, option: str) -> tuple[str, bool]:
+    """``value`` as ``--a``, ``--b`` and ``--from`` take it: a database name on
+    ``target``'s server, or a DSN of its own. Its conninfo, and whether a DSN named it; a
+    malformed DSN is a UsageError naming ``option``."""
+    if "://" not in value and "=" not in value:
+        return target.for_database(value), False
+    try:
+        conninfo_to_dict(value)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(f"{option} is not a valid connection string: {_reason(exc, '')}") from None
+    return value, True
 
 
 def resolve_target(
@@ -133,9 +152,7 @@ def open_connection(
     except psycopg.ProgrammingError as exc:
         raise UsageError(f"malformed connection string{_named_by(source)}: "
                          f"{_reason(exc, '')}") from None  # fmt: skip
-    where = (f"{params.get('host') or os.environ.get('PGHOST') or 'localhost'}:"
-             f"{params.get('port') or os.environ.get('PGPORT') or '5432'}/"
-             f"{params.get('dbname') or ''}")  # fmt: skip
+    where = f"{server_address(conninfo)}/{params.get('dbname') or ''}"
     try:
         return psycopg.connect(conninfo, autocommit=autocommit,
                                connect_timeout=CONNECT_TIMEOUT_SECONDS)  # fmt: skip
