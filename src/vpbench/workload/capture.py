@@ -35,9 +35,9 @@ SAMPLE_ROWS = 200_000
 """a source scans about this many rows of a big table (TABLESAMPLE), all of a small one"""
 LIMIT_VALUE, OFFSET_VALUE = 20, 0
 TRIAL_TIMEOUT = "10s"
+"""the longest one trial of a captured statement runs at capture time"""
 TRIAL_BUDGET_S = 10.0
 """how long a statement's trials at capture may take in all"""
-"""the longest a captured statement runs at capture time, once, to check it runs"""
 # Fixed values by the type the server infers for a parameter compared with no column.
 VALUES_BY_TYPE: dict[int, Any] = {
     16: True, 20: 1, 21: 1, 23: 1, 700: 1.0, 701: 1.0, 1700: 1,
