@@ -108,6 +108,6 @@ def audit(
         out.print_json(json.dumps(report.to_dict()))
     else:
         out.print(audit_table(report, target.describe(dbname)))
-    found = report.violations_of("yours") if checks else report.total_violations
+    found = report.failing_violations()
     if fail_on_violations and found:
         raise CheckFailedError(f"the audit found {found} violations")

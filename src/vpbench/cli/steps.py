@@ -173,8 +173,7 @@ def steps(
     if failed:
         raise CheckFailedError(f"steps failed their checks: {', '.join(failed)}")
     if fail_on_violations and result.steps:
-        last = result.steps[-1].audit_after
-        found = last.violations_of("yours") if checks_path else last.total_violations
+        found = result.steps[-1].audit_after.failing_violations()
         if found:
             raise CheckFailedError(f"the series ends with {found:,} violation(s) of "
                                    f"{'your' if checks_path else 'the'} data checks")  # fmt: skip

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from vpbench.dataset.audit_result import AuditReport, CheckResult
 from vpbench.dataset.checks_file import UserCheck
-from vpbench.dataset.generic_checks import generic_checks
+from vpbench.dataset.generic_checks import run_generic_checks
 from vpbench.dataset.snapshot import row_counts, user_tables
 from vpbench.errors import AuditError, UsageError
 from vpbench.server.target import untracked
@@ -311,8 +311,8 @@ def run_audit(
             schema = _read_schema(conn)
             for check in _CHECKS:
                 results.append(check(conn, schema, sample_size))
-            others = (*generic_checks(sample_size), *(c.runner(sample_size) for c in checks))
-            results += [run(conn) for run in others]
+            results += run_generic_checks(conn, sample_size)
+            results += [check.run(conn, sample_size) for check in checks]
             for result in results:
                 log.debug("audit %s: %d violation(s)", result.name, result.violations)
             rows = row_counts(conn, user_tables(conn)) if count_rows else {}

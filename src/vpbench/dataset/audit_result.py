@@ -40,6 +40,13 @@ class AuditReport:
         key, ...): the schema's hygiene, kept apart from rows that are wrong."""
         return self.violations_of("generic")
 
+    def failing_violations(self) -> int:
+        """What ``--fail-on-violations`` judges: the violations of your checks where the
+        audit ran some (``--checks``), else those of every data check."""
+        if any(c.group == "yours" for c in self.checks):
+            return self.violations_of("yours")
+        return self.total_violations
+
     def violations_of(self, group: str) -> int:
         """Violations found by the checks of ``group``."""
         return sum(c.violations for c in self.checks if c.group == group)

@@ -17,7 +17,6 @@ snapshot on every state a series reaches.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,14 +44,6 @@ class UserCheck:
     examples_sql: str
     path: Path
     line: int
-
-    def runner(self, sample_size: int) -> Callable[[psycopg.Connection[Any]], CheckResult]:
-        """The check as the audit runs it, with up to ``sample_size`` example ids."""
-
-        def run(conn: psycopg.Connection[Any]) -> CheckResult:
-            return self.run(conn, sample_size)
-
-        return run
 
     def run(self, conn: psycopg.Connection[Any], sample_size: int) -> CheckResult:
         """Its count and examples on ``conn`` (inside the audit's transaction)."""

@@ -6,7 +6,6 @@ is one violation; its example is the object's name. vpbench's own schema is left
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,17 +64,11 @@ GENERIC = (
 )
 
 
-def generic_checks(
-    sample_size: int,
-) -> tuple[Callable[[psycopg.Connection[Any]], CheckResult], ...]:
-    """One callable per generic check, each giving up to ``sample_size`` examples."""
-    return tuple(_runner(check, sample_size) for check in GENERIC)
-
-
-def _runner(check: _Generic, sample_size: int) -> Callable[[psycopg.Connection[Any]], CheckResult]:
-    def run(conn: psycopg.Connection[Any]) -> CheckResult:
+def run_generic_checks(conn: psycopg.Connection[Any], sample_size: int) -> list[CheckResult]:
+    """Every generic check on ``conn``, each with up to ``sample_size`` examples."""
+    results = []
+    for check in GENERIC:
         found = [str(row[0]) for row in conn.execute(check.query).fetchall()]
-        return CheckResult(check.name, check.description, True, len(found),
-                           tuple(found[:sample_size]), group="generic")  # fmt: skip
-
-    return run
+        results.append(CheckResult(check.name, check.description, True, len(found),
+                                   tuple(found[:sample_size]), group="generic"))  # fmt: skip
+    return results
