@@ -21,7 +21,7 @@ from vpbench.cli._render import lock_retries, migration_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.errors import CheckFailedError
 from vpbench.measure.availability import describe_availability
-from vpbench.migrations.alembic_project import adopt_alembic_history
+from vpbench.migrations.alembic_project import adopt_alembic_history, describe_adopted
 from vpbench.migrations.apply import (
     apply_step,
     migration_states,
@@ -141,8 +141,7 @@ def _migrate(
     with connect(target, dbname, autocommit=True) as conn:
         adopted = adopt_alembic_history(conn, migrations)
         if adopted:
-            out.print(f"alembic_version says {adopted[-1]} is applied: recorded "
-                      f"{len(adopted)} revision(s) as applied", highlight=False)  # fmt: skip
+            out.print(describe_adopted(adopted), highlight=False)
         states = migration_states(conn, migrations)
         if direction == "up" and is_reference(migrations_dir):
             refuse_unless_owned(

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from vpbench.migrations.alembic_project import DROP_VERSION_TABLE, project_config
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import record_step
 
@@ -24,7 +25,6 @@ def run_online(
     """``direction`` of the revision ``migration`` on ``conn`` (in autocommit mode, and so
     again afterwards), committed with ``alembic_version`` and the ledger row, or not at all;
     a server error is raised as psycopg raised it."""
-    from alembic.config import Config
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -32,7 +32,7 @@ def run_online(
     from sqlalchemy.pool import StaticPool
 
     assert migration.project is not None
-    script = ScriptDirectory.from_config(Config(str(migration.project)))
+    script = ScriptDirectory.from_config(project_config(migration.project))
     revision = script.get_revision(migration.id)
     assert revision is not None
     before = revision.down_revision
@@ -53,7 +53,7 @@ def run_online(
                     revision.module.downgrade()
                     context.stamp(script, before or "base")
                     if before is None:  # as the rendered first revision does
-                        conn.execute("DROP TABLE alembic_version")
+                        conn.execute(DROP_VERSION_TABLE)
             record_step(conn, migration, direction, time.perf_counter() - began)
     except exc.DBAPIError as error:
         if isinstance(error.orig, psycopg.Error):

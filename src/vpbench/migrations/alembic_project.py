@@ -34,7 +34,7 @@ ALEMBIC_INI = "alembic.ini"
 VERSION_TABLE = "alembic_version"
 _REVISION_ID = re.compile(r"^[A-Za-z0-9_]+$")
 _HEADER_LINES = ("Revision ID:", "Revises:", "Create Date:")
-_DROP_VERSION_TABLE = f"DROP TABLE {VERSION_TABLE};\n"
+DROP_VERSION_TABLE = f"DROP TABLE {VERSION_TABLE};\n"
 
 
 def alembic_ini(path: Path) -> Path | None:
@@ -51,7 +51,7 @@ def read_alembic(ini: Path) -> tuple[Migration, ...]:
 
     ini = ini.resolve()  # rendering runs from the project's folder
     try:
-        script = ScriptDirectory.from_config(_config(ini))
+        script = ScriptDirectory.from_config(project_config(ini))
         heads = script.get_heads()
         revisions = list(reversed(list(script.walk_revisions())))
     except SyntaxError as exc:
@@ -108,7 +108,7 @@ def _step(ini: Path, revision: Any) -> Migration:
     whole = up_whole and down_whole  # else it runs block by block, as rendered
     up_sql, down_sql = (up_body, down_body) if whole else (up, down)
     if before is None:  # its upgrade created alembic_version: its downgrade drops it
-        down_sql += _DROP_VERSION_TABLE
+        down_sql += DROP_VERSION_TABLE
     return Migration(
         up_sql=up_sql,
         down_sql=down_sql,
@@ -120,7 +120,8 @@ def _step(ini: Path, revision: Any) -> Migration:
     )
 
 
-def _config(ini: Path, buffer: io.StringIO | None = None) -> Any:
+def project_config(ini: Path, buffer: io.StringIO | None = None) -> Any:
+    """alembic's Config of the project at ``ini`` (offline output into ``buffer``)."""
     from alembic.config import Config
 
     return Config(str(ini), output_buffer=buffer)
@@ -139,7 +140,7 @@ def _render(ini: Path, direction: str, span: str) -> str:
     run = command.upgrade if direction == "upgrade" else command.downgrade
     try:
         with contextlib.chdir(ini.parent):
-            run(_config(ini, buffer), span, sql=True)
+            run(project_config(ini, buffer), span, sql=True)
     except Exception as exc:  # the team's revision code: any failure is theirs
         raise _OfflineRenderError(f"{direction}(): {exc}") from None
     return buffer.getvalue()
@@ -176,6 +177,12 @@ def applied_by_alembic(
     if len(current) != 1 or current[0] not in ids:
         return ()
     return tuple(migrations[: ids.index(current[0]) + 1])
+
+
+def describe_adopted(adopted: Sequence[str]) -> str:
+    """What ``adopt_alembic_history`` recorded, in one line."""
+    return (f"alembic_version says {adopted[-1]} is applied: {len(adopted)} revision(s) "
+            "recorded as applied")  # fmt: skip
 
 
 def adopt_alembic_history(

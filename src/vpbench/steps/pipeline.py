@@ -43,7 +43,7 @@ from vpbench.measure.interleave import PairedSession, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import MeasureProgress
 from vpbench.measure.writecost import WriteCost, measure_write_costs
-from vpbench.migrations.alembic_project import adopt_alembic_history
+from vpbench.migrations.alembic_project import adopt_alembic_history, describe_adopted
 from vpbench.migrations.apply import (
     StepApplied,
     apply_step,
@@ -133,8 +133,7 @@ def run_steps(
     with connect(target, dbname, autocommit=True) as conn:
         adopted = adopt_alembic_history(conn, migrations)
         if adopted:
-            say(f"alembic_version says {adopted[-1]} is applied: {len(adopted)} revision(s) "
-                "recorded as applied")  # fmt: skip
+            say(describe_adopted(adopted))
         check_prepared(conn, workloads, applied_migrations(conn))
         pending = plan_up(migration_states(conn, migrations), to)
         say(copies_outlook(conn, dbname))
