@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from vpbench.analysis.session_verdicts import judge_session_pair
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, judge_pairs
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         if quiz.error or not (quiz.before and quiz.after):
             insert = f"fails: {quiz.error}"
         else:
-            timing = quiz.judgement(DEFAULT_THRESHOLD).estimate
+            timing = judge_session_pair(quiz.before_ns, quiz.after_ns, quiz.rounds).estimate
             insert = (f"WAL {human_bytes(quiz.before.wal_bytes)} → "
                       f"{human_bytes(quiz.after.wal_bytes)}/row, time {timing.ratio:.2f}x "
                       f"[{timing.low:.2f}, {timing.high:.2f}]")  # fmt: skip

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     same_plans = same_writes = 0
     for step in result.steps:
         for before, after in zip(step.before, step.after, strict=True):
-            judgement = step.judgement(before, after)
+            judgement = step.verdicts.entries[after.name]
             verdicts.append(judgement.verdict)
             mdes.append(judgement.mde)
             same_plans += {k: v.fingerprint for k, v in before.plan_summaries.items()} == {

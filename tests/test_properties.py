@@ -11,12 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vpbench.analysis.comparison import compare_sides, load_sides
 from vpbench.errors import BadInputError
 from vpbench.migrations.sources import discover_migrations
+from vpbench.results.documents import SCHEMA_VERSION, read_document, write_document
+from vpbench.results.shapes import MalformedResultError
 from vpbench.workload.spec import load_workload
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -209,3 +212,32 @@ def test_a_valid_document_with_fields_broken_is_read_or_refused(pair: tuple[Any,
             return compare_sides(before, after, paired_session=paired, force=True)
 
         _only_bad_input(read)
+
+
+def test_an_older_document_that_cannot_be_upgraded_is_refused(tmp_path: Path) -> None:
+    """Found by the property test above: a version 2 step document whose availability
+    timeline holds a row that is not a list crashed the upgrade with a TypeError."""
+    document = json.loads(VALID["step"].read_text())
+    assert document["schema_version"] == 2 and document["availability"]["timeline"]
+    document["availability"]["timeline"][0] = None
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(BadInputError, match="cannot upgrade this schema version 2 document"):
+        load_sides([path])
+    # The same document with its rows intact is upgraded and read (twin).
+    path.write_text(VALID["step"].read_text())
+    before, after, paired = load_sides([path])
+    assert paired and before.entries.keys() == after.entries.keys()
+
+
+def test_a_document_is_written_only_in_the_shape_its_readers_check(tmp_path: Path) -> None:
+    """Writers and readers share the shapes: a document its readers would refuse is never
+    written (a vpbench bug, not the user's input), and one they read is (twin)."""
+    entry = {"name": "q", "kind": "query", "status": "ok", "samples_ns": [1_000_000],
+             "summary": None, "explains": []}  # fmt: skip
+    good = {"schema_version": SCHEMA_VERSION, "kind": "run", "metadata": {}, "entries": [entry]}
+    bad = dict(good, entries=[dict(entry, samples_ns="fast")])
+    with pytest.raises(MalformedResultError, match=r"entries\.0\.samples_ns"):
+        write_document(bad, tmp_path / "bad.json")
+    assert not list(tmp_path.iterdir())
+    assert read_document(write_document(good, tmp_path / "good.json"))["entries"] == [entry]

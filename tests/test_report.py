@@ -251,3 +251,18 @@ def test_ab_on_two_databases(
     code, out, _ = vpbench("compare", slowed, "--json")
     verdicts = {r["name"]: r["verdict"] for r in json.loads(out)["rows"]}
     assert verdicts["memos_for_video"] == "slower" and code == 1
+    # Stored verdicts are what every reader shows: mark one, and compare prints the mark...
+    stored = json.loads(document.read_text())["verdicts"]
+    assert set(stored["entries"]) == {r["name"] for r in rows}
+    assert {r["name"]: r["reason"] for r in rows} == {
+        n: j["reason"] for n, j in stored["entries"].items()
+    }
+    marked = edited(tmp_path, document, "marked.json", lambda d: d["verdicts"]["entries"][
+        "memos_for_video"].update(reason="judged when the session ended"))  # fmt: skip
+    code, out, _ = vpbench("compare", marked, "--json")
+    reasons = {r["name"]: r["reason"] for r in json.loads(out)["rows"]}
+    assert reasons["memos_for_video"] == "judged when the session ended"
+    # ...unless the reader asks for another rule, which is judged afresh (twin).
+    code, out, _ = vpbench("compare", marked, "--json", "--threshold", "p95:10%")
+    reasons = {r["name"]: r["reason"] for r in json.loads(out)["rows"]}
+    assert reasons["memos_for_video"] != "judged when the session ended"

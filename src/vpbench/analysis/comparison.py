@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge, judge_pairs
+from vpbench.analysis.session_verdicts import SessionVerdicts, judge_session_pair
+from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge
 from vpbench.errors import IncomparableError, ResultsFormatError, UsageError
 from vpbench.results.documents import (
     KIND_AB,
@@ -33,6 +34,8 @@ class Side:
     path: Path
     metadata: dict[str, Any]
     entries: dict[str, dict[str, Any]]
+    verdicts: SessionVerdicts | None = None
+    """the paired verdicts its session stored (on the new side of a step or ab document)"""
 
 
 @dataclass(frozen=True)
@@ -145,12 +148,14 @@ def load_sides(paths: Sequence[Path]) -> tuple[Side, Side, bool]:
                 path=paths[0],
             )
         labels = document.get("labels", {"before": "before", "after": "after"})
+        stored = document.get("verdicts")
         sides = tuple(
             Side(
                 labels[state],
                 paths[0],
                 document["metadata"],
                 {e["name"]: e for e in document[state]},
+                SessionVerdicts.from_dict(stored) if stored and state == "after" else None,
             )
             for state in ("before", "after")
         )
@@ -267,15 +272,29 @@ def compare_sides(
         plan_changed = _plan_changed(old, cur)
         old_buffers, new_buffers = _buffers(old), _buffers(cur)
         ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
-        # An interleaved session stores its samples pair by pair (same index, same round,
-        # same parameters on both sides): judge them that way, clustered by round.
-        rounds = old.get("rounds")
-        judgement = (
-            judge_pairs(
-                old_ms, new_ms, clusters=rounds, threshold=threshold, alpha=alpha, seed=seed
+        stored = (
+            new.verdicts.stored(
+                name, old["samples_ns"], cur["samples_ns"], old.get("rounds"),
+                (threshold, alpha, seed),
             )
-            if paired_session and rounds and old_ms.size == new_ms.size == len(rounds)
-            else judge(
+            if paired_session and new.verdicts
+            else None
+        )  # fmt: skip
+        if stored is not None:
+            judgement = stored  # judged once, when the session ended
+        elif (
+            paired_session
+            and (rounds := old.get("rounds"))
+            and (old_ms.size == new_ms.size == len(rounds))
+        ):
+            # An interleaved session stores its samples pair by pair (same index, same round,
+            # same parameters on both sides): judge them that way, clustered by round.
+            judgement = judge_session_pair(
+                old["samples_ns"], cur["samples_ns"], rounds, threshold=threshold, alpha=alpha,
+                seed=seed,
+            )  # fmt: skip
+        else:
+            judgement = judge(
                 old_ms,
                 new_ms,
                 threshold=threshold,
@@ -286,7 +305,6 @@ def compare_sides(
                 confounder=confounder,
                 seed=seed,
             )
-        )
         rows.append(
             EntryComparison(
                 name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -202,6 +202,20 @@ class Judgement:
             "mde": known(self.mde),
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> Judgement:
+        """The judgement ``to_dict`` wrote (None back to NaN)."""
+
+        def number(key: str) -> float:
+            value = stored.get(key)
+            return math.nan if value is None else float(value)
+
+        estimate = RatioEstimate(
+            number("ratio"), number("ci_low"), number("ci_high"), float(stored["confidence"])
+        )
+        verdict = cast(Verdict, stored["verdict"])
+        return cls(verdict, estimate, number("p_value"), str(stored["reason"]), number("mde"))
 
 
 def judge(

@@ -223,8 +223,7 @@ def steps_table(result: StepsResult) -> Table:
         inserts = []
         for cost in step.writes:
             inserts.append(_write_cell(cost))
-            if cost.before_ns:
-                timing = cost.judgement(step.threshold)
+            if (timing := step.write_verdicts.get(cost.table)) is not None:
                 inserts.append(f"  insert {ratio_interval(timing)} {_verdict(timing.verdict)}")
         cells += [
             f"{step.audit_before.total_violations:,} → {step.audit_after.total_violations:,}",

@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from vpbench.analysis.session_verdicts import SessionVerdicts
 from vpbench.measure.interleave import PairedOptions, measure_paired
 from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.run import known_migration_ids
@@ -99,6 +100,7 @@ def run_ab(
         "session": {"rounds": session.rounds, "seconds": session.seconds},
         "before": [e.to_document() for e in session.before],
         "after": [e.to_document() for e in session.after],
+        "verdicts": SessionVerdicts.judge(session.before, session.after).to_dict(),
     }
     path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
     return AbOutcome(path, (label_a, label_b))

@@ -31,7 +31,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from vpbench.analysis.verdicts import Judgement, Threshold, judge_pairs
 from vpbench.measure.interleave import balanced_orders, open_pair, separate_cores
 from vpbench.measure.runner import PreparedStatements, open_session
 from vpbench.server.target import error_message
@@ -101,16 +100,6 @@ class WriteCost:
     rounds: tuple[int, ...] = ()
     """the round of each timed pair"""
     error: str | None = None
-
-    def judgement(self, threshold: Threshold) -> Judgement:
-        """The paired timing verdict on the INSERT (after against before)."""
-        return judge_pairs(
-            [ns / 1e6 for ns in self.before_ns],
-            [ns / 1e6 for ns in self.after_ns],
-            clusters=self.rounds,
-            threshold=threshold,
-            resamples=1000,
-        )
 
     @property
     def wal_change(self) -> float | None:

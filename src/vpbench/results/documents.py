@@ -15,11 +15,13 @@ from typing import Any
 from vpbench.errors import ResultsFormatError, UsageError
 from vpbench.results.shapes import check_shape
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
 documents and summaries describe write cost per table ("writes"). 3: a step's
 ``availability`` tells requests blocked by the migration's locks ("blocked", the figure its
-budget judges) from requests slowed without a lock wait ("slowed")."""
+budget judges) from requests slowed without a lock wait ("slowed"). 4: step and ab
+documents store their paired verdicts ("verdicts", judged once when the session ended);
+older ones are judged by their readers."""
 KIND_RUN = "run"
 KIND_STEP = "step"
 KIND_AB = "ab"
@@ -60,7 +62,9 @@ def ensure_writable(folder: Path) -> Path:
 
 
 def write_document(document: dict[str, Any], path: Path) -> Path:
-    """Write JSON atomically: a temp file in the same folder, then rename over the target."""
+    """Write JSON atomically: a temp file in the same folder, then rename over the target.
+    A results document must have the shape its readers check (else it is vpbench's bug)."""
+    check_shape(document, path, written=True)
     ensure_writable(path.parent)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -95,8 +99,14 @@ def read_document(path: Path) -> dict[str, Any]:
                                  "vpbench can upgrade", path=path)  # fmt: skip
     check_shape(document, path)
     upgraded: dict[str, Any] = document
-    while upgraded["schema_version"] < SCHEMA_VERSION:
-        upgraded = _UPGRADES[upgraded["schema_version"]](upgraded)
+    while (older := upgraded["schema_version"]) < SCHEMA_VERSION:
+        try:
+            upgraded = _UPGRADES[older](upgraded)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            why = f"cannot upgrade this schema version {older} document: {exc!r}"
+            raise ResultsFormatError(why, path=path) from None
+    if upgraded is not document:
+        check_shape(upgraded, path)
     return upgraded
 
 
@@ -140,4 +150,9 @@ def _upgrade_2_to_3(document: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}
+def _upgrade_3_to_4(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 stored no verdicts: readers judge its sessions themselves."""
+    return dict(document, schema_version=4)
+
+
+_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vpbench.errors import ResultsFormatError
 
 
+class MalformedResultError(RuntimeError):
+    """vpbench built a results document of the wrong shape: a bug, never the user's input."""
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -74,6 +78,33 @@ class RunShape(_Open):
     entries: list[EntryShape]
 
 
+class JudgementShape(_Open):
+    """A stored verdict (``Judgement.to_dict``)."""
+
+    verdict: Literal["faster", "slower", "unchanged", "inconclusive"]
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    p_value: float | None
+    mde: float | None
+    reason: str
+
+
+class StoredJudgementShape(JudgementShape):
+    samples_digest: str
+
+
+class SessionVerdictsShape(_Open):
+    """The verdicts a paired session stored, and the rule they were judged by."""
+
+    threshold: str
+    alpha: float
+    seed: int
+    resamples: int
+    entries: dict[str, StoredJudgementShape]
+
+
 class LabelsShape(_Open):
     before: str
     after: str
@@ -87,6 +118,7 @@ class PairedShape(_Open):
     before: list[EntryShape]
     after: list[EntryShape]
     labels: LabelsShape | None = None
+    verdicts: SessionVerdictsShape | None = None
 
 
 class SummaryRowShape(_Open):
@@ -114,8 +146,10 @@ SHAPES: dict[str, type[_Open]] = {
 }
 
 
-def check_shape(document: dict[str, Any], path: object) -> None:
-    """Refuse ``document`` (read from ``path``) unless it has the shape of its kind."""
+def check_shape(document: dict[str, Any], path: object, *, written: bool = False) -> None:
+    """Refuse ``document`` (read from ``path``) unless it has the shape of its kind. A
+    document vpbench is about to write (``written``) that does not is vpbench's own bug,
+    raised as ``MalformedResultError``, not bad input."""
     kind = document.get("kind")
     shape = SHAPES.get(kind) if isinstance(kind, str) else None
     if shape is None:
@@ -127,5 +161,8 @@ def check_shape(document: dict[str, Any], path: object) -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
+        if written:
+            raise MalformedResultError(f"vpbench made a {kind} document its readers refuse: "
+                                       f"{where}: {first['msg']}") from exc  # fmt: skip
         raise ResultsFormatError(f"not a valid {kind} document: {where}: {first['msg']}",
                                  path=str(path)) from None  # fmt: skip

@@ -77,7 +77,7 @@ def index_gains(step: StepReport) -> tuple[IndexGain, ...]:
     for cost in added:
         name = cost.name.split(".", 1)[-1]
         used_by = tuple(
-            QueryGain(entry.name, step.judgement(before[entry.name], entry))
+            QueryGain(entry.name, step.verdicts.entries[entry.name])
             for entry in step.after
             if entry.kind == "query"
             and entry.name in before

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge_pairs
+from vpbench.analysis.session_verdicts import SessionVerdicts, judge_session_pair
+from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold
 from vpbench.dataset.audit_result import AuditReport
 from vpbench.dataset.checks_file import UserCheck
 from vpbench.measure.availability import Availability
@@ -108,15 +108,22 @@ class StepReport:
     """the most disk the step's copies held at once (None: the disk is not visible)"""
     path: Path | None = None
 
-    def judgement(self, before: EntryResult, after: EntryResult) -> Judgement:
-        """The paired verdict on one entry of the step's session (after against before)."""
-        return judge_pairs(
-            np.asarray(before.samples_ns, dtype=np.float64) / 1e6,
-            np.asarray(after.samples_ns, dtype=np.float64) / 1e6,
-            clusters=before.rounds,
-            threshold=self.threshold,
-            resamples=1000,
-        )
+    @cached_property
+    def verdicts(self) -> SessionVerdicts:
+        """The paired verdict on every entry both states ran (after against before),
+        judged once for every reader."""
+        return SessionVerdicts.judge(self.before, self.after, self.threshold)
+
+    @cached_property
+    def write_verdicts(self) -> dict[str, Judgement]:
+        """The paired timing verdict on each table's INSERT that was timed on both states."""
+        return {
+            cost.table: judge_session_pair(
+                cost.before_ns, cost.after_ns, cost.rounds, threshold=self.threshold
+            )
+            for cost in self.writes
+            if cost.before_ns
+        }
 
     @property
     def data_intact(self) -> bool:

@@ -91,7 +91,7 @@ def headlines(step: StepReport) -> tuple[Headline, ...]:
                     _p95(before),
                     _p95(after),
                     after.target_ms,
-                    step.judgement(before, after) if same else None,
+                    step.verdicts.entries.get(after.name) if same else None,
                 )
             )
     return tuple(found)
@@ -119,7 +119,7 @@ def write_summary(step: StepReport) -> list[dict[str, Any]]:
     """Per table: WAL bytes per row on both states, their change, and the timed verdict."""
     rows = []
     for cost in step.writes:
-        judgement = cost.judgement(step.threshold) if cost.before_ns else None
+        judgement = step.write_verdicts.get(cost.table)
         rows.append(
             {
                 "table": cost.table,
@@ -203,11 +203,15 @@ def step_document(step: StepReport, metadata: dict[str, Any]) -> dict[str, Any]:
                 "before_ns": list(w.before_ns),
                 "after_ns": list(w.after_ns),
                 "rounds": list(w.rounds),
+                "timing": timing.to_dict()
+                if (timing := step.write_verdicts.get(w.table))
+                else None,
                 "error": w.error,
             }
             for w in step.writes
         ],
         "headlines": [h.to_dict() for h in headlines(step)],
+        "verdicts": step.verdicts.to_dict(),
         "before": [e.to_document() for e in step.before],
         "after": [e.to_document() for e in step.after],
     }
@@ -336,7 +340,7 @@ def _write_cost(steps: Sequence[StepReport]) -> str:
     )
     slower = [
         (s, w) for s in steps for w in s.writes
-        if w.before_ns and w.judgement(s.threshold).verdict == "slower"
+        if (j := s.write_verdicts.get(w.table)) is not None and j.verdict == "slower"
     ]  # fmt: skip
     if worst is None and not slower:
         return f"{NO_CHANGE}: no step made an insert write more WAL or take longer"
@@ -344,14 +348,15 @@ def _write_cost(steps: Sequence[StepReport]) -> str:
     if worst is not None:
         change, step, cost = worst
         assert cost.before and cost.after and change is not None
-        timing = cost.judgement(step.threshold)
+        timing = step.write_verdicts.get(cost.table)
         parts.append(
             f"{step.migration.id}: {cost.table} inserts write {change:+.0%} WAL "
             f"({human_bytes(cost.before.wal_bytes)} -> {human_bytes(cost.after.wal_bytes)} "
-            f"per row); insert time {timing.verdict} ({ratio_interval(timing)})"
+            "per row); insert time "
+            + (f"{timing.verdict} ({ratio_interval(timing)})" if timing else "not timed")
         )
     parts += [
-        f"{s.migration.id}: {w.table} inserts slower ({ratio_interval(w.judgement(s.threshold))})"
+        f"{s.migration.id}: {w.table} inserts slower ({ratio_interval(s.write_verdicts[w.table])})"
         for s, w in slower
         if worst is None or (s, w) != worst[1:]
     ]
