@@ -17,7 +17,7 @@ from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.dataset.snapshot import schema_shape, snapshot_tables
-from vpbench.errors import FixtureError, MigrationError
+from vpbench.errors import FixtureError, MigrationError, MigrationsFormatError
 from vpbench.migrations.apply import (
     BASE,
     apply_step,
@@ -356,18 +356,33 @@ def test_a_begin_block_runs_and_retries_as_one_transaction(
     ],
 )
 def test_an_unbalanced_begin_block_is_refused_before_anything_runs(
-    legacy: psycopg.Connection[Any], tmp_path: Path, script: str, line: int, problem: str
+    tmp_path: Path, script: str, line: int, problem: str
 ) -> None:
     add_migration(tmp_path, "0001_unbalanced", "CREATE TABLE side (id int);\n" + script)
     (tmp_path / "0001_unbalanced" / "migration.toml").write_text(
         'title = "t"\ntransactional = false\n'
     )
-    (migration,) = discover_migrations(tmp_path)
-    with pytest.raises(MigrationError) as refused:
-        apply_step(legacy, migration, "up")
+    with pytest.raises(MigrationsFormatError) as refused:
+        discover_migrations(tmp_path)  # so nothing can run, nor connect
     assert refused.value.line == line + 1 and problem in refused.value.message
     assert str(refused.value.path).endswith("0001_unbalanced/up.sql")
-    assert legacy.execute("SELECT to_regclass('side')").fetchone() == (None,)
+    # Balanced, the same script is read (twin).
+    (tmp_path / "0001_unbalanced" / "up.sql").write_text(
+        "CREATE TABLE side (id int);\nBEGIN;\nCOMMIT;\n"
+    )
+    (migration,) = discover_migrations(tmp_path)
+    assert not migration.transactional
+
+
+def test_a_transactional_step_with_a_statement_that_cannot_run_in_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    add_migration(tmp_path, "0001_index", "SELECT 1;\nCREATE INDEX CONCURRENTLY i ON t (a);\n")
+    with pytest.raises(MigrationsFormatError, match="cannot run inside the step's one tr"):
+        discover_migrations(tmp_path)
+    (tmp_path / "0001_index" / "migration.toml").write_text('title = "t"\ntransactional = false\n')
+    (migration,) = discover_migrations(tmp_path)  # declared: read (twin)
+    assert not migration.transactional
 
 
 def test_cli_migrate_up_retries_and_says_so(

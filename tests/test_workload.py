@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vpbench.errors import SamplerError, WorkloadError
+from vpbench.errors import SamplerError, UnreadableTextError, WorkloadError
 from vpbench.workload.sampling import ParameterStream, load_parameter_pool, load_parameter_pools
 from vpbench.workload.spec import load_workload, load_workloads, parse_sql
 
@@ -125,7 +125,8 @@ queries = ["q1", "ghost"]
 """
     with pytest.raises(WorkloadError) as error:
         load_workload(write(tmp_path, text), ["0001_a"])
-    lines = str(error.value).splitlines()
+    lines = [str(issue) for issue in error.value.issues]
+    assert str(error.value).startswith(f"{len(lines)} problems: ") and "\n" not in str(error.value)
     path = str(tmp_path / "w.toml")
     # pydantic's structural errors come first and stop the semantic pass for the file
     assert f"{path}:7: params.broken: give exactly one of 'source' (SQL), 'values'" in lines[0]
@@ -133,7 +134,7 @@ queries = ["q1", "ghost"]
     fixed = text.replace('distribution = "zipf"', "value = 2").replace("target = 20", "")
     with pytest.raises(WorkloadError) as error:
         load_workload(write(tmp_path, fixed), ["0001_a"])
-    assert str(error.value).splitlines() == [
+    assert [str(issue) for issue in error.value.issues] == [
         f"{path}:11: query 'q1' uses :missing, which no [params] entry provides",
         f"{path}:15: query 'q1': unknown migration '0009_nope' (known: 0001_a)",
         f"{path}:20: app 'no_such_module_here:render': cannot import 'no_such_module_here': "
@@ -156,7 +157,7 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
 def test_a_binary_file_is_one_line_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "w.toml"
     path.write_bytes(b'[queries.q]\nsql = "SELECT 1"\n\x89PNG\r\n\x1a\n\x00\xff')
-    with pytest.raises(WorkloadError) as error:
+    with pytest.raises(UnreadableTextError) as error:
         load_workload(path, [])
     assert (
         str(error.value) == f"{path}:3: not a UTF-8 text file (byte 0x89): a workload file is TOML"

@@ -87,7 +87,8 @@ class Located(Protocol):
 
 
 class WorkloadError(BadInputError):
-    """One or more problems in workload files; each is a ``file:line: message`` line."""
+    """One or more problems in workload files, each ``file:line: message``, shown on one
+    line (a count, then each problem after a semicolon)."""
 
     def __init__(self, issues: Sequence[Located]) -> None:
         first = issues[0]
@@ -95,7 +96,13 @@ class WorkloadError(BadInputError):
         self.issues = tuple(issues)
 
     def __str__(self) -> str:
-        return "\n".join(str(issue) for issue in self.issues)
+        if len(self.issues) == 1:
+            return str(self.issues[0])
+        return f"{len(self.issues)} problems: " + "; ".join(str(i) for i in self.issues)
+
+
+class UnreadableTextError(BadInputError):
+    """A file that should be text (TOML, SQL) and is not UTF-8, or cannot be read."""
 
 
 class SamplerError(BadInputError):

@@ -52,9 +52,10 @@ def migrate_status(
     migrations_dir: MigrationsLocation | None, dbname: str | None, dsn: str | None
 ) -> None:
     """List migrations and whether each is applied (edited applied ones are refused)."""
+    migrations = discover_migrations(migrations_dir)  # a bad folder is refused before connecting
     target, dbname = resolve_database(dsn, dbname)
     with connect(target, dbname, autocommit=True) as conn:
-        states = migration_states(conn, discover_migrations(migrations_dir))
+        states = migration_states(conn, migrations)
     out.print(migration_table(states, target.describe(dbname)))
 
 

@@ -26,6 +26,7 @@ from psycopg import sql
 
 from vpbench.dataset.audit_result import CheckResult
 from vpbench.errors import BadInputError
+from vpbench.text_files import read_text_file
 
 _KEYS = frozenset({"sql", "examples", "description"})
 
@@ -76,10 +77,7 @@ def _query(text: str) -> sql.SQL:
 def load_checks(path: Path) -> tuple[UserCheck, ...]:
     """Every check of the file at ``path``, in file order; refused with ``file:line`` when
     a check is malformed or its SQL does not parse as one read-only query."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ChecksFileError(f"cannot read the checks file: {exc.strerror}", path=path) from None
+    text = read_text_file(path, "checks file", "TOML")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,7 +24,7 @@ from vpbench.migrations.alembic_online import run_online
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry, with_lock_retries
-from vpbench.migrations.statements import BEGIN, COMMIT, split_statements
+from vpbench.migrations.statements import group_transactions, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +284,7 @@ def apply_step(
         conn.execute(timeout)
         observed.append(_StatementLog(conn, script, began))
         try:
-            for unit in transaction_units(script, migration, direction):
+            for unit in group_transactions(script):  # its shape was checked on discovery
 
                 def one_unit(unit: list[tuple[str, int]] = unit) -> None:
                     offset = unit[0][1]
@@ -316,49 +315,6 @@ def apply_step(
     return StepApplied(migration, direction, seconds, tuple(retries), runs)
 
 
-def transaction_units(
-    script: str, migration: Migration, direction: str
-) -> list[list[tuple[str, int]]]:
-    """The statements of a non-transactional script, grouped into what runs as one
-    transaction: a lone statement, or the statements of a ``BEGIN; ... COMMIT;`` block."""
-    units: list[list[tuple[str, int]]] = []
-    block: list[tuple[str, int]] | None = None
-    began_at = 0
-    for statement, offset in split_statements(script):
-        if BEGIN.match(statement):
-            if block is not None:
-                raise _script_error(
-                    migration, direction, script, offset, "BEGIN inside a BEGIN block"
-                )
-            block, began_at = [], offset
-        elif COMMIT.match(statement):
-            if block is None:
-                raise _script_error(migration, direction, script, offset, "COMMIT without BEGIN")
-            if block:
-                units.append(block)
-            block = None
-        elif block is not None:
-            block.append((statement, offset))
-        else:
-            units.append([(statement, offset)])
-    if block is not None:
-        raise _script_error(migration, direction, script, began_at, "BEGIN without COMMIT")
-    return units
-
-
-def _script_error(
-    migration: Migration, direction: str, script: str, offset: int, problem: str
-) -> MigrationError:
-    path, line, where = _located(migration, direction, script[:offset].count("\n") + 1)
-    return MigrationError(
-        f"migration {migration.id} {direction}: {problem}{where}",
-        path=path,
-        line=line,
-        hint="a transactional step runs as one transaction already; "
-        "a non-transactional one may group statements in BEGIN; ... COMMIT;",
-    )
-
-
 def _failure(
     migration: Migration, direction: str, script: str, exc: psycopg.Error, offset: int
 ) -> MigrationError:
@@ -371,19 +327,10 @@ def _failure(
     detail = f" in `{statement[:60]}`" if statement else ""
     if exc.diag.context:
         detail += f" ({exc.diag.context.strip().splitlines()[0]})"
-    path, line_or_none, where = _located(migration, direction, line)
+    path, line_or_none, where = migration.located(direction, line)
     return MigrationError(
         f"migration {migration.id} {direction} failed: {message}{detail}{where}",
         path=path,
         line=line_or_none,
         sqlstate=exc.sqlstate,
     )
-
-
-def _located(migration: Migration, direction: str, line: int) -> tuple[Path, int | None, str]:
-    """Where a problem at ``line`` of the script is: its file and line, or for SQL rendered
-    from code (an alembic revision) the module and the line of the rendered SQL."""
-    path = migration.script_file(direction)
-    if migration.rendered:
-        return path, None, f" (line {line} of its rendered SQL)"
-    return path, line, ""

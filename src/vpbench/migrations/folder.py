@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from vpbench.errors import MigrationsFormatError
-from vpbench.migrations.statements import split_statements
+from vpbench.migrations.statements import read_sql_file, split_statements
+from vpbench.text_files import read_text_file
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
 
@@ -69,6 +70,15 @@ class Migration:
             return self.files[0 if direction == "up" else 1]
         return self.path / f"{direction}.sql"
 
+    def located(self, direction: str, line: int) -> tuple[Path, int | None, str]:
+        """Where a problem at ``line`` of ``direction``'s script is: its file and line, or
+        for SQL rendered from code (an alembic revision) the module and, as words to add to
+        the message, the line of the rendered SQL."""
+        path = self.script_file(direction)
+        if self.rendered:
+            return path, None, f" (line {line} of its rendered SQL)"
+        return path, line, ""
+
     def stall_budget_ms(self, default_ms: float) -> float:
         """The longest stall of the live app this step may cause: its declared
         ``max_stall``, else the run's ``default_ms``."""
@@ -100,7 +110,7 @@ def _read_migration(path: Path) -> Migration:
     for file in files.values():
         if not file.is_file():
             raise MigrationsFormatError(f"migration {path.name} has no {file.name}", path=file)
-    up_sql = files["up.sql"].read_text(encoding="utf-8")
+    up_sql = read_sql_file(files["up.sql"])
     if not split_statements(up_sql):
         raise MigrationsFormatError(f"migration {path.name} has no statement in up.sql",
                                     path=files["up.sql"])  # fmt: skip
@@ -108,7 +118,7 @@ def _read_migration(path: Path) -> Migration:
         id=path.name,
         path=path,
         up_sql=up_sql,
-        down_sql=files["down.sql"].read_text(encoding="utf-8"),
+        down_sql=read_sql_file(files["down.sql"]),
         **side_fields(files["migration.toml"], default_title=path.name),
     )
 
@@ -127,7 +137,7 @@ def side_fields(
     meta: dict[str, Any] = {}
     if meta_path.is_file():
         try:
-            meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
+            meta = tomllib.loads(read_text_file(meta_path, "side file", "TOML"))
         except tomllib.TOMLDecodeError as exc:
             raise MigrationsFormatError(f"invalid TOML: {exc}", path=meta_path) from None
     unknown = sorted(set(meta) - SIDE_KEYS)

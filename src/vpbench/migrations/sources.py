@@ -13,6 +13,7 @@ from vpbench.errors import MigrationsFormatError
 from vpbench.migrations.alembic_project import alembic_ini, read_alembic
 from vpbench.migrations.folder import Migration, read_folders
 from vpbench.migrations.sql_pairs import holds_pairs, read_pairs
+from vpbench.migrations.statements import ScriptShapeError, check_script_shape
 
 Layout = Literal["auto", "vpbench", "alembic", "sql"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -53,10 +54,31 @@ def discover_migrations(location: MigrationsLocation | None = None) -> tuple[Mig
         ini = alembic_ini(path)
         if ini is None:
             raise MigrationsFormatError("no alembic.ini: not an alembic project", path=path)
-        return read_alembic(ini)
+        return _checked(read_alembic(ini))
     if not path.is_dir():
         raise MigrationsFormatError("not a folder (nor an alembic.ini)", path=path)
-    return read_pairs(path) if layout == "sql" else read_folders(path)
+    return _checked(read_pairs(path) if layout == "sql" else read_folders(path))
+
+
+def _checked(migrations: tuple[Migration, ...]) -> tuple[Migration, ...]:
+    """The migrations, once every script is known to run the way its step runs it (a
+    contradiction is refused here, naming its file and line, before anything connects)."""
+    for migration in migrations:
+        if migration.online:
+            continue
+        for direction, script in (("up", migration.up_sql), ("down", migration.down_sql)):
+            try:
+                check_script_shape(script, migration.transactional)
+            except ScriptShapeError as exc:
+                path, line, where = migration.located(
+                    direction, script.count("\n", 0, exc.offset) + 1
+                )
+                raise MigrationsFormatError(
+                    f"migration {migration.id} {direction}: {exc.problem}{where}",
+                    path=path,
+                    line=line,
+                ) from None
+    return migrations
 
 
 def detect_layout(path: Path) -> Layout:

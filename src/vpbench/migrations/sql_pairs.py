@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vpbench.errors import MigrationsFormatError
 from vpbench.migrations.folder import Migration, side_fields
-from vpbench.migrations.statements import needs_autocommit, split_statements
+from vpbench.migrations.statements import needs_autocommit, read_sql_file, split_statements
 
 PAIR = re.compile(r"^(?P<id>(?P<number>\d+)_(?P<name>[A-Za-z0-9_]+))\.(?P<direction>up|down)\.sql$")
 
@@ -50,8 +50,7 @@ def read_pairs(folder: Path) -> tuple[Migration, ...]:
                     f"{pair[other].name} has no {step_id}.{direction}.sql beside it",
                     path=pair[other],
                 )
-        up_sql = pair["up"].read_text(encoding="utf-8")
-        down_sql = pair["down"].read_text(encoding="utf-8")
+        up_sql, down_sql = read_sql_file(pair["up"]), read_sql_file(pair["down"])
         if not split_statements(up_sql):
             raise MigrationsFormatError(f"{pair['up'].name} has no statement", path=pair["up"])
         found.append(

@@ -4,6 +4,10 @@ transaction."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+from vpbench.errors import MigrationsFormatError
+from vpbench.text_files import read_text_file
 
 BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)(\s+(WORK|TRANSACTION))?$", re.I)
 COMMIT = re.compile(r"^(COMMIT|END)(\s+(WORK|TRANSACTION))?$", re.I)
@@ -42,6 +46,75 @@ def _add_statement(found: list[tuple[str, int]], script: str, start: int, end: i
     text = script[offset:end].strip()
     if text:
         found.append((text, offset + len(script[offset:end]) - len(script[offset:end].lstrip())))
+
+
+def read_sql_file(path: Path) -> str:
+    """The text of a migration's SQL file, refused (with its line) when it is not UTF-8
+    text or PostgreSQL's scanner cannot read it (an unterminated literal or comment)."""
+    from pglast import split
+    from pglast.parser import ParseError
+
+    script = read_text_file(path, "migration file", "SQL")
+    try:
+        list(split(script, with_parser=False, only_slices=True))
+    except ParseError as exc:
+        message, offset = (*exc.args, None)[:2]
+        line = script.count("\n", 0, offset) + 1 if isinstance(offset, int) else None
+        text = " ".join(str(message).split())  # the scanner quotes the rest of the script
+        raise MigrationsFormatError(text[:200], path=path, line=line) from None
+    return script
+
+
+class ScriptShapeError(Exception):
+    """A script whose statements contradict how its step runs them, at ``offset``."""
+
+    def __init__(self, offset: int, problem: str) -> None:
+        super().__init__(problem)
+        self.offset, self.problem = offset, problem
+
+
+def group_transactions(script: str) -> list[list[tuple[str, int]]]:
+    """The statements of a non-transactional script, grouped into what runs as one
+    transaction: a lone statement, or the statements of a ``BEGIN; ... COMMIT;`` block;
+    ``ScriptShapeError`` when its BEGIN and COMMIT do not pair up."""
+    units: list[list[tuple[str, int]]] = []
+    block: list[tuple[str, int]] | None = None
+    began_at = 0
+    for statement, offset in split_statements(script):
+        if BEGIN.match(statement):
+            if block is not None:
+                raise ScriptShapeError(offset, "BEGIN inside a BEGIN block")
+            block, began_at = [], offset
+        elif COMMIT.match(statement):
+            if block is None:
+                raise ScriptShapeError(offset, "COMMIT without BEGIN")
+            if block:
+                units.append(block)
+            block = None
+        elif block is not None:
+            block.append((statement, offset))
+        else:
+            units.append([(statement, offset)])
+    if block is not None:
+        raise ScriptShapeError(began_at, "BEGIN without COMMIT")
+    return units
+
+
+def check_script_shape(script: str, transactional: bool) -> None:
+    """Refuse (``ScriptShapeError``) a script that contradicts how its step runs: a
+    transactional step's script holding BEGIN/COMMIT or a statement PostgreSQL refuses
+    inside a transaction, a non-transactional one whose BEGIN and COMMIT do not pair up."""
+    if not transactional:
+        group_transactions(script)
+        return
+    for text, offset in split_statements(script):
+        if BEGIN.match(text) or COMMIT.match(text) or _OUTSIDE_A_TRANSACTION.search(text):
+            first = " ".join(text.split()[:4])
+            raise ScriptShapeError(
+                offset,
+                f"`{first}` cannot run inside the step's one transaction: "
+                "declare transactional = false",
+            )
 
 
 def needs_autocommit(script: str) -> bool:

@@ -22,6 +22,7 @@ from pglast import parser
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vpbench.errors import AppCallableError, Located, VpbenchError, WorkloadError
+from vpbench.text_files import read_text_file
 from vpbench.workload._toml_lines import TomlLines, decode_error_line
 
 Scalar = str | int | float | bool
@@ -265,20 +266,7 @@ def load_workloads(
 def load_workload(path: str | Path, migration_ids: Sequence[str]) -> Workload:
     """Load one workload file; raise WorkloadError with every problem found."""
     shown = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise WorkloadError(
-            [Issue(shown, None, f"cannot read workload file: {exc.strerror}")]
-        ) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        byte = f"0x{data[exc.start]:02x}"
-        raise WorkloadError(
-            [Issue(shown, data.count(b"\n", 0, exc.start) + 1,
-                   f"not a UTF-8 text file (byte {byte}): a workload file is TOML")]
-        ) from None  # fmt: skip
+    text = read_text_file(Path(path), "workload file", "TOML")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
