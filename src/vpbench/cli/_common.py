@@ -327,11 +327,24 @@ def paired_options(budget: str) -> Callable[[F], F]:
     return decorate
 
 
+def _given(*names: str) -> bool:
+    """Whether the user gave every one of these options (not their defaults)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and all(
+        ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE for name in names
+    )
+
+
 def paired_session(
     rounds: int, min_rounds: int, max_rounds: int, repeat: int, budget_ms: int, seed: int
 ) -> PairedOptions:
-    """The PairedOptions that ``paired_options`` and ``--seed`` describe."""
+    """The PairedOptions that ``paired_options`` and ``--seed`` describe (``--rounds`` is
+    brought within ``--min-rounds``..``--max-rounds``; those two, when both given, must
+    not contradict)."""
     from vpbench.measure.interleave import PairedOptions
+
+    if min_rounds > max_rounds and _given("min_rounds", "max_rounds"):
+        raise UsageError(f"--min-rounds {min_rounds} is more than --max-rounds {max_rounds}")
 
     return PairedOptions(
         rounds=rounds,

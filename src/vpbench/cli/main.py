@@ -67,12 +67,23 @@ def exit_code(error: VpbenchError) -> int:
     return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
 
 
+def _usage_message(exc: click.ClickException) -> str:
+    """Click's message with the command it is about and where its help is, on one line."""
+    message = " ".join(exc.format_message().split())
+    command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else None
+    return f"{command}: {message} (see '{command} --help')" if command else message
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: expected failures become one line on stderr and an exit status."""
     try:
         cli.main(args=argv, prog_name="vpbench", standalone_mode=False)
-    except click.ClickException as exc:  # click's own usage errors: status 2
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors (status 2), in one line
+        err.print(f"vpbench: error: {_usage_message(exc)}", highlight=False, markup=False,
+                  soft_wrap=True)  # fmt: skip
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         err.print("vpbench: interrupted", highlight=False)
