@@ -37,6 +37,7 @@ COMMANDS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dsn", [UNREACHABLE, MALFORMED], ids=["unreachable", "malformed"])
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c[:2]) for c in COMMANDS])
 def test_every_command_that_connects_fails_in_one_line(

@@ -48,6 +48,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return (code if isinstance(code, int) else 1), captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_capture_run_the_captured_file_and_its_coverage(
     statements_server: ServerTarget,
     tmp_path: Path,

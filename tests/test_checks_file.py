@@ -112,6 +112,7 @@ def test_a_teams_checks_run_in_the_audit_and_fail_it(
     assert document["rows"]["users"] == 300 and document["rows"]["quiz_attempts"] > 0
 
 
+@pytest.mark.slow
 def test_steps_report_a_teams_checks_per_state(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -150,6 +151,7 @@ BAD_FILES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("text", "expected"), BAD_FILES)
 def test_a_bad_checks_file_is_one_line_with_its_line(
     create_database: DatabaseFactory, tmp_path: Path, text: str, expected: str
@@ -178,6 +180,7 @@ def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
                           text=True, env={**env, "VPBENCH_DSN": dsn}, check=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_steps_fail_on_violations_of_your_checks_in_the_final_state(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:

@@ -130,6 +130,7 @@ def test_a_pull_request_that_changes_nothing_passes_with_its_comment(
     assert "`probe`" in report.read_text()
 
 
+@pytest.mark.slow
 def test_a_pull_request_that_slows_a_query_fails_and_says_which(
     target: ServerTarget,
     session_prefix: str,
@@ -166,6 +167,7 @@ def test_a_ref_without_the_migrations_folder_is_one_line(
     assert "cannot read migrations, workloads at 'no-such-ref'" in err[0]
 
 
+@pytest.mark.slow
 def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
     target: ServerTarget, session_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -98,6 +98,7 @@ def _contents(target: ServerTarget, dbname: str) -> tuple[object, ...]:
     return tuple(found)
 
 
+@pytest.mark.slow
 def test_a_clone_on_xfs_shares_blocks_and_equals_its_source(on_xfs: ServerTarget) -> None:
     with psycopg.connect(on_xfs.conninfo, autocommit=True) as conn:
         disk = data_disk(conn)
@@ -114,6 +115,7 @@ def test_a_clone_on_xfs_shares_blocks_and_equals_its_source(on_xfs: ServerTarget
         drop_backup(on_xfs, copy)
 
 
+@pytest.mark.slow
 def test_on_the_machines_own_disk_the_same_code_copies(on_own_disk: ServerTarget) -> None:
     """The twin: where blocks cannot be shared the clone request copies them (ext4 here):
     the copy takes about the database's size, and says so beforehand."""

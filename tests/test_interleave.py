@@ -79,6 +79,7 @@ def test_the_budget_stops_a_session_after_its_minimum_rounds(
     assert left.rounds == 6
 
 
+@pytest.mark.slow
 def test_a_pair_of_a_second_or_more_runs_once_a_round_and_explains_once(
     target: ServerTarget, tmp_path: Path
 ) -> None:

@@ -94,6 +94,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, check=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_broken_migrations_are_one_line_naming_the_file(
     target: ServerTarget, tmp_path: Path
 ) -> None:
@@ -159,6 +160,7 @@ def _constraint_valid(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row.fetchone() == (True,))
 
 
+@pytest.mark.slow
 def test_migrate_up_adopts_alembic_history_and_guards_the_reference_series(
     target: ServerTarget, session_prefix: str, create_database: DatabaseFactory, tmp_path: Path
 ) -> None:

@@ -385,6 +385,7 @@ def test_a_transactional_step_with_a_statement_that_cannot_run_in_one_is_refused
     assert not migration.transactional
 
 
+@pytest.mark.slow
 def test_cli_migrate_up_retries_and_says_so(
     target: ServerTarget,
     legacy: psycopg.Connection[Any],
@@ -456,6 +457,7 @@ def test_a_declared_downtime_needs_a_duration_and_a_why(
     assert migration.max_stall_ms == 1500 and migration.downtime == "booked window"
 
 
+@pytest.mark.slow
 def test_cli_migrate_up_under_load_stops_at_a_step_over_budget(
     target: ServerTarget,
     legacy: psycopg.Connection[Any],

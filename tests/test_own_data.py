@@ -76,6 +76,7 @@ def _written(target: ServerTarget, name: str) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
+@pytest.mark.slow
 def test_steps_from_a_busy_staging_database_leaves_it_untouched(
     target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_the_untouched_check_sees_a_single_write(
     assert after["written"] != before["written"] and after["rows"] != before["rows"]
 
 
+@pytest.mark.slow
 def test_an_idle_source_is_copied_as_a_template_and_a_dump_is_restored(
     target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -215,6 +217,7 @@ def as_folders(migrations: tuple[Migration, ...], folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_teams_alembic_project_goes_through_steps_like_the_same_sql_elsewhere(
     target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -254,6 +257,7 @@ def test_a_teams_alembic_project_goes_through_steps_like_the_same_sql_elsewhere(
         assert alembic_current(conn) == (REVISIONS[-1],)
 
 
+@pytest.mark.slow
 def test_ci_pr_judges_an_alembic_pull_request_on_a_copy_of_staging(
     target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -292,6 +296,7 @@ def test_ci_pr_judges_an_alembic_pull_request_on_a_copy_of_staging(
     assert _fingerprint(target, name) == before
 
 
+@pytest.mark.slow
 def test_an_online_alembic_revision_goes_through_steps_and_the_report_says_so(
     target: ServerTarget, session_prefix: str, staging: tuple[str, Path], tmp_path: Path
 ) -> None:

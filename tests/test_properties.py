@@ -197,6 +197,7 @@ def mutated(draw: st.DrawFn, kind: str) -> tuple[Any, Any]:
     return original, document
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.one_of(mutated("run"), mutated("step")))
 def test_a_valid_document_with_fields_broken_is_read_or_refused(pair: tuple[Any, Any]) -> None:

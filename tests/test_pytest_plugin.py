@@ -47,6 +47,7 @@ def run_bench(
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_benchmark_json_carries_vpbench_info(
     pytester: pytest.Pytester, server_dsn: str, session_prefix: str
 ) -> None:
@@ -75,6 +76,7 @@ def test_benchmark_json_carries_vpbench_info(
     assert info["vpbench_migrations"] == []
 
 
+@pytest.mark.slow
 def test_enforce_targets(pytester: pytest.Pytester, server_dsn: str, session_prefix: str) -> None:
     missed = run_bench(pytester, server_dsn, session_prefix, "--vpbench-enforce-targets",
                        target=0.0001)  # fmt: skip
@@ -84,6 +86,7 @@ def test_enforce_targets(pytester: pytest.Pytester, server_dsn: str, session_pre
     met.assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_compare_fail_catches_a_slowed_query(
     pytester: pytest.Pytester, server_dsn: str, session_prefix: str
 ) -> None:
@@ -96,6 +99,7 @@ def test_compare_fail_catches_a_slowed_query(
     assert "Performance has regressed" in slowed.stdout.str() + slowed.stderr.str()
 
 
+@pytest.mark.slow
 def test_bad_input(pytester: pytest.Pytester, server_dsn: str, session_prefix: str) -> None:
     unknown = run_bench(pytester, server_dsn, session_prefix, name="headr")
     unknown.assert_outcomes(failed=1)
@@ -109,6 +113,7 @@ def test_bad_input(pytester: pytest.Pytester, server_dsn: str, session_prefix: s
     assert "pw@" not in refused.stdout.str()
 
 
+@pytest.mark.slow
 def test_pytest_benchmark_runs_the_benchmark_suite(
     pytester: pytest.Pytester, server_dsn: str, session_prefix: str
 ) -> None:

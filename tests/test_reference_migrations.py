@@ -550,6 +550,7 @@ def test_metadata_describes_each_step() -> None:
     assert f"'{VOICE_MEMO_V2_PATTERN}'" in up_sql
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dirt", DIRT, ids=DIRT)
 def test_each_step_fixes_reverts_exactly_and_reapplies(
     seed: Callable[[DirtyRates], Seeded], dirt: str
@@ -579,6 +580,7 @@ def test_each_step_fixes_reverts_exactly_and_reapplies(
     assert_same(capture(conn), fresh)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dirt", DIRT, ids=DIRT)
 def test_whole_series_up_then_down_restores_the_seed(
     seed: Callable[[DirtyRates], Seeded], dirt: str

@@ -220,6 +220,7 @@ def test_trend_flags_an_injected_step(vpbench: Runner, tmp_path: Path) -> None:
     assert_png(tmp_path / "trend" / "trend.png")
 
 
+@pytest.mark.slow
 def test_ab_on_two_databases(
     vpbench: Runner,
     target: ServerTarget,

@@ -368,6 +368,7 @@ def test_reference_workloads_after_every_migration(
     assert by_name["video_page[app]"].status == "ok"
 
 
+@pytest.mark.slow
 def test_prepared_names_never_carry_over_to_a_new_connection(
     target: ServerTarget, legacy_db: str
 ) -> None:
@@ -426,6 +427,7 @@ queries = ["slow", "fast"]
 """
 
 
+@pytest.mark.slow
 def test_an_entry_stops_on_its_time_budget_and_says_so(
     create_database: Callable[[str], str], tmp_path: Path
 ) -> None:

@@ -103,6 +103,7 @@ def embedded_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_main_job_runs_on_the_embedded_server_by_default(embedded_home: Path) -> None:
     """``vpbench seed`` + ``audit`` with no DSN anywhere start the embedded server on demand."""
     env = {

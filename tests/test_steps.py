@@ -75,6 +75,7 @@ def add_migration(folder: Path, name: str, up: str, down: str, extra: str = "") 
     (folder / name / "migration.toml").write_text(f'title = "{name}"\n{extra}')
 
 
+@pytest.mark.slow
 def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_path: Path) -> None:
     name = f"{session_prefix}_steps"
     result = run_steps(
@@ -171,6 +172,7 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert not re.search(r"\d{1,3}(,\d{3})+ B", report)
 
 
+@pytest.mark.slow
 def test_a_failing_step_restores_the_backup(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -214,6 +216,7 @@ def test_a_failing_step_restores_the_backup(
     assert (tmp_path / "out" / "0001_add_column.json").is_file()
 
 
+@pytest.mark.slow
 def test_each_check_fails_on_a_broken_migration(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -307,6 +310,7 @@ sql = "SELECT id, created_at FROM reflections ORDER BY created_at DESC LIMIT 5"
 """
 
 
+@pytest.mark.slow
 def test_the_old_app_on_the_new_schema_and_which_index_gave_the_gain(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -382,6 +386,7 @@ def test_requests_that_failed_under_load_count_unless_a_constraint_refused_them(
     assert broken.old_app_breaks == ("under load: 7 write error 42804",)
 
 
+@pytest.mark.slow
 def test_cli_steps(
     target: ServerTarget,
     session_prefix: str,
@@ -450,6 +455,7 @@ def test_cli_steps(
         )
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_step_keeps_the_backup_and_a_consistent_ledger(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -563,6 +569,7 @@ def _noop_and_index(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_migration_that_changes_nothing_reads_zero(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -642,6 +649,7 @@ def _stalling_series(folder: Path, toml: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("toml", "code"),
     [("", 1), ('max_stall = "10s"\ndowntime = "a maintenance window is booked"\n', 0)],
@@ -692,6 +700,7 @@ def test_a_step_that_blocks_the_app_fails_availability(
         assert "0001_exclusive: may stall the app 10 s (blocked" in captured.out
 
 
+@pytest.mark.slow
 def test_ctrl_c_under_load_ends_the_traffic_and_keeps_the_backup(
     target: ServerTarget, session_prefix: str, tmp_path: Path
 ) -> None:
@@ -768,6 +777,7 @@ def test_a_variant_the_new_schema_refuses_stops_the_step_before_its_timing(
     assert list(out.glob("*.json")) == []
 
 
+@pytest.mark.slow
 def test_down_runs_on_a_copy_so_a_lossy_down_never_reaches_the_working_database(
     target: ServerTarget,
     session_prefix: str,

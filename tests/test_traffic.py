@@ -81,6 +81,7 @@ def _under_load(
     return applied, record
 
 
+@pytest.mark.slow
 def test_an_exclusive_lock_blocks_reads_and_writes_and_is_named(
     legacy: str, tmp_path: Path
 ) -> None:
@@ -136,6 +137,7 @@ def test_a_concurrent_index_build_does_not_block_writes(legacy: str, tmp_path: P
     assert not any(w.migration_holds == "AccessExclusiveLock" for w in record.waits)
 
 
+@pytest.mark.slow
 def test_a_plain_index_build_blocks_writes_not_reads(legacy: str, tmp_path: Path) -> None:
     """CREATE INDEX takes SHARE on its table until the step commits: writes (ROW EXCLUSIVE)
     queue behind it, reads (ACCESS SHARE) do not."""
@@ -151,6 +153,7 @@ def test_a_plain_index_build_blocks_writes_not_reads(legacy: str, tmp_path: Path
     assert found.slowed["read"].requests > 0  # reads went on, and are compared with at rest
 
 
+@pytest.mark.slow
 def test_a_cpu_heavy_step_slows_the_app_but_blocks_nothing(legacy: str, tmp_path: Path) -> None:
     """A step that holds no lock the app needs but burns a core for 4 s next to a CPU-heavy
     read: the read is slowed, not blocked, and the step passes a 1 s budget whatever the
@@ -205,6 +208,7 @@ def _read_holding_the_table(conninfo: str, hold_s: float) -> Iterator[None]:
             thread.join()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("locks", "passes"), [(LockPolicy(), False), (LockPolicy().within(1000), True)]
 )

@@ -51,6 +51,7 @@ def test_wal_per_row_leaves_out_full_page_images(aged: str) -> None:
     assert 300 < wal < 2000
 
 
+@pytest.mark.slow
 def test_one_reading_per_row_would_count_full_page_images(
     aged: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

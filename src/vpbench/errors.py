@@ -12,7 +12,8 @@ point (``vpbench.cli.main``) is the one place that turns kinds into statuses. Th
 - any other ``VpbenchError`` — something failed: the server, a migration, a backup.
 
 Each stage's errors are here too, so that every module can raise them without importing
-another stage.
+another stage, and ``read_text_file``, which turns a user's file that is not UTF-8 text
+into one of them for every stage that reads one.
 """
 
 from __future__ import annotations
@@ -103,6 +104,23 @@ class WorkloadError(BadInputError):
 
 class UnreadableTextError(BadInputError):
     """A file that should be text (TOML, SQL) and is not UTF-8, or cannot be read."""
+
+
+def read_text_file(path: Path, what: str, language: str) -> str:
+    """The UTF-8 text of ``path``, ``what`` (e.g. "workload file") written in ``language``
+    (e.g. "TOML"); a binary file is refused naming the line of its first bad byte."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableTextError(f"cannot read {what}: {exc.strerror}", path=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableTextError(
+            f"not a UTF-8 text file (byte 0x{data[exc.start]:02x}): a {what} is {language}",
+            path=path,
+            line=data.count(b"\n", 0, exc.start) + 1,
+        ) from None
 
 
 class SamplerError(BadInputError):

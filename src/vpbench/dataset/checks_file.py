@@ -25,8 +25,7 @@ import psycopg
 from psycopg import sql
 
 from vpbench.dataset.audit_result import CheckResult
-from vpbench.errors import BadInputError
-from vpbench.text_files import read_text_file
+from vpbench.errors import BadInputError, read_text_file
 
 _KEYS = frozenset({"sql", "examples", "description"})
 

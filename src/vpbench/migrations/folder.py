@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpbench.errors import MigrationsFormatError
+from vpbench.errors import MigrationsFormatError, read_text_file
 from vpbench.migrations.statements import read_sql_file, split_statements
-from vpbench.text_files import read_text_file
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
 

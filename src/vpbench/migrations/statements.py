@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vpbench.errors import MigrationsFormatError
-from vpbench.text_files import read_text_file
+from vpbench.errors import MigrationsFormatError, read_text_file
 
 BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)(\s+(WORK|TRANSACTION))?$", re.I)
 COMMIT = re.compile(r"^(COMMIT|END)(\s+(WORK|TRANSACTION))?$", re.I)

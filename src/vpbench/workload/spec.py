@@ -21,8 +21,7 @@ from typing import Any, Literal
 from pglast import parser
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vpbench.errors import AppCallableError, Located, VpbenchError, WorkloadError
-from vpbench.text_files import read_text_file
+from vpbench.errors import AppCallableError, Located, VpbenchError, WorkloadError, read_text_file
 from vpbench.workload._toml_lines import TomlLines, decode_error_line
 
 Scalar = str | int | float | bool
