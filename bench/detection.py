@@ -144,8 +144,8 @@ def sessions(
         for row in compare_sides(base, new, paired_session=True).rows:
             ratios.setdefault(row.name, []).append(row.judgement.estimate.ratio)
             old, cur = pairs.setdefault(row.name, ([], []))
-            old += [ns / 1e6 for ns in base.entries[row.name]["samples_ns"]]
-            cur += [ns / 1e6 for ns in new.entries[row.name]["samples_ns"]]
+            old += [ns / 1e6 for ns in base.entries[row.name].samples_ns]
+            cur += [ns / 1e6 for ns in new.entries[row.name].samples_ns]
     return found, ratios, (time.perf_counter() - began) / max(count, 1), pairs
 
 

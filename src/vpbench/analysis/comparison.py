@@ -18,11 +18,14 @@ import numpy as np
 from vpbench.analysis.session_verdicts import SessionVerdicts, judge_session_pair
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge
 from vpbench.errors import IncomparableError, ResultsFormatError, UsageError
-from vpbench.results.documents import (
-    KIND_AB,
-    KIND_RUN,
-    KIND_STEP,
-    read_document,
+from vpbench.results.documents import read_shaped
+from vpbench.results.shapes import (
+    EntryShape,
+    LabelsShape,
+    MetadataShape,
+    PairedShape,
+    RunShape,
+    Shape,
 )
 
 
@@ -32,8 +35,8 @@ class Side:
 
     label: str
     path: Path
-    metadata: dict[str, Any]
-    entries: dict[str, dict[str, Any]]
+    metadata: MetadataShape
+    entries: dict[str, EntryShape]
     verdicts: SessionVerdicts | None = None
     """the paired verdicts its session stored (on the new side of a step or ab document)"""
 
@@ -141,65 +144,57 @@ class Comparison:
 def load_sides(paths: Sequence[Path]) -> tuple[Side, Side, bool]:
     """Two run files/folders, or one step or ab document (its two states, paired)."""
     if len(paths) == 1:
-        document = _read(paths[0])
-        if document.get("kind") not in (KIND_STEP, KIND_AB):
+        session = _read(paths[0])
+        if not isinstance(session, PairedShape):
             raise ResultsFormatError(
                 "a single file must be a step or ab document; give two runs to compare",
                 path=paths[0],
             )
-        labels = document.get("labels", {"before": "before", "after": "after"})
-        stored = document.get("verdicts")
-        sides = tuple(
-            Side(
-                labels[state],
-                paths[0],
-                document["metadata"],
-                {e["name"]: e for e in document[state]},
-                SessionVerdicts.from_dict(stored) if stored and state == "after" else None,
-            )
-            for state in ("before", "after")
-        )
-        return sides[0], sides[1], True
+        labels = session.labels or LabelsShape(before="before", after="after")
+        stored = session.verdicts
+        verdicts = SessionVerdicts.from_dict(stored.model_dump()) if stored else None
+        before = Side(labels.before, paths[0], session.metadata,
+                      {e.name: e for e in session.before})  # fmt: skip
+        after = Side(labels.after, paths[0], session.metadata,
+                     {e.name: e for e in session.after}, verdicts)  # fmt: skip
+        return before, after, True
     if len(paths) != 2:
         raise UsageError("compare takes BASE and NEW (or one step or ab document)")
     base, new = (_run_side(p) for p in paths)
     return base, new, False
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> Shape:
     if not path.exists():
         raise ResultsFormatError("no such results file", path=path)
-    return read_document(path)
+    return read_shaped(path)
 
 
 def _run_side(path: Path) -> Side:
     """A run document, or the newest run document in a folder."""
     if path.is_dir():
         runs = sorted((p for p in path.rglob("*.json")), key=lambda p: p.stat().st_mtime)
-        documents = [(p, d) for p in runs if (d := _read(p)).get("kind") == KIND_RUN]
+        documents = [(p, d) for p in runs if isinstance(d := _read(p), RunShape)]
         if not documents:
             raise ResultsFormatError("no run results in this folder", path=path)
-        path, document = documents[-1]
+        path, run = documents[-1]
     else:
-        document = _read(path)
-        if document.get("kind") != KIND_RUN:
-            raise ResultsFormatError(f"a {document.get('kind')} document, not a run", path=path)
-    label = document["metadata"].get("label") or path.stem
-    entries = {e["name"]: e for e in document["entries"]}  # its shape was checked on read
-    return Side(label, path, document["metadata"], entries)
+        read = _read(path)
+        if not isinstance(read, RunShape):
+            raise ResultsFormatError(f"a {read.kind} document, not a run", path=path)
+        run = read
+    label = run.metadata.label or path.stem
+    return Side(label, path, run.metadata, {e.name: e for e in run.entries})
 
 
 def incomparable_reasons(base: Side, new: Side) -> list[str]:
     """Differences that make timings incomparable: data profile/seed, PostgreSQL major."""
     reasons = []
     for key in ("profile", "seed"):
-        a, b = base.metadata.get("seed", {}).get(key), new.metadata.get("seed", {}).get(key)
+        a, b = base.metadata.seed.get(key), new.metadata.seed.get(key)
         if a != b:
             reasons.append(f"{key} {a} vs {b}")
-    majors = [
-        (side.metadata.get("postgres", {}).get("server_version_num") or 0) // 10000
-        for side in (base, new)
-    ]
+    majors = [(side.metadata.postgres.server_version_num or 0) // 10000 for side in (base, new)]
     if majors[0] != majors[1]:
         reasons.append(f"PostgreSQL {majors[0]} vs {majors[1]}")
     return reasons
@@ -210,28 +205,27 @@ def maintenance_between(base: Side, new: Side) -> str | None:
     the same database at the same migration state: VACUUM or ANALYZE (by hand or by
     autovacuum) of some table, or a reseed. None when nothing did, or when the runs
     measured different databases or schema states (their counters do not compare)."""
-    old_db, new_db = base.metadata.get("database") or {}, new.metadata.get("database") or {}
-    same_place = (
-        _server(base) == _server(new)
-        and old_db.get("name") is not None
-        and old_db.get("name") == new_db.get("name")
-        and base.metadata.get("applied_migrations") == new.metadata.get("applied_migrations")
-    )
-    if not same_place:
+    old_db, new_db = base.metadata.database, new.metadata.database
+    if old_db is None or new_db is None or old_db.name is None or old_db.name != new_db.name:
         return None
-    seeded = [side.metadata.get("seed", {}).get("seeded_at") for side in (base, new)]
-    if old_db.get("oid") != new_db.get("oid") or seeded[0] != seeded[1]:
+    same_schema = base.metadata.applied_migrations == new.metadata.applied_migrations
+    if _server(base) != _server(new) or not same_schema:
+        return None
+    seeded = [side.metadata.seed.get("seeded_at") for side in (base, new)]
+    if old_db.oid != new_db.oid or seeded[0] != seeded[1]:
         return "a reseed of the database (new rows, new statistics)"
-    old_tables, new_tables = old_db.get("maintenance", {}), new_db.get("maintenance", {})
     touched = [
         f"{name} ({', '.join(work)})"
-        for name, old in old_tables.items()
-        if (current := new_tables.get(name)) is not None
+        for name, old in old_db.maintenance.items()
+        if (current := new_db.maintenance.get(name)) is not None
         and (
             work := [
                 kind
-                for kind, key in (("VACUUM", "vacuums"), ("ANALYZE", "analyzes"))
-                if current.get(key) != old.get(key)
+                for kind, changed in (
+                    ("VACUUM", current.vacuums != old.vacuums),
+                    ("ANALYZE", current.analyzes != old.analyzes),
+                )
+                if changed
             ]
         )
     ]
@@ -240,7 +234,7 @@ def maintenance_between(base: Side, new: Side) -> str | None:
 
 def _server(side: Side) -> str:
     """``host:port/db`` of the run, without how it was reached."""
-    return str(side.metadata.get("server", "")).split(" (", 1)[0]
+    return (side.metadata.server or "").split(" (", 1)[0]
 
 
 def compare_sides(
@@ -274,8 +268,7 @@ def compare_sides(
         ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
         stored = (
             new.verdicts.stored(
-                name, old["samples_ns"], cur["samples_ns"], old.get("rounds"),
-                (threshold, alpha, seed),
+                name, old.samples_ns, cur.samples_ns, old.rounds, (threshold, alpha, seed)
             )
             if paired_session and new.verdicts
             else None
@@ -284,15 +277,14 @@ def compare_sides(
             judgement = stored  # judged once, when the session ended
         elif (
             paired_session
-            and (rounds := old.get("rounds"))
+            and (rounds := old.rounds)
             and (old_ms.size == new_ms.size == len(rounds))
         ):
             # An interleaved session stores its samples pair by pair (same index, same round,
             # same parameters on both sides): judge them that way, clustered by round.
             judgement = judge_session_pair(
-                old["samples_ns"], cur["samples_ns"], rounds, threshold=threshold, alpha=alpha,
-                seed=seed,
-            )  # fmt: skip
+                old.samples_ns, cur.samples_ns, rounds, threshold=threshold, alpha=alpha, seed=seed
+            )
         else:
             judgement = judge(
                 old_ms,
@@ -308,7 +300,7 @@ def compare_sides(
         rows.append(
             EntryComparison(
                 name,
-                cur.get("kind", "query"),
+                cur.kind,
                 _pct(old_ms, 50),
                 _pct(old_ms, 95),
                 _pct(new_ms, 50),
@@ -317,28 +309,28 @@ def compare_sides(
                 plan_changed,
                 old_buffers,
                 new_buffers,
-                cur.get("target_ms") if cur.get("target_ms") is not None else old.get("target_ms"),
+                cur.target_ms if cur.target_ms is not None else old.target_ms,
             )
         )
     return Comparison(base, new, paired_session, threshold, alpha, tuple(rows), confounder)
 
 
-def _samples(entry: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    return np.asarray(entry.get("samples_ns") or [], dtype=np.float64) / 1e6
+def _samples(entry: EntryShape) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.asarray(entry.samples_ns, dtype=np.float64) / 1e6
 
 
 def _pct(samples: np.ndarray[Any, np.dtype[np.float64]], q: int) -> float | None:
     return float(np.percentile(samples, q)) if samples.size else None
 
 
-def _buffers(entry: dict[str, Any]) -> float | None:
-    values = [e["shared_hit_blocks"] + e["shared_read_blocks"] for e in entry.get("explains", [])]
+def _buffers(entry: EntryShape) -> float | None:
+    values = [e.shared_hit_blocks + e.shared_read_blocks for e in entry.explains]
     return float(np.median(values)) if values else None
 
 
-def _plan_changed(old: dict[str, Any], new: dict[str, Any]) -> bool | None:
-    before = {k: v.get("fingerprint") for k, v in (old.get("plan_summaries") or {}).items()}
-    after = {k: v.get("fingerprint") for k, v in (new.get("plan_summaries") or {}).items()}
+def _plan_changed(old: EntryShape, new: EntryShape) -> bool | None:
+    before = {k: v.fingerprint for k, v in (old.plan_summaries or {}).items()}
+    after = {k: v.fingerprint for k, v in (new.plan_summaries or {}).items()}
     if not before or not after:
         return None
     return before != after

@@ -524,7 +524,7 @@ def _comparison_report(comparison: Comparison, out: Path) -> str:
             for side in (comparison.base, comparison.new)
             for name, entry in side.entries.items()
             if name in set(rows["name"])
-            for ns in entry.get("samples_ns") or []
+            for ns in entry.samples_ns
         ]
     )
     charts.distribution_chart(samples, out / "distribution.png")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vpbench.errors import ResultsFormatError, UsageError
-from vpbench.results.shapes import check_shape
+from vpbench.results.shapes import Shape, check_shape
 
 SCHEMA_VERSION = 4
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
@@ -81,6 +81,16 @@ def write_document(document: dict[str, Any], path: Path) -> Path:
 
 def read_document(path: Path) -> dict[str, Any]:
     """Read a results document, refusing newer schema versions and upgrading older ones."""
+    return _read_checked(path)[0]
+
+
+def read_shaped(path: Path) -> Shape:
+    """Read a results document (as ``read_document``) as the typed model of its kind."""
+    return _read_checked(path)[1]
+
+
+def _read_checked(path: Path) -> tuple[dict[str, Any], Shape]:
+    """The document at ``path`` upgraded to the current version, and its model."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -97,7 +107,7 @@ def read_document(path: Path) -> dict[str, Any]:
     if version < min(_UPGRADES, default=SCHEMA_VERSION):
         raise ResultsFormatError(f"results schema version {version} is older than any this "
                                  "vpbench can upgrade", path=path)  # fmt: skip
-    check_shape(document, path)
+    shaped = check_shape(document, path)
     upgraded: dict[str, Any] = document
     while (older := upgraded["schema_version"]) < SCHEMA_VERSION:
         try:
@@ -106,8 +116,8 @@ def read_document(path: Path) -> dict[str, Any]:
             why = f"cannot upgrade this schema version {older} document: {exc!r}"
             raise ResultsFormatError(why, path=path) from None
     if upgraded is not document:
-        check_shape(upgraded, path)
-    return upgraded
+        shaped = check_shape(upgraded, path)
+    return upgraded, shaped
 
 
 def _upgrade_1_to_2(document: dict[str, Any]) -> dict[str, Any]:

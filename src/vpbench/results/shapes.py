@@ -138,7 +138,10 @@ class SummaryShape(_Open):
     answers: dict[str, str]
 
 
-SHAPES: dict[str, type[_Open]] = {
+Shape = RunShape | PairedShape | SummaryShape
+"""a results document read as the model of its kind"""
+
+SHAPES: dict[str, type[Shape]] = {
     "run": RunShape,
     "ab": PairedShape,
     "step": PairedShape,
@@ -146,8 +149,9 @@ SHAPES: dict[str, type[_Open]] = {
 }
 
 
-def check_shape(document: dict[str, Any], path: object, *, written: bool = False) -> None:
-    """Refuse ``document`` (read from ``path``) unless it has the shape of its kind. A
+def check_shape(document: dict[str, Any], path: object, *, written: bool = False) -> Shape:
+    """``document`` (read from ``path``) as the model of its kind, refused unless it has
+    that shape. A
     document vpbench is about to write (``written``) that does not is vpbench's own bug,
     raised as ``MalformedResultError``, not bad input."""
     kind = document.get("kind")
@@ -157,7 +161,7 @@ def check_shape(document: dict[str, Any], path: object, *, written: bool = False
         raise ResultsFormatError(f"unknown kind of results document {kind!r}; known: {known}",
                                  path=str(path))  # fmt: skip
     try:
-        shape.model_validate(document)
+        return shape.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
