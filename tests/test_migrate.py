@@ -28,7 +28,12 @@ from vpbench.migrations.apply import (
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
 from vpbench.migrations.sources import default_migrations_dir, discover_migrations
-from vpbench.migrations.statements import split_statements
+from vpbench.migrations.statements import (
+    is_begin,
+    is_commit,
+    runs_outside_a_transaction,
+    split_statements,
+)
 from vpbench.server.target import ServerTarget
 
 FIRST = "0001_quiz_attempt_links"
@@ -163,6 +168,38 @@ def test_statements_are_split_by_postgresqls_scanner(script: str, statements: li
     found = split_statements(script)
     assert [text for text, _ in found] == statements
     assert all(script[offset:].startswith(text) for text, offset in found)
+
+
+@pytest.mark.parametrize(
+    ("statement", "outside", "begin", "commit"),
+    [
+        ("create  index\nconcurrently i on t (a)", True, False, False),
+        # Words in a comment, a string or a quoted name are not keywords (twins).
+        ("CREATE INDEX /* not CONCURRENTLY */ i ON t (a)", False, False, False),
+        ("COMMENT ON TABLE t IS 'VACUUM it later, CONCURRENTLY'", False, False, False),
+        ('CREATE TABLE "concurrently" (a int)', False, False, False),
+        ("REFRESH MATERIALIZED VIEW CONCURRENTLY v", False, False, False),
+        ("vacuum (analyze) t", True, False, False),
+        ("ALTER SYSTEM SET work_mem = '8MB'", True, False, False),
+        ("begin isolation level serializable", False, True, False),
+        ("START TRANSACTION", False, True, False),
+        ("DO $$ BEGIN PERFORM 1; END $$", False, False, False),
+        ("end work", False, False, True),
+    ],
+)
+def test_statement_kinds_are_read_from_keywords(
+    statement: str, outside: bool, begin: bool, commit: bool
+) -> None:
+    assert runs_outside_a_transaction(statement) is outside
+    assert (is_begin(statement), is_commit(statement)) == (begin, commit)
+
+
+def test_a_comment_naming_concurrently_leaves_a_step_transactional(tmp_path: Path) -> None:
+    add_migration(
+        tmp_path, "0001_note", "-- later: CREATE INDEX CONCURRENTLY\nSELECT 1 /* VACUUM */;"
+    )
+    (migration,) = discover_migrations(tmp_path)
+    assert migration.transactional
 
 
 def test_non_transactional_migration_runs_statement_by_statement(

@@ -28,7 +28,7 @@ from psycopg import sql
 from vpbench.errors import MigrationsFormatError
 from vpbench.migrations.folder import Migration, side_fields
 from vpbench.migrations.ledger import ledger, record_step
-from vpbench.migrations.statements import BEGIN, COMMIT, split_statements
+from vpbench.migrations.statements import is_begin, is_commit, split_statements
 
 ALEMBIC_INI = "alembic.ini"
 VERSION_TABLE = "alembic_version"
@@ -150,8 +150,8 @@ def _unwrap(script: str) -> tuple[str, bool]:
     """A script that is one ``BEGIN; ... COMMIT;`` block without it, and True; any other
     script as it is, and False."""
     statements = split_statements(script)
-    marks = [i for i, (text, _) in enumerate(statements) if BEGIN.match(text) or COMMIT.match(text)]
-    if marks != [0, len(statements) - 1] or not BEGIN.match(statements[0][0]):
+    marks = [i for i, (text, _) in enumerate(statements) if is_begin(text) or is_commit(text)]
+    if marks != [0, len(statements) - 1] or not is_begin(statements[0][0]):
         return script, False
     begin_at, end_at = statements[0][1], statements[-1][1]
     after_begin = script.index(";", begin_at) + 1

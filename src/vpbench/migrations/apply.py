@@ -24,7 +24,7 @@ from vpbench.migrations.alembic_online import run_online
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry, with_lock_retries
-from vpbench.migrations.statements import group_transactions, split_statements
+from vpbench.migrations.statements import group_transactions, keywords, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def apply_step(
                     except psycopg.Error as exc:
                         raise _failure(migration, direction, script, exc, offset) from exc
 
-                concurrent = any("CONCURRENTLY" in s.upper() for s, _ in unit)
+                concurrent = any("CONCURRENTLY" in keywords(s) for s, _ in unit)
                 if locks.timeout_for(concurrent=True) != locks.timeout_ms:
                     conn.execute(f"SET lock_timeout = {locks.timeout_for(concurrent=concurrent)}")
                 with_lock_retries(one_unit, locks, retries, concurrent=concurrent)

@@ -3,16 +3,44 @@ transaction."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from vpbench.errors import MigrationsFormatError, read_text_file
 
-BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)(\s+(WORK|TRANSACTION))?$", re.I)
-COMMIT = re.compile(r"^(COMMIT|END)(\s+(WORK|TRANSACTION))?$", re.I)
-_OUTSIDE_A_TRANSACTION = re.compile(
-    r"\b(CONCURRENTLY|VACUUM|ALTER\s+SYSTEM|CREATE\s+DATABASE|DROP\s+DATABASE)\b", re.I
-)
+
+def keywords(statement: str) -> list[str]:
+    """The SQL keywords of ``statement`` in order, as PostgreSQL's scanner reads them
+    (``BEGIN``, ``CONCURRENTLY``): never a word inside a comment, a string or a quoted
+    name, whatever the spacing and case. Empty when the scanner cannot read it."""
+    from pglast.parser import ParseError, scan
+
+    try:
+        tokens = scan(statement)
+    except ParseError:
+        return []
+    return [t.name.removesuffix("_P") for t in tokens if t.kind != "NO_KEYWORD"]
+
+
+def is_begin(statement: str) -> bool:
+    """``BEGIN`` or ``START TRANSACTION``, with any of their options."""
+    words = keywords(statement)
+    return words[:1] == ["BEGIN"] or words[:2] == ["START", "TRANSACTION"]
+
+
+def is_commit(statement: str) -> bool:
+    return keywords(statement)[:1] in (["COMMIT"], ["END"])
+
+
+def runs_outside_a_transaction(statement: str) -> bool:
+    """A statement PostgreSQL refuses inside a transaction block: ``CREATE/DROP INDEX
+    CONCURRENTLY``, ``REINDEX ... CONCURRENTLY``, ``VACUUM``, ``ALTER SYSTEM``,
+    ``CREATE/DROP DATABASE`` (``REFRESH MATERIALIZED VIEW CONCURRENTLY`` may run in one)."""
+    words = keywords(statement)
+    return (
+        ("CONCURRENTLY" in words and words[:1] != ["REFRESH"])
+        or words[:1] == ["VACUUM"]
+        or words[:2] in (["ALTER", "SYSTEM"], ["CREATE", "DATABASE"], ["DROP", "DATABASE"])
+    )
 
 
 def split_statements(script: str) -> list[tuple[str, int]]:
@@ -80,11 +108,11 @@ def group_transactions(script: str) -> list[list[tuple[str, int]]]:
     block: list[tuple[str, int]] | None = None
     began_at = 0
     for statement, offset in split_statements(script):
-        if BEGIN.match(statement):
+        if is_begin(statement):
             if block is not None:
                 raise ScriptShapeError(offset, "BEGIN inside a BEGIN block")
             block, began_at = [], offset
-        elif COMMIT.match(statement):
+        elif is_commit(statement):
             if block is None:
                 raise ScriptShapeError(offset, "COMMIT without BEGIN")
             if block:
@@ -107,7 +135,7 @@ def check_script_shape(script: str, transactional: bool) -> None:
         group_transactions(script)
         return
     for text, offset in split_statements(script):
-        if BEGIN.match(text) or COMMIT.match(text) or _OUTSIDE_A_TRANSACTION.search(text):
+        if is_begin(text) or is_commit(text) or runs_outside_a_transaction(text):
             first = " ".join(text.split()[:4])
             raise ScriptShapeError(
                 offset,
@@ -120,6 +148,6 @@ def needs_autocommit(script: str) -> bool:
     """``script`` groups its statements itself (``BEGIN; ... COMMIT;``) or holds one that
     PostgreSQL refuses inside a transaction block (``CREATE INDEX CONCURRENTLY``, ``VACUUM``)."""
     return any(
-        BEGIN.match(text) or COMMIT.match(text) or _OUTSIDE_A_TRANSACTION.search(text)
+        is_begin(text) or is_commit(text) or runs_outside_a_transaction(text)
         for text, _ in split_statements(script)
     )
