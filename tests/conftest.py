@@ -32,6 +32,19 @@ def traversable_tempdir(prefix: str) -> Path:
     return path
 
 
+CHECKOUT_RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.fixture(autouse=True)
+def nothing_written_into_the_checkout() -> Iterator[None]:
+    """A test writes its results under its own tmp_path, never into the checkout's
+    ``results/`` (the default --out): what it leaves there fails the test that left it."""
+    before = set(CHECKOUT_RESULTS.iterdir()) if CHECKOUT_RESULTS.is_dir() else set()
+    yield
+    after = set(CHECKOUT_RESULTS.iterdir()) if CHECKOUT_RESULTS.is_dir() else set()
+    assert not after - before, f"left in the checkout: {sorted(map(str, after - before))}"
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """A maintenance-database DSN of the server the tests use."""

@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 from vpbench.analysis.comparison import compare_sides, load_sides
 from vpbench.errors import BadInputError
 from vpbench.migrations.sources import discover_migrations
-from vpbench.results.documents import SCHEMA_VERSION, read_document, write_document
+from vpbench.results.documents import (
+    SCHEMA_VERSION,
+    read_document,
+    results_folder,
+    write_document,
+)
 from vpbench.results.shapes import MalformedResultError
 from vpbench.workload.spec import load_workload
 
@@ -242,3 +247,20 @@ def test_a_document_is_written_only_in_the_shape_its_readers_check(tmp_path: Pat
         write_document(bad, tmp_path / "bad.json")
     assert not list(tmp_path.iterdir())
     assert read_document(write_document(good, tmp_path / "good.json"))["entries"] == [entry]
+
+
+def test_a_refused_run_leaves_no_empty_results_folder(tmp_path: Path) -> None:
+    """Found by the checkout guard in conftest.py: ``steps`` refused for lack of disk left
+    an empty ``results/steps-<stamp>`` behind."""
+    made = tmp_path / "steps-new"
+    with pytest.raises(BadInputError), results_folder(made):
+        raise BadInputError("refused")
+    assert not made.exists()
+    # Twins: a folder that was there stays, and so does one the work wrote into.
+    with pytest.raises(BadInputError), results_folder(tmp_path):
+        raise BadInputError("refused")
+    assert tmp_path.is_dir()
+    with pytest.raises(KeyboardInterrupt), results_folder(made) as out:
+        (out / "0001_a.json").write_text("{}")
+        raise KeyboardInterrupt
+    assert (made / "0001_a.json").is_file()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,21 @@ def ensure_writable(folder: Path) -> Path:
             f"cannot write results: {exc.strerror or exc}", path=folder, hint="choose another --out"
         ) from None
     return folder
+
+
+@contextmanager
+def results_folder(folder: Path) -> Iterator[Path]:
+    """``folder``, made and proven writable (``ensure_writable``) for the work inside; if
+    that work fails or is refused before it writes anything there, a folder made here is
+    removed again, so that no empty results folder is left behind."""
+    existed = folder.exists()
+    ensure_writable(folder)
+    try:
+        yield folder
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def write_document(document: dict[str, Any], path: Path) -> Path:

@@ -55,7 +55,7 @@ from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.migrations.sources import MigrationsLocation, discover_migrations, is_reference
 from vpbench.reporting.provenance import describe_data
-from vpbench.results.documents import ensure_writable, utc_stamp, write_document
+from vpbench.results.documents import results_folder, utc_stamp, write_document
 from vpbench.server.backup import Backup, create_backup, drop_backup, restore_backup
 from vpbench.server.buffers import buffer_evictor
 from vpbench.server.databases import (
@@ -114,44 +114,44 @@ def run_steps(
     if to is not None:
         check_target(to, [m.id for m in migrations])  # before anything is seeded or copied
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
-    out = ensure_writable(out_dir or Path("results") / f"steps-{utc_stamp()}")
-    existing = database_state(target, dbname)
-    if existing.exists and not existing.marked:
-        with connect(target, dbname) as conn:
-            tables = user_table_count(conn)
-        refuse_unless_owned(existing, operation="run steps on (it is reseeded)", tables=tables,
-                            force=force)  # fmt: skip
-    if start_from is not None and is_reference(migrations_dir) and not force:
-        raise UnsafeOperationError(
-            f"steps {start_from.describe()} would apply vpbench's reference migrations "
-            "to a database vpbench did not create",
-            hint="give your own migrations with --migrations, or --force if it is a copy "
-            "of vpbench's reference schema",
-        )
-    data = start_database(target, dbname, profile=profile, seed=seed, start_from=start_from,
-                          dirty=dirty, force=force, say=say, run="steps")  # fmt: skip
-    with connect(target, dbname, autocommit=True) as conn:
-        adopted = adopt_alembic_history(conn, migrations)
-        if adopted:
-            say(describe_adopted(adopted))
-        check_prepared(conn, workloads, applied_migrations(conn))
-        pending = plan_up(migration_states(conn, migrations), to)
-        say(copies_outlook(conn, dbname))
-    reports: list[StepReport] = []
-    state: StateFacts | None = None
-    for number, migration in enumerate(pending, start=1):
-        say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
-        if migration.online:
-            say(f"  runs online through alembic: {migration.online}")
-        report, state = _run_step(target, dbname, migration, workloads, options, state, say,
-                                  progress)  # fmt: skip
-        metadata = _metadata(target, dbname, migration, options, workload_paths)
-        path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
-        reports.append(replace(report, path=path))
-    spent = series_time([r.phases for r in reports], [r.peak_disk_bytes for r in reports],
-                        time.perf_counter() - began)  # fmt: skip
-    summary_path = write_document(summary_document(reports, data, spent), out / "summary.json")
-    return StepsResult(tuple(reports), out, summary_path, spent, describe_data(data))
+    with results_folder(out_dir or Path("results") / f"steps-{utc_stamp()}") as out:
+        existing = database_state(target, dbname)
+        if existing.exists and not existing.marked:
+            with connect(target, dbname) as conn:
+                tables = user_table_count(conn)
+            refuse_unless_owned(existing, operation="run steps on (it is reseeded)", tables=tables,
+                                force=force)  # fmt: skip
+        if start_from is not None and is_reference(migrations_dir) and not force:
+            raise UnsafeOperationError(
+                f"steps {start_from.describe()} would apply vpbench's reference migrations "
+                "to a database vpbench did not create",
+                hint="give your own migrations with --migrations, or --force if it is a copy "
+                "of vpbench's reference schema",
+            )
+        data = start_database(target, dbname, profile=profile, seed=seed, start_from=start_from,
+                              dirty=dirty, force=force, say=say, run="steps")  # fmt: skip
+        with connect(target, dbname, autocommit=True) as conn:
+            adopted = adopt_alembic_history(conn, migrations)
+            if adopted:
+                say(describe_adopted(adopted))
+            check_prepared(conn, workloads, applied_migrations(conn))
+            pending = plan_up(migration_states(conn, migrations), to)
+            say(copies_outlook(conn, dbname))
+        reports: list[StepReport] = []
+        state: StateFacts | None = None
+        for number, migration in enumerate(pending, start=1):
+            say(f"step {number}/{len(pending)}: {migration.id} — {migration.title}")
+            if migration.online:
+                say(f"  runs online through alembic: {migration.online}")
+            report, state = _run_step(target, dbname, migration, workloads, options, state, say,
+                                      progress)  # fmt: skip
+            metadata = _metadata(target, dbname, migration, options, workload_paths)
+            path = write_document(step_document(report, metadata), out / f"{migration.id}.json")
+            reports.append(replace(report, path=path))
+        spent = series_time([r.phases for r in reports], [r.peak_disk_bytes for r in reports],
+                            time.perf_counter() - began)  # fmt: skip
+        summary_path = write_document(summary_document(reports, data, spent), out / "summary.json")
+        return StepsResult(tuple(reports), out, summary_path, spent, describe_data(data))
 
 
 def _metadata(
