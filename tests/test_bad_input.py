@@ -134,6 +134,10 @@ OPTIONS: dict[str, tuple[list[str], str]] = {
     "steps --budget 0s": (["steps", "--budget", "0s"], "'0s' must be positive"),
     "steps --profile huge": (["steps", "--profile", "huge"], "unknown profile 'huge'"),
     "steps --to 9999": (["steps", "--to", "9999"], "unknown migration '9999'"),
+    # It said "unknown migration 'base'; known: 0001_..., base".
+    "steps --to base": (["steps", "--to", "base"],
+                        "'base' is a target of migrate down only; going up, name a migration: "
+                        "0001_quiz_attempt_links,"),
     "steps --from and --from-dump": (["steps", "--from", "x", "--from-dump", "y"],
                                      "give --from or --from-dump, not both"),
     "steps --min-rounds > --max-rounds": (["steps", "--min-rounds", "9", "--max-rounds", "3"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from vpbench.analysis.comparison import compare_sides, load_sides
 from vpbench.errors import BadInputError
 from vpbench.migrations.sources import discover_migrations
+from vpbench.reporting.markdown import build_report
 from vpbench.results.documents import (
     SCHEMA_VERSION,
     read_document,
@@ -188,18 +190,51 @@ def mutated(draw: st.DrawFn, kind: str) -> tuple[Any, Any]:
     document = json.loads(VALID[kind].read_text())
     candidates = _paths(document)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(candidates))
-        parent = document
-        try:
-            for part in path[:-1]:
-                parent = parent[part]
-            if draw(st.booleans()) and isinstance(parent, dict):
-                parent.pop(path[-1], None)
-            else:
-                parent[path[-1]] = draw(scalars | st.lists(scalars, max_size=2))
-        except (KeyError, IndexError, TypeError):
-            continue
+        _mutate(draw, document, draw(st.sampled_from(candidates)))
     return original, document
+
+
+def _mutate(draw: st.DrawFn, document: Any, path: tuple[Any, ...]) -> None:
+    """Delete the field at ``path``, or replace it by a generated value."""
+    parent = document
+    try:
+        for part in path[:-1]:
+            parent = parent[part]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = draw(scalars | st.lists(scalars, max_size=2))
+    except (KeyError, IndexError, TypeError):
+        return
+
+
+STEPS_FOLDER = Path(__file__).parent / "data" / "steps-tiny"
+
+
+@st.composite
+def broken_series(draw: st.DrawFn) -> tuple[str, Any]:
+    """One document of a stored steps folder (its summary or a step) with a few fields
+    deleted or replaced, and its file name."""
+    name = draw(st.sampled_from(sorted(p.name for p in STEPS_FOLDER.glob("*.json"))))
+    document = json.loads((STEPS_FOLDER / name).read_text())
+    candidates = _paths(document)
+    for _ in range(draw(st.integers(1, 3))):
+        _mutate(draw, document, draw(st.sampled_from(candidates)))
+    return name, document
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(broken_series())
+def test_a_steps_folder_with_a_document_broken_is_reported_or_refused(
+    broken: tuple[str, Any],
+) -> None:
+    name, document = broken
+    with tempfile.TemporaryDirectory() as folder:
+        series = Path(folder) / "series"
+        shutil.copytree(STEPS_FOLDER, series)
+        (series / name).write_text(json.dumps(document))
+        _only_bad_input(lambda: build_report([series], Path(folder) / "report"))
 
 
 @pytest.mark.slow

@@ -161,6 +161,18 @@ def test_report_of_a_steps_folder(vpbench: Runner, tmp_path: Path) -> None:
     assert report.count("### `00") == 6
 
 
+def test_report_of_a_series_with_nothing_pending(vpbench: Runner, tmp_path: Path) -> None:
+    """A copy of a database already at the series' end runs no step: its summary has none,
+    and the report says so (it raised an IndexError, exit 70)."""
+    summary = json.loads((STEPS / "summary.json").read_text())
+    (tmp_path / "series").mkdir()
+    (tmp_path / "series" / "summary.json").write_text(json.dumps(summary | {"steps": []}))
+    code, _, err = vpbench("report", tmp_path / "series", "--out", tmp_path / "report")
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.startswith("**0 migrations:** none was pending, so nothing was measured.")
+
+
 def test_a_schema_2_step_is_upgraded_on_read(vpbench: Runner, tmp_path: Path) -> None:
     """Its stall mixed lock waits and contention: kept as ``stall_ms``, blocked and slowed
     unknown, its verdict as judged then; its report and timeline still draw."""

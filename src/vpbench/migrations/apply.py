@@ -160,7 +160,7 @@ def plan_up(states: Sequence[MigrationState], target: str | None) -> tuple[Migra
     if target is None:
         return tuple(pending)
     ids = [s.migration.id for s in states]
-    check_target(target, ids)
+    check_target(target, ids, base_allowed=False)
     return tuple(m for m in pending if ids.index(m.id) <= ids.index(target))
 
 
@@ -173,17 +173,20 @@ def plan_down(states: Sequence[MigrationState], target: str | None) -> tuple[Mig
     if target == BASE:
         return tuple(reversed(applied))
     ids = [s.migration.id for s in states]
-    check_target(target, ids)
+    check_target(target, ids, base_allowed=True)
     return tuple(m for m in reversed(applied) if ids.index(m.id) > ids.index(target))
 
 
-def check_target(target: str, ids: Sequence[str]) -> None:
-    """Refuse a ``--to``/``TARGET`` that is not a migration of the series."""
-    if target not in ids:
-        raise UnknownMigrationError(
-            f"unknown migration {target!r}; known: {', '.join(ids) or 'none'}"
-            + (f", {BASE}" if ids else "")
-        )
+def check_target(target: str, ids: Sequence[str], *, base_allowed: bool) -> None:
+    """Refuse a ``--to``/``TARGET`` that is not a migration of the series (``base``, before
+    the first one, is a target of going down only)."""
+    if target in ids or (base_allowed and target == BASE):
+        return
+    known = ", ".join([*ids, BASE] if base_allowed and ids else ids) or "none"
+    if target == BASE:
+        raise UnknownMigrationError(f"{BASE!r} is a target of migrate down only; going up, "
+                                    f"name a migration: {known}")  # fmt: skip
+    raise UnknownMigrationError(f"unknown migration {target!r}; known: {known}")
 
 
 class _StatementLog:

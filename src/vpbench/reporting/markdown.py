@@ -79,6 +79,9 @@ def _p(samples: list[int], q: int) -> float | None:
 def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -> str:
     summary = read_document(folder / "summary.json")
     steps = [read_document(folder / row["document"]) for row in summary["steps"]]
+    if not steps:  # the database was at the series' end already (a copy of one, say)
+        data = f" Data: {describe_data(summary['data'])}." if summary.get("data") else ""
+        return f"**0 migrations:** none was pending, so nothing was measured.{data}\n"
     latency = _latency_frame(steps)
     charts.steps_latency_chart(latency, out / "steps-latency.png")
     charts.cost_chart(_cost_frame(summary), out / "steps-cost.png")

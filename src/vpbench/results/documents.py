@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vpbench.errors import ResultsFormatError, UsageError
-from vpbench.results.shapes import Shape, check_shape
+from vpbench.results.shapes import Shape, check_kind, check_shape
 
 SCHEMA_VERSION = 4
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
@@ -124,7 +124,7 @@ def _read_checked(path: Path) -> tuple[dict[str, Any], Shape]:
     if version < min(_UPGRADES, default=SCHEMA_VERSION):
         raise ResultsFormatError(f"results schema version {version} is older than any this "
                                  "vpbench can upgrade", path=path)  # fmt: skip
-    shaped = check_shape(document, path)
+    check_kind(document, path)
     upgraded: dict[str, Any] = document
     while (older := upgraded["schema_version"]) < SCHEMA_VERSION:
         try:
@@ -132,9 +132,7 @@ def _read_checked(path: Path) -> tuple[dict[str, Any], Shape]:
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             why = f"cannot upgrade this schema version {older} document: {exc!r}"
             raise ResultsFormatError(why, path=path) from None
-    if upgraded is not document:
-        shaped = check_shape(upgraded, path)
-    return upgraded, shaped
+    return upgraded, check_shape(upgraded, path)
 
 
 def _upgrade_1_to_2(document: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vpbench.errors import ResultsFormatError
 
@@ -44,6 +44,7 @@ class EntryShape(_Open):
     plan_summaries: dict[str, PlanSummaryShape] | None = None
     rounds: list[int] | None = None
     target_ms: float | None = None
+    workload: str | None = None
 
 
 class PostgresShape(_Open):
@@ -121,32 +122,214 @@ class PairedShape(_Open):
     verdicts: SessionVerdictsShape | None = None
 
 
+# A step document: what the series report reads besides the two states.
+
+
+class StepMigrationShape(_Open):
+    id: str
+    title: str
+    why: str
+    online: str | None = None
+    downtime: str | None = None
+    max_stall_ms: float | None = None
+
+    @model_validator(mode="after")
+    def _downtime_has_a_budget(self) -> StepMigrationShape:
+        if self.downtime and self.max_stall_ms is None:
+            raise ValueError("a step that declares downtime needs its max_stall_ms")
+        return self
+
+
+class BlockedShape(_Open):
+    """The longest wait of one kind of request on the migration's locks."""
+
+    kind: str
+    name: str
+    ms: float
+    low_ms: float
+    high_ms: float
+    waited_for: str | None = None
+    migration_holds: str | None = None
+    migration_waits: str | None = None
+    statement: str | None = None
+
+
+class SlowedShape(_Open):
+    ratio: float | None
+    low: float | None = None
+    high: float | None = None
+    slowest: str | None = None
+    slowest_ms: float | None = None
+    slowest_at_rest_p99_ms: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SlowedShape:
+        if self.low is not None and self.high is None:
+            raise ValueError("an interval needs both ends")
+        if self.slowest and (self.slowest_ms is None or self.slowest_at_rest_p99_ms is None):
+            raise ValueError("the slowest request needs its ms and its at-rest p99")
+        return self
+
+
+class AvailabilityShape(_Open):
+    """What ``up`` did to the live app (schema 3; older ones are upgraded to it)."""
+
+    budget_ms: float
+    passed: bool
+    blocked: dict[str, BlockedShape | None]
+    slowed: dict[str, SlowedShape | None]
+    failed: dict[str, int]
+    timeline: list[tuple[str, float, float, str, float | None]] = Field(default_factory=list)
+    statements: list[dict[str, Any]] = Field(default_factory=list)
+    stall_ms: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _both_kinds(self) -> AvailabilityShape:
+        if missing := {"read", "write"} - set(self.blocked):
+            raise ValueError(f"blocked has no {sorted(missing)[0]}")
+        return self
+
+
+class OldAppShape(_Open):
+    deploy_order: str
+    declared: str
+    old_app_breaks: list[str]
+    new_needs_new_schema: list[str]
+    refused_under_load: list[str] = Field(default_factory=list)
+
+
+class StepChecksShape(_Open):
+    old_app: OldAppShape | None = None
+
+
+class JudgedQueryShape(_Open):
+    query: str
+    judgement: JudgementShape
+
+
+class IndexGainShape(_Open):
+    index: str
+    bytes: int
+    used_by: list[JudgedQueryShape]
+    insert_wal_bytes: tuple[float, float] | None = None
+    sharing_write_cost: int
+
+
+class AuditCheckShape(_Open):
+    name: str
+    violations: int
+    applicable: bool
+    group: str | None = None
+    examples: list[Any] = Field(default_factory=list)
+
+
+class AuditShape(_Open):
+    checks: list[AuditCheckShape]
+
+
+class StepShape(PairedShape):
+    """A step of a migration series: its two states and what it did."""
+
+    kind: Literal["step"]
+    migration: StepMigrationShape
+    availability: AvailabilityShape | None = None
+    checks: StepChecksShape = Field(default_factory=StepChecksShape)
+    indexes: list[IndexGainShape] = Field(default_factory=list)
+    audit_before: AuditShape
+    audit_after: AuditShape
+
+
+# The summary of a series.
+
+
+class HeadlineShape(_Open):
+    label: str
+    before_p95_ms: float | None
+    after_p95_ms: float | None
+    judgement: JudgementShape | None = None
+
+
+class WriteSummaryShape(_Open):
+    table: str
+    wal_bytes_before: float | None = None
+    wal_bytes_after: float | None = None
+    wal_change: float | None = None
+    timing: JudgementShape | None = None
+    error: str | None = None
+
+
 class SummaryRowShape(_Open):
     migration: str
     title: str
     passed: bool
-    headlines: list[dict[str, Any]]
-    audit_violations: list[int]
+    headlines: list[HeadlineShape]
+    audit_violations: tuple[int, int]
     index_bytes_added: int
     reversible: bool
-    document: str | None
+    writes: list[WriteSummaryShape] = Field(default_factory=list)
+    deploy_order: str = ""
+    old_app_undeclared: bool = False
+    document: str
+
+
+class PhaseShape(_Open):
+    phase: str
+    seconds: float
+    share: float
+
+
+class SeriesTimeShape(_Open):
+    phases: list[PhaseShape]
+    harness_share: float
+    peak_disk_bytes: int | None = None
+
+
+class CopiedDataShape(_Open):
+    kind: Literal["copy"]
+    source: str
+    copied_at: str
+    method: str
+    why: str
+    seconds: float
 
 
 class SummaryShape(_Open):
     kind: Literal["steps-summary"]
     steps: list[SummaryRowShape]
     answers: dict[str, str]
+    data: CopiedDataShape | dict[str, Any] | None = None
+    time: SeriesTimeShape | None = None
+    seconds: float | None = None
+
+    @model_validator(mode="after")
+    def _timed(self) -> SummaryShape:
+        if self.time is not None and self.seconds is None:
+            raise ValueError("a summary with its time needs its seconds")
+        if missing := {"what_broke", "biggest_gain"} - set(self.answers):
+            raise ValueError(f"answers has no {sorted(missing)[0]}")
+        return self
 
 
-Shape = RunShape | PairedShape | SummaryShape
+Shape = RunShape | PairedShape | StepShape | SummaryShape
 """a results document read as the model of its kind"""
 
 SHAPES: dict[str, type[Shape]] = {
     "run": RunShape,
     "ab": PairedShape,
-    "step": PairedShape,
+    "step": StepShape,
     "steps-summary": SummaryShape,
 }
+
+
+def check_kind(document: dict[str, Any], path: object) -> type[Shape]:
+    """The model of ``document``'s kind; an unknown kind is refused naming the known ones."""
+    kind = document.get("kind")
+    shape = SHAPES.get(kind) if isinstance(kind, str) else None
+    if shape is None:
+        known = ", ".join(sorted(SHAPES))
+        raise ResultsFormatError(f"unknown kind of results document {kind!r}; known: {known}",
+                                 path=str(path))  # fmt: skip
+    return shape
 
 
 def check_shape(document: dict[str, Any], path: object, *, written: bool = False) -> Shape:
@@ -154,12 +337,7 @@ def check_shape(document: dict[str, Any], path: object, *, written: bool = False
     that shape. A
     document vpbench is about to write (``written``) that does not is vpbench's own bug,
     raised as ``MalformedResultError``, not bad input."""
-    kind = document.get("kind")
-    shape = SHAPES.get(kind) if isinstance(kind, str) else None
-    if shape is None:
-        known = ", ".join(sorted(SHAPES))
-        raise ResultsFormatError(f"unknown kind of results document {kind!r}; known: {known}",
-                                 path=str(path))  # fmt: skip
+    shape, kind = check_kind(document, path), document["kind"]
     try:
         return shape.model_validate(document)
     except ValidationError as exc:

@@ -112,7 +112,7 @@ def run_steps(
     say = on_event or (lambda message: None)
     migrations = discover_migrations(migrations_dir)
     if to is not None:
-        check_target(to, [m.id for m in migrations])  # before anything is seeded or copied
+        check_target(to, [m.id for m in migrations], base_allowed=False)  # before any seeding
     workloads = load_workloads(workload_paths, [m.id for m in migrations])
     with results_folder(out_dir or Path("results") / f"steps-{utc_stamp()}") as out:
         existing = database_state(target, dbname)
