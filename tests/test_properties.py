@@ -253,6 +253,7 @@ def test_a_valid_document_with_fields_broken_is_read_or_refused(pair: tuple[Any,
             return compare_sides(before, after, paired_session=paired, force=True)
 
         _only_bad_input(read)
+        _only_bad_input(lambda: build_report([new], Path(folder) / "report"))
 
 
 def test_an_older_document_that_cannot_be_upgraded_is_refused(tmp_path: Path) -> None:

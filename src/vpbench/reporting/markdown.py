@@ -389,11 +389,11 @@ def _latency_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
     """Scenarios and the queries of scenario-less workloads, legacy first, then per step."""
     rows = []
     states = [("legacy", steps[0]["before"])] + [(s["migration"]["id"], s["after"]) for s in steps]
-    with_scenarios = {e["workload"] for e in steps[0]["after"] if e["kind"] == "scenario"}
+    with_scenarios = {e.get("workload") for e in steps[0]["after"] if e["kind"] == "scenario"}
     for step, entries in states:
         for entry in entries:
             if entry["kind"] == "scenario" or (
-                entry["kind"] == "query" and entry["workload"] not in with_scenarios
+                entry["kind"] == "query" and entry.get("workload") not in with_scenarios
             ):
                 rows.append(
                     {
@@ -401,7 +401,7 @@ def _latency_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
                         "series": entry["name"],
                         "p50_ms": _p(entry["samples_ns"], 50),
                         "p95_ms": _p(entry["samples_ns"], 95),
-                        "target_ms": entry["target_ms"],
+                        "target_ms": entry.get("target_ms"),
                     }
                 )
     return pd.DataFrame(rows)

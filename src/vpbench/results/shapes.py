@@ -28,8 +28,24 @@ class ExplainShape(_Open):
     fingerprint: str | None = None
 
 
+class PlanNodeShape(_Open):
+    node: str
+    exclusive_ms: float
+
+
 class PlanSummaryShape(_Open):
     fingerprint: str | None = None
+    worst_node: PlanNodeShape | None = None
+
+
+class LatencyShape(_Open):
+    """An entry's latency summary (``analysis.latency``)."""
+
+    count: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    cv: float | None = None
 
 
 class EntryShape(_Open):
@@ -39,16 +55,19 @@ class EntryShape(_Open):
     kind: str
     status: str
     samples_ns: list[int]
-    summary: dict[str, Any] | None
+    summary: LatencyShape | None
     explains: list[ExplainShape]
     plan_summaries: dict[str, PlanSummaryShape] | None = None
     rounds: list[int] | None = None
     target_ms: float | None = None
     workload: str | None = None
+    meets_target: bool | None = None
+    server_p50_ms: float | None = None
 
 
 class PostgresShape(_Open):
     server_version_num: int | None = None
+    version: str | None = None
 
 
 class TableMaintenanceShape(_Open):
