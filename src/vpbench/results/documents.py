@@ -129,8 +129,11 @@ def _read_checked(path: Path) -> tuple[dict[str, Any], Shape]:
     while (older := upgraded["schema_version"]) < SCHEMA_VERSION:
         try:
             upgraded = _UPGRADES[older](upgraded)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            why = f"cannot upgrade this schema version {older} document: {exc!r}"
+        except KeyError as exc:
+            why = f"cannot upgrade this schema version {older} document: it has no {exc} field"
+            raise ResultsFormatError(why, path=path) from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            why = f"cannot upgrade this schema version {older} document: a field is wrong ({exc})"
             raise ResultsFormatError(why, path=path) from None
     return upgraded, check_shape(upgraded, path)
 
