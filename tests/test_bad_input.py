@@ -53,8 +53,7 @@ def test_every_command_that_connects_fails_in_one_line(
     lines = done.stderr.strip().splitlines()
     assert done.returncode == code and len(lines) == 1, done.stderr
     assert expected in lines[0] and "Traceback" not in done.stderr
-    written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    assert written == []
+    assert not out.exists(), sorted(out.rglob("*"))  # not even an empty folder
 
 
 # Files and options: each refused in one line, exit 2, before anything connects (the server
@@ -178,7 +177,7 @@ def _refused_in_one_line(
     lines = err.strip().splitlines()
     assert exit_info.value.code == 2 and len(lines) == 1, err
     assert "Traceback" not in err and all(f in lines[0] for f in fragments), (fragments, err)
-    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    assert not out.exists(), sorted(out.rglob("*"))  # not even an empty folder
 
 
 @pytest.fixture
@@ -254,3 +253,17 @@ def test_every_option_out_of_range_is_refused(
     argv, expected = OPTIONS[option]
     out = tmp_path / "out"
     _refused_in_one_line([a.replace("{out}", str(out)) for a in argv], [expected], out, capsys)
+
+
+def test_ci_pr_without_git_is_one_line(tmp_path: Path) -> None:
+    """It was ``FileNotFoundError: 'git'`` (exit 70): ci pr reads base and head with git."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "VPBENCH_DSN"))}
+    env |= {"PATH": str(tmp_path), "VPBENCH_DSN": UNREACHABLE[0]}  # no git on it
+    argv = [sys.executable, "-m", "vpbench", "ci", "pr", "--base", "HEAD", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1], check=False)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "cannot read 'HEAD': git is not on PATH" in lines[0]
+    assert not out.exists()

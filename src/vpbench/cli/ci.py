@@ -3,7 +3,6 @@ these, so everything they do runs the same on a laptop)."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from vpbench.cli.compare import comparison_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError
+from vpbench.measure.metadata import git_commit
 from vpbench.measure.runner import RunOptions
 from vpbench.migrations.sources import MigrationsLocation
 
@@ -188,11 +188,5 @@ def ci_nightly(
 
 def _nightly_label() -> str:
     """``nightly-<commit>`` in a git checkout, else ``nightly-<date>`` (also without git)."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
-    except FileNotFoundError:
-        done = None
-    commit = done.stdout.strip() if done is not None and done.returncode == 0 else ""
-    return f"nightly-{commit}" if commit else f"nightly-{datetime.now(UTC):%Y%m%d}"
+    commit = git_commit()
+    return f"nightly-{commit[:7]}" if commit else f"nightly-{datetime.now(UTC):%Y%m%d}"

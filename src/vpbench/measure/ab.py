@@ -20,7 +20,7 @@ from vpbench.migrations.sources import MigrationsLocation
 from vpbench.results.documents import (
     KIND_AB,
     SCHEMA_VERSION,
-    ensure_writable,
+    results_folder,
     utc_stamp,
     write_document,
 )
@@ -67,40 +67,40 @@ def run_ab(
     ``ab`` document; ``vpbench compare`` on it judges B against A as a paired session.
     The sides are labelled by database (or ``host:port/db``) unless ``side_labels``."""
     workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
-    ensure_writable(out_dir)
-    (conn_a, label_a), (conn_b, label_b) = (resolve_side(target, a, "--a"),
-                                            resolve_side(target, b, "--b"))  # fmt: skip
-    if side_labels is not None:
-        label_a, label_b = side_labels
-    with open_connection(conn_a, autocommit=True, source="--a") as conn:
-        applied_a = applied_migrations(conn)
-        check_prepared(conn, workloads, applied_a)
-        pools = load_workload_pools(conn, workloads)
-        metadata = collect_metadata(
-            conn,
-            server=label_a,
-            label=label,
-            options=asdict(options),
-            workload_paths=[str(p) for p in workload_paths],
-            applied_migrations=applied_a,
-        )
-    with open_connection(conn_b, autocommit=True, source="--b") as conn:
-        applied_b = applied_migrations(conn)
-        check_prepared(conn, workloads, applied_b)
-    same_server = target.for_database(a) == conn_a and target.for_database(b) == conn_b
-    with buffer_evictor(target) if same_server else nullcontext() as evict:
-        session = measure_paired(
-            conn_a, conn_b, workloads, pools, applied_a, applied_b, options, before_round=evict
-        )
-    document: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND_AB,
-        "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
-        "labels": {"before": label_a, "after": label_b},
-        "session": {"rounds": session.rounds, "seconds": session.seconds},
-        "before": [e.to_document() for e in session.before],
-        "after": [e.to_document() for e in session.after],
-        "verdicts": SessionVerdicts.judge(session.before, session.after).to_dict(),
-    }
-    path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
-    return AbOutcome(path, (label_a, label_b))
+    with results_folder(out_dir):
+        (conn_a, label_a), (conn_b, label_b) = (resolve_side(target, a, "--a"),
+                                                resolve_side(target, b, "--b"))  # fmt: skip
+        if side_labels is not None:
+            label_a, label_b = side_labels
+        with open_connection(conn_a, autocommit=True, source="--a") as conn:
+            applied_a = applied_migrations(conn)
+            check_prepared(conn, workloads, applied_a)
+            pools = load_workload_pools(conn, workloads)
+            metadata = collect_metadata(
+                conn,
+                server=label_a,
+                label=label,
+                options=asdict(options),
+                workload_paths=[str(p) for p in workload_paths],
+                applied_migrations=applied_a,
+            )
+        with open_connection(conn_b, autocommit=True, source="--b") as conn:
+            applied_b = applied_migrations(conn)
+            check_prepared(conn, workloads, applied_b)
+        same_server = target.for_database(a) == conn_a and target.for_database(b) == conn_b
+        with buffer_evictor(target) if same_server else nullcontext() as evict:
+            session = measure_paired(
+                conn_a, conn_b, workloads, pools, applied_a, applied_b, options, before_round=evict
+            )
+        document: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND_AB,
+            "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
+            "labels": {"before": label_a, "after": label_b},
+            "session": {"rounds": session.rounds, "seconds": session.seconds},
+            "before": [e.to_document() for e in session.before],
+            "after": [e.to_document() for e in session.after],
+            "verdicts": SessionVerdicts.judge(session.before, session.after).to_dict(),
+        }
+        path = write_document(document, out_dir / f"{utc_stamp()}-ab-{label or 'run'}.json")
+        return AbOutcome(path, (label_a, label_b))

@@ -12,7 +12,7 @@ from vpbench.measure.metadata import collect_metadata
 from vpbench.measure.runner import EntryResult, MeasureProgress, RunOptions, measure_workloads
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.migrations.sources import MigrationsLocation, migration_ids
-from vpbench.results.documents import ensure_writable, run_document, run_file_name, write_document
+from vpbench.results.documents import results_folder, run_document, run_file_name, write_document
 from vpbench.server.target import ServerTarget, connect
 from vpbench.workload.preflight import check_prepared
 from vpbench.workload.spec import load_workloads
@@ -55,26 +55,27 @@ def run_workloads(
     """Measure the workloads and write one results document; nothing is written on failure
     to start, or on Ctrl-C."""
     workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
-    ensure_writable(out_dir)
-    with connect(target, dbname, autocommit=True) as conn:
-        applied = applied_migrations(conn)
-        check_prepared(conn, workloads, applied)
-        metadata = collect_metadata(
-            conn,
-            server=f"{target.describe(dbname)} ({target.source})",
-            label=label,
-            options=asdict(options),
-            workload_paths=[str(p) for p in workload_paths],
+    with results_folder(out_dir):
+        with connect(target, dbname, autocommit=True) as conn:
+            applied = applied_migrations(conn)
+            check_prepared(conn, workloads, applied)
+            metadata = collect_metadata(
+                conn,
+                server=f"{target.describe(dbname)} ({target.source})",
+                label=label,
+                options=asdict(options),
+                workload_paths=[str(p) for p in workload_paths],
+                applied_migrations=applied,
+            )
+        entries = measure_workloads(
+            target.for_database(dbname),
+            workloads,
+            options,
             applied_migrations=applied,
+            progress=progress,
         )
-    entries = measure_workloads(
-        target.for_database(dbname),
-        workloads,
-        options,
-        applied_migrations=applied,
-        progress=progress,
-    )
-    path = write_document(
-        run_document(metadata, [e.to_document() for e in entries]), out_dir / run_file_name(label)
-    )
-    return RunOutcome(path, metadata, entries)
+        path = write_document(
+            run_document(metadata, [e.to_document() for e in entries]),
+            out_dir / run_file_name(label),
+        )
+        return RunOutcome(path, metadata, entries)

@@ -22,7 +22,7 @@ from vpbench.reporting import charts
 from vpbench.reporting.provenance import describe_data
 from vpbench.reporting.run_report import run_report
 from vpbench.reporting.units import detectable, duration, human_bytes, milliseconds, ratio
-from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
+from vpbench.results.documents import KIND_RUN, ensure_writable, read_document, results_folder
 
 REPORT = "report.md"
 
@@ -37,18 +37,18 @@ def build_report(
 ) -> Path:
     """A steps folder gives the migration-series report, one run document the run's report;
     one step/ab document or two runs give a before/after comparison report."""
-    ensure_writable(out_dir)
-    if len(inputs) == 1 and (inputs[0] / "summary.json").is_file():
-        return _write(out_dir, _steps_report(inputs[0], out_dir, threshold, alpha))
-    if len(inputs) == 1 and inputs[0].is_file():
-        document = read_document(inputs[0])
-        if document.get("kind") == KIND_RUN:
-            return _write(out_dir, run_report(document, out_dir))
-    base, new, paired = load_sides(list(inputs))
-    comparison = compare_sides(
-        base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
-    )
-    return comparison_report(comparison, out_dir)
+    with results_folder(out_dir):
+        if len(inputs) == 1 and (inputs[0] / "summary.json").is_file():
+            return _write(out_dir, _steps_report(inputs[0], out_dir, threshold, alpha))
+        if len(inputs) == 1 and inputs[0].is_file():
+            document = read_document(inputs[0])
+            if document.get("kind") == KIND_RUN:
+                return _write(out_dir, run_report(document, out_dir))
+        base, new, paired = load_sides(list(inputs))
+        comparison = compare_sides(
+            base, new, paired_session=paired, threshold=threshold, alpha=alpha, force=force
+        )
+        return comparison_report(comparison, out_dir)
 
 
 def comparison_report(comparison: Comparison, out_dir: Path) -> Path:

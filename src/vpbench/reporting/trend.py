@@ -10,7 +10,7 @@ import pandas as pd
 from vpbench.analysis.changepoint import ChangePoint, detect_change_points
 from vpbench.errors import ResultsFormatError
 from vpbench.reporting import charts
-from vpbench.results.documents import ensure_writable
+from vpbench.results.documents import results_folder
 from vpbench.results.frames import load
 
 
@@ -46,29 +46,29 @@ def p95_history(history: Path) -> pd.DataFrame:
 
 
 def build_trend(history: Path, out_dir: Path) -> TrendResult:
-    ensure_writable(out_dir)
-    frame = p95_history(history)
-    found = {
-        str(name): detect_change_points(group["p95_ms"].tolist())
-        for name, group in frame.groupby("name", sort=False)
-    }
-    marks = [(name, point.index) for name, points in found.items() for point in points]
-    chart = charts.trend_chart(frame, out_dir / "trend.png", change_points=marks)
-    runs = list(dict.fromkeys(frame["run"]))
-    lines = [
-        f"**{len(runs)} runs, {frame['name'].nunique()} queries:** "
-        + (f"{len(marks)} change point(s)." if marks else "no change point."),
-        "",
-    ]
-    lines += ["| query | run | p95 before → after (ms) | change |", "|---|---|---|---|"]
-    for name, points in found.items():
-        series_runs = frame[frame["name"] == name]["run"].tolist()
-        for point in points:
-            lines.append(
-                f"| `{name}` | {series_runs[point.index]} | {point.before:.2f} → "
-                f"{point.after:.2f} | {point.ratio - 1:+.0%} |"
-            )
-    lines += ["", "![p95 across runs](trend.png)", ""]
-    markdown = out_dir / "trend.md"
-    markdown.write_text("\n".join(lines), encoding="utf-8")
-    return TrendResult(chart, markdown, found)
+    with results_folder(out_dir):
+        frame = p95_history(history)
+        found = {
+            str(name): detect_change_points(group["p95_ms"].tolist())
+            for name, group in frame.groupby("name", sort=False)
+        }
+        marks = [(name, point.index) for name, points in found.items() for point in points]
+        chart = charts.trend_chart(frame, out_dir / "trend.png", change_points=marks)
+        runs = list(dict.fromkeys(frame["run"]))
+        lines = [
+            f"**{len(runs)} runs, {frame['name'].nunique()} queries:** "
+            + (f"{len(marks)} change point(s)." if marks else "no change point."),
+            "",
+        ]
+        lines += ["| query | run | p95 before → after (ms) | change |", "|---|---|---|---|"]
+        for name, points in found.items():
+            series_runs = frame[frame["name"] == name]["run"].tolist()
+            for point in points:
+                lines.append(
+                    f"| `{name}` | {series_runs[point.index]} | {point.before:.2f} → "
+                    f"{point.after:.2f} | {point.ratio - 1:+.0%} |"
+                )
+        lines += ["", "![p95 across runs](trend.png)", ""]
+        markdown = out_dir / "trend.md"
+        markdown.write_text("\n".join(lines), encoding="utf-8")
+        return TrendResult(chart, markdown, found)

@@ -19,7 +19,7 @@ from vpbench.measure.runner import RunOptions
 from vpbench.migrations.sources import MigrationsLocation
 from vpbench.reporting.markdown import build_report, comparison_report
 from vpbench.reporting.trend import TrendResult, build_trend
-from vpbench.results.documents import KIND_RUN, ensure_writable, read_document
+from vpbench.results.documents import KIND_RUN, read_document, results_folder
 from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import ServerTarget
 from vpbench.steps.final_state import prepare_final_state
@@ -48,20 +48,20 @@ def run_nightly(
     migrations_dir: MigrationsLocation | None = None,
     start_from: StartFrom | None = None,
 ) -> NightlyResult:
-    ensure_writable(out_dir)
-    previous = newest_run(history)
-    prepare_final_state(target, dbname, migrations_dir, profile, seed, start_from)
-    outcome = run_workloads(target, dbname, workload_paths, options, label=label,
-                            out_dir=history, migrations_dir=migrations_dir)  # fmt: skip
-    comparison = None
-    if previous is not None:
-        base, new, _ = load_sides([previous, outcome.path])
-        comparison = compare_sides(base, new, paired_session=False)
-        report = comparison_report(comparison, out_dir / "compare")
-    else:
-        report = build_report([outcome.path], out_dir / "run")
-    trend = build_trend(history, out_dir / "trend")
-    return NightlyResult(outcome.path, previous, comparison, report, trend)
+    with results_folder(out_dir):
+        previous = newest_run(history)
+        prepare_final_state(target, dbname, migrations_dir, profile, seed, start_from)
+        outcome = run_workloads(target, dbname, workload_paths, options, label=label,
+                                out_dir=history, migrations_dir=migrations_dir)  # fmt: skip
+        comparison = None
+        if previous is not None:
+            base, new, _ = load_sides([previous, outcome.path])
+            comparison = compare_sides(base, new, paired_session=False)
+            report = comparison_report(comparison, out_dir / "compare")
+        else:
+            report = build_report([outcome.path], out_dir / "run")
+        trend = build_trend(history, out_dir / "trend")
+        return NightlyResult(outcome.path, previous, comparison, report, trend)
 
 
 def newest_run(history: Path) -> Path | None:

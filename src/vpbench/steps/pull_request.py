@@ -27,7 +27,7 @@ from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
 from vpbench.reporting.markdown import REPORT, comparison_report
 from vpbench.reporting.mermaid import comparison_charts
-from vpbench.results.documents import ensure_writable
+from vpbench.results.documents import results_folder
 from vpbench.server.backup import copy_database
 from vpbench.server.maintenance import run_checkpoint
 from vpbench.server.source_copy import StartFrom
@@ -79,36 +79,36 @@ def judge_pull_request(
     """Measure the final states of ``base`` and ``head`` (None: the working tree) paired,
     both migrated from one seeded database (or one copy of ``start_from``)."""
     tell = say or (lambda message: None)
-    ensure_writable(out_dir)
-    refs = (base, head or "working tree")
-    labels = (f"base {_short(refs[0])}", f"head {_short(refs[1])}")
-    with tempfile.TemporaryDirectory(prefix="vpbench-pr-") as scratch:
-        trees = (
-            export_tree(repo, base, Path(scratch) / "base", layout),
-            repo if head is None else export_tree(repo, head, Path(scratch) / "head", layout),
-        )
-        workloads = sorted((trees[1] / layout.workloads).glob("*.toml"))
-        if not workloads:
-            raise UsageError(f"no workload files in {layout.workloads}/ of the head")
-        start_database(target, databases[0], profile=profile, seed=seed, start_from=start_from,
-                       say=tell, run="ci pr")  # fmt: skip
-        copy = copy_database(target, databases[0], databases[1])
-        tell(f"copied it to {databases[1]} ({describe_copy(copy)})")
-        for tree, name, label in zip(trees, databases, ("base", "head"), strict=True):
-            tell(f"{label}: applying its migrations to {name}")
-            apply_series(target, name, tree / layout.migrations)
-        with connect(target, autocommit=True) as conn:
-            run_checkpoint(conn)  # both states' pages written now, not while timing
-        tell("measuring base and head pair by pair in one session")
-        outcome = run_ab(target, databases[0], databases[1], workloads, options,
-                         out_dir=out_dir, migrations_dir=trees[1] / layout.migrations,
-                         label="pr", side_labels=labels)  # fmt: skip
-    before, after, _ = load_sides([outcome.path])
-    comparison = compare_sides(before, after, paired_session=True, threshold=threshold)
-    report = comparison_report(comparison, out_dir / "report")
-    comment = out_dir / COMMENT
-    comment.write_text(pull_request_comment(comparison, report), encoding="utf-8")
-    return PullRequestResult(comparison, outcome.path, report, comment, refs)
+    with results_folder(out_dir):
+        refs = (base, head or "working tree")
+        labels = (f"base {_short(refs[0])}", f"head {_short(refs[1])}")
+        with tempfile.TemporaryDirectory(prefix="vpbench-pr-") as scratch:
+            trees = (
+                export_tree(repo, base, Path(scratch) / "base", layout),
+                repo if head is None else export_tree(repo, head, Path(scratch) / "head", layout),
+            )
+            workloads = sorted((trees[1] / layout.workloads).glob("*.toml"))
+            if not workloads:
+                raise UsageError(f"no workload files in {layout.workloads}/ of the head")
+            start_database(target, databases[0], profile=profile, seed=seed, start_from=start_from,
+                           say=tell, run="ci pr")  # fmt: skip
+            copy = copy_database(target, databases[0], databases[1])
+            tell(f"copied it to {databases[1]} ({describe_copy(copy)})")
+            for tree, name, label in zip(trees, databases, ("base", "head"), strict=True):
+                tell(f"{label}: applying its migrations to {name}")
+                apply_series(target, name, tree / layout.migrations)
+            with connect(target, autocommit=True) as conn:
+                run_checkpoint(conn)  # both states' pages written now, not while timing
+            tell("measuring base and head pair by pair in one session")
+            outcome = run_ab(target, databases[0], databases[1], workloads, options,
+                             out_dir=out_dir, migrations_dir=trees[1] / layout.migrations,
+                             label="pr", side_labels=labels)  # fmt: skip
+        before, after, _ = load_sides([outcome.path])
+        comparison = compare_sides(before, after, paired_session=True, threshold=threshold)
+        report = comparison_report(comparison, out_dir / "report")
+        comment = out_dir / COMMENT
+        comment.write_text(pull_request_comment(comparison, report), encoding="utf-8")
+        return PullRequestResult(comparison, outcome.path, report, comment, refs)
 
 
 def _short(ref: str) -> str:
@@ -120,11 +120,15 @@ def _short(ref: str) -> str:
 def export_tree(repo: Path, ref: str, into: Path, layout: Layout) -> Path:
     """The migrations and workloads of ``ref`` (``git archive``), extracted into ``into``."""
     paths = [layout.migrations, layout.workloads]
-    done = subprocess.run(
-        ["git", "-C", str(repo), "archive", "--format=tar", ref, "--", *paths],
-        capture_output=True,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", ref, "--", *paths],
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise UsageError(f"cannot read {ref!r}: git is not on PATH (ci pr reads the base and "
+                         "head with git archive)") from None  # fmt: skip
     if done.returncode != 0:
         reason = (done.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
         raise UsageError(f"cannot read {', '.join(paths)} at {ref!r} in {repo}: {reason}")
