@@ -300,3 +300,17 @@ def test_a_refused_run_leaves_no_empty_results_folder(tmp_path: Path) -> None:
         (out / "0001_a.json").write_text("{}")
         raise KeyboardInterrupt
     assert (made / "0001_a.json").is_file()
+
+
+def test_a_summary_of_a_copy_says_where_the_copy_came_from(tmp_path: Path) -> None:
+    """The report describes a copy by its source, time, method, reason and seconds: a
+    summary of a copy without them is refused naming the field (a KeyError, exit 70)."""
+    summary = json.loads((STEPS_FOLDER / "summary.json").read_text())
+    copied = {"kind": "copy", "source": "staging", "copied_at": "2026-12-05T01:00:00Z",
+              "method": "template", "why": "idle", "seconds": 0.2}  # fmt: skip
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary | {"data": {"kind": "copy", "source": "staging"}}))
+    with pytest.raises(BadInputError, match=r"data: Value error, copied_at: Field required"):
+        read_document(path)
+    path.write_text(json.dumps(summary | {"data": copied}))  # twin: complete, read
+    assert read_document(path)["data"]["method"] == "template"

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vpbench.errors import ResultsFormatError
 
@@ -316,9 +323,21 @@ class SummaryShape(_Open):
     kind: Literal["steps-summary"]
     steps: list[SummaryRowShape]
     answers: dict[str, str]
-    data: CopiedDataShape | dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    """a seeded profile and seed, or (``kind = "copy"``) a ``CopiedDataShape``"""
     time: SeriesTimeShape | None = None
     seconds: float | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _copy_described(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        if data is not None and data.get("kind") == "copy":
+            try:
+                CopiedDataShape.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return data
 
     @model_validator(mode="after")
     def _timed(self) -> SummaryShape:
