@@ -15,11 +15,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.target import ServerTarget
+
+# Property tests draw the same examples on every run, so that the suite passes or fails
+# alike each time; HYPOTHESIS_PROFILE=explore draws new ones to look for what they miss.
+settings.register_profile("suite", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 DatabaseFactory = Callable[[str], str]
 pytest_plugins = ["pytester"]

@@ -314,3 +314,16 @@ def test_a_summary_of_a_copy_says_where_the_copy_came_from(tmp_path: Path) -> No
         read_document(path)
     path.write_text(json.dumps(summary | {"data": copied}))  # twin: complete, read
     assert read_document(path)["data"]["method"] == "template"
+
+
+def test_a_step_without_its_checks_is_refused_in_a_series(tmp_path: Path) -> None:
+    """Found by the steps-folder property test: a step document without ``checks`` was a
+    KeyError in the series report (exit 70)."""
+    series = tmp_path / "series"
+    shutil.copytree(STEPS_FOLDER, series)
+    step = series / "0005_computed_scores.json"
+    step.write_text(json.dumps({k: v for k, v in json.loads(step.read_text()).items()
+                                if k != "checks"}))  # fmt: skip
+    with pytest.raises(BadInputError, match=r"0005_computed_scores\.json: .*checks: Field"):
+        build_report([series], tmp_path / "report")
+    assert not (tmp_path / "report").exists()

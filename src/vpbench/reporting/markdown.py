@@ -356,6 +356,8 @@ def _verdict_text(judgement: dict[str, Any]) -> str:
 def _interval(judgement: dict[str, Any]) -> str:
     if judgement.get("ratio") is None:
         return ""
+    if judgement.get("ci_low") is None or judgement.get("ci_high") is None:
+        return f"{ratio(judgement['ratio'])}x"
     low, middle, high = (ratio(judgement[k]) for k in ("ci_low", "ratio", "ci_high"))
     return f"{middle}x [{low}, {high}]"
 

@@ -259,7 +259,7 @@ class StepShape(PairedShape):
     kind: Literal["step"]
     migration: StepMigrationShape
     availability: AvailabilityShape | None = None
-    checks: StepChecksShape = Field(default_factory=StepChecksShape)
+    checks: StepChecksShape
     indexes: list[IndexGainShape] = Field(default_factory=list)
     audit_before: AuditShape
     audit_after: AuditShape
