@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from vpbench.analysis.session_verdicts import SessionVerdicts, judge_session_pair
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge
+from vpbench.analysis.verdicts import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+    Judgement,
+    Threshold,
+    judge,
+)
 from vpbench.errors import IncomparableError, ResultsFormatError, UsageError
 from vpbench.results.documents import read_shaped
 from vpbench.results.shapes import (
@@ -243,7 +249,7 @@ def compare_sides(
     *,
     paired_session: bool,
     threshold: Threshold = DEFAULT_THRESHOLD,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     force: bool = False,
     seed: int = 0,
 ) -> Comparison:

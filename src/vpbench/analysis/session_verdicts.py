@@ -14,10 +14,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Judgement, Threshold, judge_pairs
+from vpbench.analysis.verdicts import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+    Judgement,
+    Threshold,
+    judge_pairs,
+)
 
-DEFAULT_ALPHA = 0.05
-"""the significance level verdicts are judged at unless a reader asks for another"""
 PAIRED_RESAMPLES = 1000
 """bootstrap resamples of one paired verdict (a verdict's interval moves by under 1% of
 the ratio between 1,000 and 2,000 resamples on the sessions ``steps`` runs)"""

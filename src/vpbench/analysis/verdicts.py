@@ -83,6 +83,8 @@ class Threshold:
 
 
 DEFAULT_THRESHOLD = Threshold("median", 0.05)
+DEFAULT_ALPHA = 0.05
+"""the significance level verdicts are judged at unless a reader asks for another"""
 
 
 def _statistic_of(statistic: Statistic, samples: FloatArray) -> float:
@@ -223,7 +225,7 @@ def judge(
     new: npt.ArrayLike,
     *,
     threshold: Threshold = DEFAULT_THRESHOLD,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     paired_session: bool = False,
     plan_changed: bool | None = None,
     buffers_ratio: float | None = None,
@@ -424,7 +426,7 @@ def judge_pairs(
     clusters: npt.ArrayLike | None = None,
     block: int | None = None,
     threshold: Threshold = DEFAULT_THRESHOLD,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,

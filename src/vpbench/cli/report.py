@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vpbench.analysis.verdicts import Threshold
+from vpbench.analysis.verdicts import DEFAULT_ALPHA, Threshold
 from vpbench.cli._common import out, threshold_option
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @threshold_option
 @click.option(
-    "--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True)
+    "--alpha", default=DEFAULT_ALPHA, show_default=True, type=click.FloatRange(0, 1, min_open=True)
 )
 @click.option("--force", is_flag=True, help="Compare runs whose profile, seed or server differ.")
 def report(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
-from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
+from vpbench.analysis.verdicts import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Threshold
 from vpbench.reporting import charts
 from vpbench.reporting.provenance import describe_data
 from vpbench.reporting.run_report import run_report
@@ -32,7 +32,7 @@ def build_report(
     out_dir: Path,
     *,
     threshold: Threshold = DEFAULT_THRESHOLD,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     force: bool = False,
 ) -> Path:
     """A steps folder gives the migration-series report, one run document the run's report;
