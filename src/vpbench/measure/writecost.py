@@ -34,6 +34,7 @@ from psycopg import sql
 from vpbench.measure.interleave import balanced_orders, open_pair, separate_cores
 from vpbench.measure.runner import PreparedStatements, open_session
 from vpbench.server.target import error_message
+from vpbench.server.wal import wal_insert_position
 from vpbench.workload.spec import SqlText
 
 log = logging.getLogger(__name__)
@@ -283,9 +284,9 @@ def _profile(conn: psycopg.Connection[Any], table: str, insert: _Insert) -> Writ
             readings, clean_readings = [], []
             for _ in range(WAL_READINGS):
                 conn.execute("ROLLBACK TO SAVEPOINT probe")
-                start = _lsn(conn)
+                start = wal_insert_position(conn)
                 plan = _plan(conn, insert.explain, params)
-                reading = (_lsn(conn) - start, plan)
+                reading = (wal_insert_position(conn) - start, plan)
                 readings.append(reading)
                 if int(plan["Plan"].get("WAL FPI", 0)) == 0:
                     clean_readings.append(reading)
@@ -322,12 +323,6 @@ def _plan(conn: psycopg.Connection[Any], query: str, params: list[Any]) -> dict[
     assert row is not None
     document: dict[str, Any] = row[0][0]
     return document
-
-
-def _lsn(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def _timed(
