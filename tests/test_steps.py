@@ -100,6 +100,9 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert orphans > 0 and first.audit_after.check("orphaned_quiz_attempts").violations == 0
     assert first.quarantined["quiz_attempts"] == orphans
     assert first.rows_before["quiz_attempts"] == first.rows_after["quiz_attempts"] + orphans
+    # what its cost grows with: the rows of the tables it locked, and the WAL of rewriting one
+    assert first.touched["quiz_attempts"] == first.rows_before["quiz_attempts"]
+    assert first.up_wal_bytes > sum(c.bytes_before for c in first.costs if c.kind == "table") / 2
     assert sum(c.added_bytes for c in indexes.costs if c.kind == "index") > 0
     for cost in indexes.writes:  # the new indexes are entries every insert adds
         assert cost.before and cost.after and cost.after.indexes > cost.before.indexes
@@ -588,6 +591,15 @@ def test_a_migration_that_changes_nothing_reads_zero(
     noop, index, burn = result.steps
     # Deterministic: nothing grew, plans and buffers are the same, so is every write figure.
     assert noop.costs == () and index_bytes_added(noop) == 0 and index_gains(noop) == ()
+    assert noop.touched == {}  # it locked nothing: no table it grows with
+    if noop.up_wal_scope == "session":  # PostgreSQL 18: the ledger's row, nothing else
+        assert noop.up_wal_bytes < 8192 < index.up_wal_bytes, (
+            noop.up_wal_bytes,
+            index.up_wal_bytes,
+            burn.up_wal_bytes,
+        )
+    assert index.up_wal_bytes > index_bytes_added(index) / 2
+    assert set(index.touched) == {"reflections"}
     assert noop.old_app.deploy_order == ANY_ORDER and not noop.old_app.old_app_breaks
     assert not noop.settled_after.changed  # nothing for VACUUM or ANALYZE to redo
     for before, after in zip(noop.before, noop.after, strict=True):

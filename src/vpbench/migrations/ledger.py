@@ -46,6 +46,12 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
     return tuple(ledger(conn))
 
 
+def ensure_ledger(conn: psycopg.Connection[Any]) -> None:
+    """Create the ledger if the database has none yet (``record_step`` would, as part of the
+    first step, and its WAL and time would count as the step's)."""
+    conn.execute(LEDGER_SQL)
+
+
 def record_step(
     conn: psycopg.Connection[Any], migration: Migration, direction: str, seconds: float
 ) -> None:

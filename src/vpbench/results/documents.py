@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from vpbench.errors import ResultsFormatError, UsageError
+from vpbench.migrations.touched import touched_tables
 from vpbench.results.shapes import Shape, check_kind, check_shape
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: entries of paired sessions (step, ab) carry the round of each sample ("rounds"); step
 documents and summaries describe write cost per table ("writes"). 3: a step's
 ``availability`` tells requests blocked by the migration's locks ("blocked", the figure its
 budget judges) from requests slowed without a lock wait ("slowed"). 4: step and ab
 documents store their paired verdicts ("verdicts", judged once when the session ended);
-older ones are judged by their readers."""
+older ones are judged by their readers. 5: step documents record the WAL ``up`` wrote at
+rest ("up_wal_bytes") and the tables it touched with their rows ("touched"), which
+``predict`` fits its costs against."""
 KIND_RUN = "run"
 KIND_STEP = "step"
 KIND_AB = "ab"
@@ -183,4 +186,16 @@ def _upgrade_3_to_4(document: dict[str, Any]) -> dict[str, Any]:
     return dict(document, schema_version=4)
 
 
-_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}
+def _upgrade_4_to_5(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 step documents did not record up's WAL (unknown) nor the tables it touched,
+    which their lock holds and rows say (the oldest recorded no lock holds: none known)."""
+    upgraded = dict(document, schema_version=5)
+    if document.get("kind") == KIND_STEP:
+        holds = upgraded.setdefault("lock_holds", [])
+        rows = (document.get("checks") or {}).get("rows_before") or {}
+        upgraded["touched"] = touched_tables((hold["lock"] for hold in holds), rows)
+        upgraded["up_wal_bytes"] = upgraded["up_wal_scope"] = None
+    return upgraded
+
+
+_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4, 4: _upgrade_4_to_5}

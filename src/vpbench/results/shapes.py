@@ -253,11 +253,39 @@ class AuditShape(_Open):
     checks: list[AuditCheckShape]
 
 
+class LockHoldShape(_Open):
+    """A lock ``up`` took at rest, held from ``from_s`` until ``until_s`` (seconds into it)."""
+
+    lock: str
+    line: int
+    from_s: float
+    until_s: float
+
+
+class RelationCostShape(_Open):
+    """A table or index the step added, removed or resized."""
+
+    name: str
+    kind: str
+    bytes_before: int
+    bytes_after: int
+    table: str = ""
+
+
 class StepShape(PairedShape):
     """A step of a migration series: its two states and what it did."""
 
     kind: Literal["step"]
     migration: StepMigrationShape
+    up_seconds: float
+    up_wal_bytes: int | None = None
+    """None: measured before vpbench recorded it"""
+    up_wal_scope: Literal["session", "server"] | None = None
+    """``up``'s session alone, or the whole server's WAL (before PostgreSQL 18)"""
+    touched: dict[str, int]
+    """the tables ``up`` took a lock on, with their rows before it"""
+    lock_holds: list[LockHoldShape]
+    costs: list[RelationCostShape]
     availability: AvailabilityShape | None = None
     checks: StepChecksShape
     indexes: list[IndexGainShape] = Field(default_factory=list)

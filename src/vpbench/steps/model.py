@@ -19,8 +19,10 @@ from vpbench.measure.writecost import WriteCost, WriteOptions
 from vpbench.migrations.apply import LockHold, StatementRun
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry
+from vpbench.migrations.touched import touched_tables
 from vpbench.server.backup import Backup
 from vpbench.server.maintenance import Settled
+from vpbench.server.wal import WalScope
 from vpbench.steps.checks import Equivalence, RelationCost
 from vpbench.steps.compatibility import OldAppCheck
 from vpbench.steps.phases import SeriesTime
@@ -71,6 +73,10 @@ class StepReport:
     migration: Migration
     backup_method: str
     up_seconds: float
+    up_wal_bytes: int
+    """WAL written while ``up`` ran at rest"""
+    up_wal_scope: WalScope
+    """whose: ``up``'s session alone, or the whole server (before PostgreSQL 18)"""
     lock_retries: tuple[LockRetry, ...]
     """attempts of ``up`` that timed out waiting for a lock"""
     statements: tuple[StatementRun, ...]
@@ -124,6 +130,11 @@ class StepReport:
             for cost in self.writes
             if cost.before_ns
         }
+
+    @property
+    def touched(self) -> dict[str, int]:
+        """The tables ``up`` took a lock on, with their rows before it."""
+        return touched_tables((hold.lock for hold in self.lock_holds), self.rows_before)
 
     @property
     def data_intact(self) -> bool:

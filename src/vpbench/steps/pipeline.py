@@ -52,7 +52,7 @@ from vpbench.migrations.apply import (
     plan_up,
 )
 from vpbench.migrations.folder import Migration
-from vpbench.migrations.ledger import applied_migrations
+from vpbench.migrations.ledger import applied_migrations, ensure_ledger
 from vpbench.migrations.sources import MigrationsLocation, discover_migrations, is_reference
 from vpbench.reporting.provenance import describe_data
 from vpbench.results.documents import results_folder, utc_stamp, write_document
@@ -67,6 +67,7 @@ from vpbench.server.disk import data_directory, free_bytes_or_none
 from vpbench.server.maintenance import flush_statistics, run_checkpoint
 from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import ServerTarget, connect, open_connection
+from vpbench.server.wal import WalMeter, WalScope
 from vpbench.steps.checks import (
     Equivalence,
     compare_results,
@@ -212,6 +213,8 @@ def _run_step(
             clock.lap("rehearsal", of_which=("up under load", up_s))
             say(f"  {describe_availability(found)}")
         with connect(target, dbname, autocommit=True) as conn:
+            ensure_ledger(conn)
+            wal = WalMeter(conn)
             try:
                 applied = apply_step(conn, migration, "up", options.step_locks(migration))
             except MigrationError as exc:
@@ -221,6 +224,7 @@ def _run_step(
                     f"{exc.message}; the database was restored from its backup ({backup.method})",
                     path=exc.path, line=exc.line, sqlstate=exc.sqlstate,
                 ) from None  # fmt: skip
+            wal_bytes = wal.written()
             clock.lap("up")
             check_prepared(conn, workloads, applied_migrations(conn))
             flush_statistics(conn)
@@ -282,15 +286,16 @@ def _run_step(
         raise
     _drop_if_present(target, copy)
     clock.lap("copies")
-    report = _report(migration, tuple(copies), applied, found, (before, after), session,
-                     problems, equivalence, writes, old_app, options.threshold, clock)  # fmt: skip
+    up = (applied, wal_bytes, wal.scope)
+    report = _report(migration, tuple(copies), up, found, (before, after), session, problems,
+                     equivalence, writes, old_app, options.threshold, clock)  # fmt: skip
     return report, after
 
 
 def _report(
     migration: Migration,
     copies: tuple[Backup, ...],
-    applied: StepApplied,
+    up: tuple[StepApplied, int, WalScope],
     found: Availability | None,
     states: tuple[StateFacts, StateFacts],
     session: PairedSession,
@@ -302,6 +307,7 @@ def _report(
     clock: PhaseClock,
 ) -> StepReport:
     before, after = states
+    applied, wal_bytes, wal_scope = up
     unexpected = tuple(
         f"{e.query}: {e.detail}"
         for e in equivalence
@@ -312,6 +318,8 @@ def _report(
         backup_method=copies[0].method,
         copies=copies,
         up_seconds=applied.seconds,
+        up_wal_bytes=wal_bytes,
+        up_wal_scope=wal_scope,
         lock_retries=applied.lock_retries,
         statements=applied.statements,
         lock_holds=applied.lock_holds,
