@@ -16,6 +16,7 @@ from vpbench.cli.compare import ab, compare
 from vpbench.cli.data import audit, seed
 from vpbench.cli.db import db
 from vpbench.cli.migrate import migrate
+from vpbench.cli.predict import predict
 from vpbench.cli.report import report, trend
 from vpbench.cli.run import run
 from vpbench.cli.steps import steps
@@ -40,6 +41,7 @@ cli.add_command(capture)
 cli.add_command(coverage_command)
 cli.add_command(migrate)
 cli.add_command(steps)
+cli.add_command(predict)
 cli.add_command(compare)
 cli.add_command(ab)
 cli.add_command(report)

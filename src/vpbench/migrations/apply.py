@@ -32,7 +32,7 @@ BASE = "base"
 """``migrate down base`` reverts every applied migration."""
 
 _HELD_LOCKS = """
-SELECT c.relname, l.mode FROM pg_locks l
+SELECT c.oid::regclass::text, l.mode FROM pg_locks l
 JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'vpbench')

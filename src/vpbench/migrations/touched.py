@@ -1,4 +1,5 @@
-"""The tables a step touched: those it took a lock on, whose size its cost grows with."""
+"""The tables a step touched: those it took a lock on or added an index to, whose size its
+cost grows with."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ from collections.abc import Iterable, Mapping
 
 
 def lock_relation(lock: str) -> str:
-    """The relation of a held lock as the step records it (``AccessExclusiveLock on t``)."""
+    """The relation of a held lock as the step records it (``AccessExclusiveLock on t``,
+    the relation as ``regclass`` prints it)."""
     return lock.partition(" on ")[2]
 
 
-def touched_tables(locks: Iterable[str], rows: Mapping[str, int]) -> dict[str, int]:
-    """Of the tables in ``rows`` (named as ``regclass`` prints them, qualified outside the
-    search path), those a lock in ``locks`` was taken on, with their rows."""
-    locked = {lock_relation(lock) for lock in locks}
-    return {
-        table: count
-        for table, count in sorted(rows.items())
-        if table.rpartition(".")[2].strip('"') in locked
-    }
+def touched_tables(
+    locks: Iterable[str], rows: Mapping[str, int], added_to: Iterable[str] = ()
+) -> dict[str, int]:
+    """Of the tables in ``rows`` (named as ``regclass`` prints them: qualified outside the
+    search path), those a lock in ``locks`` was taken on, or that a relation the step added
+    belongs to (``added_to``, qualified: ``public.t``; a concurrent index build holds no
+    lock once it is done), with their rows."""
+    named = {lock_relation(lock) for lock in locks}
+    named |= {table.removeprefix("public.") for table in added_to}
+    return {table: count for table, count in sorted(rows.items()) if table in named}

@@ -45,6 +45,35 @@ def duration(ms: float | None) -> str:
     return milliseconds(ms) if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
+def elapsed(seconds: float) -> str:
+    """``12 ms``, ``4.2 s``, ``9.1 min``, ``2.3 h``: a time as long as a migration can take."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def elapsed_interval(value: float, low: float, high: float) -> str:
+    """``~9.1 min [7.0, 12.0]``: the interval's ends in the value's unit."""
+    shown = elapsed(value)
+    unit = shown.split()[1]
+    scale = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}[unit]
+    return f"~{shown} [{_short(low / scale)}, {_short(high / scale)}]"
+
+
+def bytes_interval(value: float, low: float, high: float) -> str:
+    """``~1.2 GB [1.1, 1.3]``: the interval's ends in the value's unit."""
+    scale, unit = byte_unit(abs(value))
+    if scale == 1:
+        return f"~{value:.0f} B [{low:.0f}, {high:.0f}]"
+    return f"~{value / scale:.1f} {unit} [{_short(low / scale)}, {_short(high / scale)}]"
+
+
+def _short(number: float) -> str:
+    return f"{number:.0f}" if number >= 100 else f"{number:.1f}" if number >= 1 else f"{number:.2g}"
+
+
 def percent(fraction: float | None, *, signed: bool = True) -> str:
     """``+12%`` for 0.12; empty for None or NaN."""
     if fraction is None or math.isnan(fraction):

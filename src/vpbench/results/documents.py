@@ -193,7 +193,9 @@ def _upgrade_4_to_5(document: dict[str, Any]) -> dict[str, Any]:
     if document.get("kind") == KIND_STEP:
         holds = upgraded.setdefault("lock_holds", [])
         rows = (document.get("checks") or {}).get("rows_before") or {}
-        upgraded["touched"] = touched_tables((hold["lock"] for hold in holds), rows)
+        costs = document.get("costs") or []
+        added = (cost.get("table", "") for cost in costs if cost.get("bytes_before") == 0)
+        upgraded["touched"] = touched_tables((hold["lock"] for hold in holds), rows, added)
         upgraded["up_wal_bytes"] = upgraded["up_wal_scope"] = None
     return upgraded
 

@@ -155,6 +155,7 @@ class StepMigrationShape(_Open):
     id: str
     title: str
     why: str
+    checksum: str | None = None
     online: str | None = None
     downtime: str | None = None
     max_stall_ms: float | None = None
@@ -226,6 +227,7 @@ class OldAppShape(_Open):
 
 class StepChecksShape(_Open):
     old_app: OldAppShape | None = None
+    rows_before: dict[str, int] = Field(default_factory=dict)
 
 
 class JudgedQueryShape(_Open):

@@ -133,8 +133,10 @@ class StepReport:
 
     @property
     def touched(self) -> dict[str, int]:
-        """The tables ``up`` took a lock on, with their rows before it."""
-        return touched_tables((hold.lock for hold in self.lock_holds), self.rows_before)
+        """The tables ``up`` took a lock on or added to, with their rows before it."""
+        locks = (hold.lock for hold in self.lock_holds)
+        added = (cost.table for cost in self.costs if cost.bytes_before == 0)
+        return touched_tables(locks, self.rows_before, added)
 
     @property
     def data_intact(self) -> bool:

@@ -1,0 +1,344 @@
+"""What each step of a migration series will cost at production size, from runs of the same
+series at two or more smaller sizes.
+
+Each figure a step document records (the duration of ``up`` at rest, how long it held each
+lock that blocks the app, the longest stall of the live app, its WAL, the bytes of each
+relation it added) is fitted against the rows of the tables the step touched
+(``analysis.growth``) and predicted, with an interval, at the production size of those
+tables. A step whose predicted stall or blocking lock exceeds its stall budget is flagged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vpbench.analysis.growth import Noise, Point, Predicted, plausible_fits, pooled_noise
+from vpbench.analysis.growth import predict as predict_growth
+from vpbench.errors import UsageError
+from vpbench.migrations.touched import lock_relation
+from vpbench.results.documents import read_shaped
+from vpbench.results.shapes import StepShape, SummaryShape
+
+Unit = Literal["s", "B"]
+
+NOISE: dict[Unit, Noise] = {
+    "s": Noise(sigma=0.15, floor=0.005),
+    "B": Noise(sigma=0.03, floor=16384.0),
+}
+"""a single measurement's error before the series says otherwise: a time on a shared
+machine within ±15 % (and 5 ms of timer and scheduling jitter); WAL and relation bytes
+within ±3 % (and two pages)"""
+
+APP_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+"""lock modes the app's writes (ROW EXCLUSIVE) wait for; the last one its reads wait for too"""
+
+DEFAULT_BUDGET_MS = 1000.0
+
+Verdict = Literal["over", "may exceed", "within"]
+
+
+def lock_mode(lock: str) -> str:
+    """``ACCESS EXCLUSIVE`` for ``AccessExclusiveLock on t``."""
+    mode = lock.partition(" on ")[0].removesuffix("Lock")
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", mode).upper()
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One figure of one step as a run measured it."""
+
+    key: str
+    label: str
+    unit: Unit
+    value: float
+    downtime: bool
+    """a stall of the app, or a lock it waits for: the figure its budget judges"""
+
+
+def measured_figures(step: StepShape) -> list[Measured]:
+    """The figures of ``step``'s document that a prediction fits."""
+    figures = [Measured("duration", "duration at rest", "s", step.up_seconds, False)]
+    held: dict[str, float] = {}
+    for hold in step.lock_holds:
+        # a lock on a table the step made, or on an index, blocks no request by itself
+        if (
+            hold.lock.partition(" on ")[0] in APP_BLOCKING
+            and lock_relation(hold.lock) in step.touched
+        ):
+            held[hold.lock] = max(held.get(hold.lock, 0.0), hold.until_s - hold.from_s)
+    figures += [
+        Measured(f"lock {lock}", f"{lock_mode(lock)} on {lock_relation(lock)}", "s", s, True)
+        for lock, s in sorted(held.items())
+    ]
+    if step.availability is not None:
+        stalls = [b.ms for b in step.availability.blocked.values() if b is not None]
+        figures.append(
+            Measured("stall", "longest stall of the app", "s", max(stalls, default=0) / 1000, True)
+        )
+    if step.up_wal_bytes is not None:
+        figures.append(Measured("wal", "WAL written", "B", float(step.up_wal_bytes), False))
+    figures += [
+        Measured(f"adds {c.name}", f"adds {c.kind} {c.name}", "B", float(c.bytes_after), False)
+        for c in step.costs
+        if c.bytes_before == 0 and c.bytes_after > 0
+    ]
+    return figures
+
+
+@dataclass(frozen=True)
+class SeriesRun:
+    """The step documents of one run of a series, by migration id, and where they came from."""
+
+    folder: Path
+    steps: Mapping[str, StepShape]
+
+    @property
+    def rows(self) -> int:
+        """Rows of every table the run's first step found: the run's size."""
+        first = next(iter(self.steps.values()), None)
+        return sum(first.checks.rows_before.values()) if first else 0
+
+
+def read_series_run(folder: Path) -> SeriesRun:
+    """The step documents of the ``steps`` results folder ``folder`` (its ``summary.json``
+    lists them)."""
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        raise UsageError("not a steps results folder (it has no summary.json)", path=folder)
+    shaped = read_shaped(summary)
+    assert isinstance(shaped, SummaryShape)
+    steps: dict[str, StepShape] = {}
+    for row in shaped.steps:
+        step = read_shaped(folder / row.document)
+        if not isinstance(step, StepShape):
+            raise UsageError(f"{row.document} is not a step document", path=folder)
+        steps[step.migration.id] = step
+    return SeriesRun(folder, steps)
+
+
+@dataclass(frozen=True)
+class FigurePrediction:
+    key: str
+    label: str
+    unit: Unit
+    downtime: bool
+    points: tuple[Point, ...]
+    """measured, one per run: (rows the step touched, value)"""
+    predicted: Predicted | None
+    """None: measured at one size only"""
+    measured: float | None = None
+    """the value measured at the predicted size (``--against``)"""
+
+    @property
+    def error(self) -> float | None:
+        """predicted / measured - 1"""
+        if self.predicted is None or not self.measured:
+            return None
+        return self.predicted.value / self.measured - 1
+
+
+@dataclass(frozen=True)
+class StepPrediction:
+    migration: str
+    title: str
+    touched: Mapping[str, float]
+    """the tables the step touched and their rows at the production size"""
+    scaled: tuple[str, ...]
+    """tables of ``touched`` without a production count: scaled like the others"""
+    rows: float
+    figures: tuple[FigurePrediction, ...]
+    budget_ms: float
+    budget_source: str
+    missing: str = ""
+    """why the step is not predicted (no production size for its tables)"""
+
+    @property
+    def worst(self) -> FigurePrediction | None:
+        """The downtime figure predicted longest."""
+        judged = [f for f in self.figures if f.downtime and f.predicted is not None]
+        return max(judged, key=lambda f: f.predicted.value if f.predicted else 0, default=None)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """over: the predicted downtime exceeds the budget; may exceed: its interval does;
+        None: nothing the budget judges was predicted."""
+        worst = self.worst
+        if worst is None or worst.predicted is None:
+            return None
+        budget_s = self.budget_ms / 1000
+        if worst.predicted.value > budget_s:
+            return "over"
+        return "may exceed" if worst.predicted.high > budget_s else "within"
+
+
+@dataclass(frozen=True)
+class SeriesPrediction:
+    runs: tuple[SeriesRun, ...]
+    production: str
+    """where the production size came from"""
+    steps: tuple[StepPrediction, ...]
+    noise: Mapping[Unit, Noise]
+    """the error of one measurement, per unit, as the series' scatter showed it"""
+
+    @property
+    def over_budget(self) -> tuple[StepPrediction, ...]:
+        return tuple(s for s in self.steps if s.verdict == "over")
+
+
+def predict_series(
+    runs: Sequence[SeriesRun],
+    production_rows: Mapping[str, float],
+    production: str,
+    *,
+    max_stall_ms: float | None = None,
+    measured: SeriesRun | None = None,
+) -> SeriesPrediction:
+    """Every step the runs share, predicted at ``production_rows`` (table -> rows; a step's
+    tables without a count are scaled like its tables with one); ``measured``, a run at
+    that size, gives each prediction's error."""
+    check_series(runs)
+    ids = [m for m in runs[0].steps if all(m in run.steps for run in runs)]
+    points = {m: _points(runs, m) for m in ids}
+    noise = {
+        unit: pooled_noise(
+            [
+                min(plausible_fits(p, prior), key=lambda g: g.chi2)
+                for m in ids
+                for f, p in points[m].items()
+                if _unit(runs, m, f) == unit and len({q.rows for q in p}) > 1
+            ],
+            prior,
+        )
+        for unit, prior in NOISE.items()
+    }
+    steps = tuple(
+        _step(runs, m, points[m], production_rows, noise, max_stall_ms, measured) for m in ids
+    )
+    return SeriesPrediction(tuple(runs), production, steps, noise)
+
+
+def check_series(runs: Sequence[SeriesRun]) -> None:
+    """Refuse runs that are not of one series at two sizes or more."""
+    first = runs[0]
+    for run in runs[1:]:
+        shared = set(first.steps) & set(run.steps)
+        if not shared:
+            raise UsageError(f"{run.folder} and {first.folder} share no migration: "
+                             "runs of different series")  # fmt: skip
+        for migration in sorted(shared):
+            a, b = first.steps[migration].migration, run.steps[migration].migration
+            if a.checksum != b.checksum:
+                raise UsageError(
+                    f"{migration} differs between {first.folder} and {run.folder} (checksum "
+                    f"{a.checksum} against {b.checksum}): runs of different series"
+                )
+    if len({run.rows for run in runs}) < 2:
+        raise UsageError(
+            f"every run is the same size ({first.rows:,} rows): a growth needs runs at two "
+            "sizes or more (profiles, or copies of other sizes)"
+        )
+
+
+def _points(runs: Sequence[SeriesRun], migration: str) -> dict[str, tuple[Point, ...]]:
+    found: dict[str, list[Point]] = {}
+    for run in runs:
+        step = run.steps[migration]
+        rows = float(sum(step.touched.values()))
+        for figure in measured_figures(step):
+            found.setdefault(figure.key, []).append(Point(rows, figure.value))
+    return {key: tuple(p) for key, p in found.items()}
+
+
+def _unit(runs: Sequence[SeriesRun], migration: str, key: str) -> Unit:
+    return _figure(runs, migration, key).unit
+
+
+def _figure(runs: Sequence[SeriesRun], migration: str, key: str) -> Measured:
+    for run in runs:
+        for figure in measured_figures(run.steps[migration]):
+            if figure.key == key:
+                return figure
+    raise KeyError(key)
+
+
+def _step(
+    runs: Sequence[SeriesRun],
+    migration: str,
+    points: Mapping[str, tuple[Point, ...]],
+    production_rows: Mapping[str, float],
+    noise: Mapping[Unit, Noise],
+    max_stall_ms: float | None,
+    measured: SeriesRun | None,
+) -> StepPrediction:
+    largest = max((run.steps[migration] for run in runs), key=lambda s: sum(s.touched.values()))
+    declared = largest.migration.max_stall_ms
+    budget_ms, budget_source = (
+        (max_stall_ms, "--max-stall")
+        if max_stall_ms is not None
+        else (declared, "its max_stall")
+        if declared is not None
+        else (DEFAULT_BUDGET_MS, "the default")
+    )
+    touched, scaled, missing = _production_tables(largest.touched, production_rows)
+    if measured is not None and migration in measured.steps:
+        touched, scaled, missing = dict(measured.steps[migration].touched), (), ""
+    at_size = {f.key: f.value for f in measured_figures(measured.steps[migration])} if (
+        measured is not None and migration in measured.steps) else {}  # fmt: skip
+    rows = float(sum(touched.values()))
+    figures = tuple(
+        FigurePrediction(
+            key=key,
+            label=(figure := _figure(runs, migration, key)).label,
+            unit=figure.unit,
+            downtime=figure.downtime,
+            points=found,
+            predicted=(
+                predict_growth(found, rows, noise[figure.unit])
+                if len({p.rows for p in found}) > 1 and not missing
+                else None
+            ),
+            measured=at_size.get(key),
+        )
+        for key, found in points.items()
+    )
+    return StepPrediction(
+        migration=migration,
+        title=largest.migration.title,
+        touched=touched,
+        scaled=scaled,
+        rows=rows,
+        figures=figures,
+        budget_ms=budget_ms,
+        budget_source=budget_source,
+        missing=missing,
+    )
+
+
+def _production_tables(
+    measured: Mapping[str, int], production_rows: Mapping[str, float]
+) -> tuple[dict[str, float], tuple[str, ...], str]:
+    """The touched tables' production rows, the ones scaled (no count given: they grow by
+    the factor the given ones grew by), and why none could be (no table given)."""
+    given = {t: production_rows[t] for t in measured if t in production_rows}
+    if not measured:
+        return {}, (), ""
+    if not given:
+        tables = ", ".join(measured)
+        return {}, (), f"no production size for {tables}"
+    factor = sum(given.values()) / max(sum(measured[t] for t in given), 1)
+    scaled = tuple(t for t in measured if t not in given)
+    return {t: given.get(t, measured[t] * factor) for t in measured}, scaled, ""
+
+
+def check_rows(runs: Sequence[SeriesRun], production_rows: Mapping[str, float]) -> None:
+    """Refuse a production row count for a table no step of the series touched."""
+    touched = {t for run in runs for step in run.steps.values() for t in step.touched}
+    for table in production_rows:
+        if table not in touched:
+            known = ", ".join(sorted(touched)) or "none"
+            raise UsageError(f"no step of the series touched table {table!r}; "
+                             f"the tables it touched: {known}")  # fmt: skip

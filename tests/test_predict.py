@@ -1,0 +1,209 @@
+"""``vpbench predict`` on step documents of one series run at three sizes on the test
+server: a table rewrite is fitted on the two smaller ones and its prediction checked on the
+third; a catalog-only step stays constant; the rows can come from a server's catalog, read
+by a role that may read no table; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from test_steps import HEADER_WORKLOAD, QUICK, add_migration
+from vpbench.analysis.prediction import predict_series, read_series_run
+from vpbench.cli.main import main
+from vpbench.dataset.profiles import get_profile
+from vpbench.server.target import ServerTarget
+from vpbench.steps.pipeline import run_steps
+
+pytestmark = pytest.mark.slow
+
+SIZES = {"5k": 5_000, "20k": 20_000, "80k": 80_000}
+REWRITE = "0001_rewrite_quiz_attempts"
+CATALOG_ONLY = "0002_nullable_column"
+
+
+def _predict(*args: str) -> int:
+    """``vpbench predict ARGS`` through the real entry point: its exit status."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", *args])
+    return int(exit_info.value.code or 0)
+
+
+def _series(folder: Path) -> Path:
+    add_migration(
+        folder,
+        REWRITE,
+        # a volatile default: every row is written again, under ACCESS EXCLUSIVE
+        "ALTER TABLE quiz_attempts ADD COLUMN seen_at timestamptz DEFAULT clock_timestamp();",
+        "ALTER TABLE quiz_attempts DROP COLUMN seen_at;",
+        'max_stall = "10s"\ndowntime = "rewrites quiz_attempts"\n',
+    )
+    add_migration(
+        folder,
+        CATALOG_ONLY,
+        "ALTER TABLE reflections ADD COLUMN mood text;",
+        "ALTER TABLE reflections DROP COLUMN mood;",
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(
+    target: ServerTarget, session_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The series run at each size, its results folder by size."""
+    root = tmp_path_factory.mktemp("predict")
+    migrations = _series(root / "migrations")
+    workload = root / "header.toml"
+    workload.write_text(HEADER_WORKLOAD)
+    tiny = get_profile("tiny")
+    folders = {}
+    for name, quiz_attempts in SIZES.items():
+        profile = dataclasses.replace(
+            tiny, name=name, quiz_attempts=quiz_attempts, reflections=quiz_attempts // 2
+        )
+        run_steps(target, f"{session_prefix}_predict_{name}", profile=profile, seed=5,
+                  workload_paths=[workload], migrations_dir=migrations,
+                  out_dir=root / name, options=QUICK)  # fmt: skip
+        folders[name] = root / name
+    return folders
+
+
+def test_a_rewrite_is_predicted_on_a_larger_size_and_a_catalog_change_stays_constant(
+    runs: dict[str, Path],
+) -> None:
+    fitted = [read_series_run(runs["5k"]), read_series_run(runs["20k"])]
+    larger = read_series_run(runs["80k"])
+    rows = larger.steps[REWRITE].touched["quiz_attempts"]
+    assert rows > fitted[1].steps[REWRITE].touched["quiz_attempts"] * 3
+    prediction = predict_series(fitted, {"quiz_attempts": rows}, "test", measured=larger)
+    rewrite, catalog = prediction.steps
+    figures = {f.key: f for f in rewrite.figures}
+    duration = figures["duration"]
+    assert duration.predicted is not None and duration.measured is not None
+    assert "constant" not in duration.predicted.models
+    small, large = sorted(duration.points, key=lambda p: p.rows)
+    assert duration.predicted.value > large.value > small.value  # grows with the rows
+    assert duration.predicted.contains(duration.measured), (duration.predicted, duration.measured)
+    lock = figures["lock AccessExclusiveLock on quiz_attempts"]
+    assert lock.predicted is not None and lock.measured is not None
+    assert lock.predicted.contains(lock.measured)
+    wal = figures["wal"]
+    assert wal.predicted is not None and wal.measured is not None
+    assert wal.predicted.contains(wal.measured) and abs(wal.error or 1) < 0.35
+    # the catalog-only step: constant, not scaled with its table
+    assert catalog.touched.keys() == {"reflections"}
+    hold = next(f for f in catalog.figures if f.key == "lock AccessExclusiveLock on reflections")
+    assert hold.predicted is not None and hold.predicted.models == ("constant",)
+    assert hold.predicted.high < 0.5
+    assert catalog.verdict == "within"
+
+
+def test_the_budget_verdict_flips_with_the_budget(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders = [str(runs["5k"]), str(runs["20k"])]
+    # 50M quiz attempts: a rewrite of minutes, over the 10 s its migration.toml allows
+    code = _predict(*folders, "--rows", "quiz_attempts=50M", "--fail-on", "budget",
+                 "--out", str(tmp_path / "report"))  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    said = captured.out.replace("\n", " ")
+    assert f"{REWRITE} at 50.0M quiz_attempts: " in said
+    assert re.search(r"(ACCESS EXCLUSIVE on quiz_attempts|longest stall of the app) for ~[\d.]+ "
+                     r"(min|h) \[[\d.]+, [\d.]+\] — over its 10.0 s budget \(its max_stall\)",
+                     said)  # fmt: skip
+    assert f"1 step(s) predicted over their stall budget: {REWRITE}" in captured.err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"## `{REWRITE}`" in report and "| ACCESS EXCLUSIVE on quiz_attempts |" in report
+    chart = tmp_path / "report" / f"growth-{REWRITE}.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the twin: 20k quiz attempts, well within it
+    code = _predict(*folders, "--rows", "quiz_attempts=20000", "--fail-on", "budget")
+    assert code == 0, capsys.readouterr().err
+    # and the same 50M with a budget of an hour
+    code = _predict(*folders, "--rows", "quiz_attempts=50M", "--max-stall", "60m",
+                 "--fail-on", "budget")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.fixture
+def catalog_reader(target: ServerTarget, session_prefix: str) -> Iterator[str]:
+    """A DSN of a role that can connect to a copy of the 80k database and read no table."""
+    role = f"{session_prefix}_catalog_reader"
+    database = f"{session_prefix}_predict_80k"
+    with psycopg.connect(target.conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        yield make_conninfo(target.conninfo, user=role, dbname=database)
+    finally:
+        with psycopg.connect(target.conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_rows_read_from_a_servers_catalog_need_no_table_privilege(
+    runs: dict[str, Path], catalog_reader: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (
+        psycopg.connect(catalog_reader) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT count(*) FROM public.quiz_attempts")  # the role reads no row
+    code = _predict(str(runs["5k"]), str(runs["20k"]), "--dsn", catalog_reader)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    said = captured.out.replace("\n", " ")
+    assert "no row was read, nothing was written" in said
+    assert "catalog estimates of" in said
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("same", "every run is the same size"),
+        ("other series", "differs between"),
+        ("unknown table", "no step of the series touched table 'lessons'"),
+        ("negative", "must be at least 1"),
+        ("no size", "give the production size one way"),
+        ("not a folder", "not a steps results folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    change: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    small, large = str(runs["5k"]), str(runs["20k"])
+    args = [small, large, "--rows", "quiz_attempts=1M"]
+    if change == "same":
+        args = [small, small, "--rows", "quiz_attempts=1M"]
+    elif change == "other series":
+        edited = tmp_path / "edited"
+        shutil.copytree(runs["20k"], edited)
+        step = edited / f"{REWRITE}.json"
+        document = json.loads(step.read_text())
+        document["migration"]["checksum"] = "0" * 64
+        step.write_text(json.dumps(document))
+        args = [small, str(edited), "--rows", "quiz_attempts=1M"]
+    elif change == "unknown table":
+        args = [small, large, "--rows", "lessons=1M"]
+    elif change == "negative":
+        args = [small, large, "--rows", "quiz_attempts=-5"]
+    elif change == "no size":
+        args = [small, large]
+    elif change == "not a folder":
+        args = [str(tmp_path), large, "--rows", "quiz_attempts=1M"]
+    code = _predict(*args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
