@@ -202,23 +202,32 @@ def predict_series(
     that size, gives each prediction's error."""
     check_series(runs)
     ids = [m for m in runs[0].steps if all(m in run.steps for run in runs)]
-    points = {m: _points(runs, m) for m in ids}
+    series = {m: _measurements(runs, m) for m in ids}
     noise = {
         unit: pooled_noise(
             [
-                min(plausible_fits(p, prior), key=lambda g: g.chi2)
+                min(plausible_fits(found.points, prior), key=lambda g: g.chi2)
                 for m in ids
-                for f, p in points[m].items()
-                if _unit(runs, m, f) == unit and len({q.rows for q in p}) > 1
+                for found in series[m].values()
+                if found.figure.unit == unit and found.sizes > 1
             ],
             prior,
         )
         for unit, prior in NOISE.items()
     }
-    steps = tuple(
-        _step(runs, m, points[m], production_rows, noise, max_stall_ms, measured) for m in ids
-    )
-    return SeriesPrediction(tuple(runs), production, steps, noise)
+    steps = []
+    for m in ids:
+        largest = max((run.steps[m] for run in runs), key=lambda s: sum(s.touched.values()))
+        there = measured.steps.get(m) if measured is not None else None
+        size = (
+            _ProductionSize(dict(there.touched))
+            if there is not None
+            else _production_size(largest.touched, production_rows)
+        )
+        at_size = {f.key: f.value for f in measured_figures(there)} if there else {}
+        budget = _budget(largest, max_stall_ms)
+        steps.append(_step(largest, series[m], size, noise, budget, at_size))
+    return SeriesPrediction(tuple(runs), production, tuple(steps), noise)
 
 
 def check_series(runs: Sequence[SeriesRun]) -> None:
@@ -243,95 +252,97 @@ def check_series(runs: Sequence[SeriesRun]) -> None:
         )
 
 
-def _points(runs: Sequence[SeriesRun], migration: str) -> dict[str, tuple[Point, ...]]:
-    found: dict[str, list[Point]] = {}
+@dataclass(frozen=True)
+class _Measurements:
+    """One figure of one step across the runs."""
+
+    figure: Measured
+    """as the first run measured it (its key, label, unit)"""
+    points: tuple[Point, ...]
+
+    @property
+    def sizes(self) -> int:
+        return len({p.rows for p in self.points})
+
+
+def _measurements(runs: Sequence[SeriesRun], migration: str) -> dict[str, _Measurements]:
+    first: dict[str, Measured] = {}
+    points: dict[str, list[Point]] = {}
     for run in runs:
         step = run.steps[migration]
         rows = float(sum(step.touched.values()))
         for figure in measured_figures(step):
-            found.setdefault(figure.key, []).append(Point(rows, figure.value))
-    return {key: tuple(p) for key, p in found.items()}
+            first.setdefault(figure.key, figure)
+            points.setdefault(figure.key, []).append(Point(rows, figure.value))
+    return {key: _Measurements(first[key], tuple(p)) for key, p in points.items()}
 
 
-def _unit(runs: Sequence[SeriesRun], migration: str, key: str) -> Unit:
-    return _figure(runs, migration, key).unit
+@dataclass(frozen=True)
+class _ProductionSize:
+    touched: dict[str, float]
+    """the step's tables at production size"""
+    scaled: tuple[str, ...] = ()
+    missing: str = ""
 
 
-def _figure(runs: Sequence[SeriesRun], migration: str, key: str) -> Measured:
-    for run in runs:
-        for figure in measured_figures(run.steps[migration]):
-            if figure.key == key:
-                return figure
-    raise KeyError(key)
+def _production_size(
+    measured: Mapping[str, int], production_rows: Mapping[str, float]
+) -> _ProductionSize:
+    """The touched tables' production rows: those given, the others scaled by the factor
+    the given ones grew by; none when no table of the step was given."""
+    given = {t: production_rows[t] for t in measured if t in production_rows}
+    if measured and not given:
+        return _ProductionSize({}, missing=f"no production size for {', '.join(measured)}")
+    factor = sum(given.values()) / max(sum(measured[t] for t in given), 1)
+    scaled = tuple(t for t in measured if t not in given)
+    return _ProductionSize({t: given.get(t, measured[t] * factor) for t in measured}, scaled)
+
+
+def _budget(step: StepShape, max_stall_ms: float | None) -> tuple[float, str]:
+    """The stall budget a step is judged by, and where it came from."""
+    if max_stall_ms is not None:
+        return max_stall_ms, "--max-stall"
+    if step.migration.max_stall_ms is not None:
+        return step.migration.max_stall_ms, "its max_stall"
+    return DEFAULT_BUDGET_MS, "the default"
 
 
 def _step(
-    runs: Sequence[SeriesRun],
-    migration: str,
-    points: Mapping[str, tuple[Point, ...]],
-    production_rows: Mapping[str, float],
+    step: StepShape,
+    series: Mapping[str, _Measurements],
+    size: _ProductionSize,
     noise: Mapping[Unit, Noise],
-    max_stall_ms: float | None,
-    measured: SeriesRun | None,
+    budget: tuple[float, str],
+    at_size: Mapping[str, float],
 ) -> StepPrediction:
-    largest = max((run.steps[migration] for run in runs), key=lambda s: sum(s.touched.values()))
-    declared = largest.migration.max_stall_ms
-    budget_ms, budget_source = (
-        (max_stall_ms, "--max-stall")
-        if max_stall_ms is not None
-        else (declared, "its max_stall")
-        if declared is not None
-        else (DEFAULT_BUDGET_MS, "the default")
-    )
-    touched, scaled, missing = _production_tables(largest.touched, production_rows)
-    if measured is not None and migration in measured.steps:
-        touched, scaled, missing = dict(measured.steps[migration].touched), (), ""
-    at_size = {f.key: f.value for f in measured_figures(measured.steps[migration])} if (
-        measured is not None and migration in measured.steps) else {}  # fmt: skip
-    rows = float(sum(touched.values()))
+    rows = float(sum(size.touched.values()))
     figures = tuple(
         FigurePrediction(
             key=key,
-            label=(figure := _figure(runs, migration, key)).label,
-            unit=figure.unit,
-            downtime=figure.downtime,
-            points=found,
+            label=found.figure.label,
+            unit=found.figure.unit,
+            downtime=found.figure.downtime,
+            points=found.points,
             predicted=(
-                predict_growth(found, rows, noise[figure.unit])
-                if len({p.rows for p in found}) > 1 and not missing
+                predict_growth(found.points, rows, noise[found.figure.unit])
+                if found.sizes > 1 and not size.missing
                 else None
             ),
             measured=at_size.get(key),
         )
-        for key, found in points.items()
+        for key, found in series.items()
     )
     return StepPrediction(
-        migration=migration,
-        title=largest.migration.title,
-        touched=touched,
-        scaled=scaled,
+        migration=step.migration.id,
+        title=step.migration.title,
+        touched=size.touched,
+        scaled=size.scaled,
         rows=rows,
         figures=figures,
-        budget_ms=budget_ms,
-        budget_source=budget_source,
-        missing=missing,
+        budget_ms=budget[0],
+        budget_source=budget[1],
+        missing=size.missing,
     )
-
-
-def _production_tables(
-    measured: Mapping[str, int], production_rows: Mapping[str, float]
-) -> tuple[dict[str, float], tuple[str, ...], str]:
-    """The touched tables' production rows, the ones scaled (no count given: they grow by
-    the factor the given ones grew by), and why none could be (no table given)."""
-    given = {t: production_rows[t] for t in measured if t in production_rows}
-    if not measured:
-        return {}, (), ""
-    if not given:
-        tables = ", ".join(measured)
-        return {}, (), f"no production size for {tables}"
-    factor = sum(given.values()) / max(sum(measured[t] for t in given), 1)
-    scaled = tuple(t for t in measured if t not in given)
-    return {t: given.get(t, measured[t] * factor) for t in measured}, scaled, ""
 
 
 def check_rows(runs: Sequence[SeriesRun], production_rows: Mapping[str, float]) -> None:
