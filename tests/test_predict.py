@@ -20,6 +20,8 @@ from test_steps import HEADER_WORKLOAD, QUICK, add_migration
 from vpbench.analysis.prediction import predict_series, read_series_run
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
+from vpbench.results.documents import read_shaped
+from vpbench.results.shapes import StepShape
 from vpbench.server.target import ServerTarget
 from vpbench.steps.pipeline import run_steps
 
@@ -207,3 +209,24 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_version_4_step_document_says_what_it_touched_from_its_lock_holds(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Step documents before version 5 did not record ``touched`` nor up's WAL: the upgrade
+    derives the first from the lock holds and leaves the WAL unknown."""
+    written = json.loads((runs["20k"] / f"{REWRITE}.json").read_text())
+    assert written["touched"]["quiz_attempts"] == written["checks"]["rows_before"]["quiz_attempts"]
+    older = {
+        k: v for k, v in written.items() if k not in ("touched", "up_wal_bytes", "up_wal_scope")
+    }
+    path = tmp_path / "v4.json"
+    path.write_text(json.dumps(older | {"schema_version": 4}))
+    upgraded = read_shaped(path)
+    assert isinstance(upgraded, StepShape)
+    assert upgraded.touched == written["touched"] and upgraded.up_wal_bytes is None
+    # the twin: without its lock holds nothing says what it touched
+    path.write_text(json.dumps(older | {"schema_version": 4, "lock_holds": []}))
+    shaped = read_shaped(path)
+    assert isinstance(shaped, StepShape) and shaped.touched == {}
