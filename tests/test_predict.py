@@ -121,8 +121,8 @@ def test_the_budget_verdict_flips_with_the_budget(
     said = captured.out.replace("\n", " ")
     assert f"{REWRITE} at 50.0M quiz_attempts: " in said
     assert re.search(r"(ACCESS EXCLUSIVE on quiz_attempts|longest stall of the app) for ~[\d.]+ "
-                     r"(min|h) \[[\d.]+, [\d.]+\] — over its 10.0 s budget \(its max_stall\)",
-                     said)  # fmt: skip
+                     r"(min|h) \[[\d.]+, [\d.]+\] \(2\d{3}x the largest run: a lower bound\) — "
+                     r"over its 10.0 s budget \(its max_stall\)", said)  # fmt: skip
     assert f"1 step(s) predicted over their stall budget: {REWRITE}" in captured.err
     report = (tmp_path / "report" / "report.md").read_text()
     assert f"## `{REWRITE}`" in report and "| ACCESS EXCLUSIVE on quiz_attempts |" in report
@@ -130,7 +130,9 @@ def test_the_budget_verdict_flips_with_the_budget(
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the twin: 20k quiz attempts, well within it
     code = _predict(*folders, "--rows", "quiz_attempts=20000", "--fail-on", "budget")
-    assert code == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "lower bound" not in captured.out  # at a size it measured
     # and the same 50M with a budget of an hour
     code = _predict(*folders, "--rows", "quiz_attempts=50M", "--max-stall", "60m",
                  "--fail-on", "budget")  # fmt: skip

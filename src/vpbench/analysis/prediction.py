@@ -37,6 +37,8 @@ APP_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessEx
 """lock modes the app's writes (ROW EXCLUSIVE) wait for; the last one its reads wait for too"""
 
 DEFAULT_BUDGET_MS = 1000.0
+FAR = 10.0
+"""a prediction this many times beyond the largest size measured is marked as a lower bound"""
 
 Verdict = Literal["over", "may exceed", "within"]
 
@@ -139,6 +141,22 @@ class FigurePrediction:
         if self.predicted is None or not self.measured:
             return None
         return self.predicted.value / self.measured - 1
+
+    @property
+    def reach(self) -> float | None:
+        """How far beyond the largest size measured the prediction goes (production rows /
+        the largest run's); None when not predicted or nothing was measured growing."""
+        largest = max((p.rows for p in self.points), default=0.0)
+        if self.predicted is None or largest <= 0:
+            return None
+        return self.predicted.rows / largest
+
+    @property
+    def far(self) -> bool:
+        """Predicted more than ``FAR`` times beyond the largest size measured, where what
+        only happens at size (a table outgrowing memory, a sort spilling) is unseen."""
+        return (self.reach or 0) > FAR and self.predicted is not None and (
+            self.predicted.models != ("constant",))  # fmt: skip
 
 
 @dataclass(frozen=True)

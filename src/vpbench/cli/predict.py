@@ -131,7 +131,7 @@ def _table(prediction: SeriesPrediction, against: bool) -> Table:
                 found.label,
                 measured_text(found),
                 found.predicted.model if found.predicted else "",
-                predicted_text(found) if not step.missing else step.missing,
+                predicted_text(found) if not step.missing else step.missing if i == 0 else "",
             ]
             table.add_row(*cells, *([error_text(found)] if against else []))
         table.add_section()

@@ -22,7 +22,8 @@ def predicted_text(found: FigurePrediction) -> str:
     if p is None:
         return "measured at one size only"
     show = elapsed_interval if found.unit == "s" else bytes_interval
-    return show(p.value, p.low, p.high)
+    text = show(p.value, p.low, p.high)
+    return f"{text} ({found.reach:.0f}x the largest run: a lower bound)" if found.far else text
 
 
 def measured_text(found: FigurePrediction) -> str:
