@@ -37,7 +37,7 @@ APP_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessEx
 """lock modes the app's writes (ROW EXCLUSIVE) wait for; the last one its reads wait for too"""
 
 DEFAULT_BUDGET_MS = 1000.0
-FAR = 10.0
+FAR = 30.0
 """a prediction this many times beyond the largest size measured is marked as a lower bound"""
 
 Verdict = Literal["over", "may exceed", "within"]
