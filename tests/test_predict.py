@@ -232,3 +232,29 @@ def test_a_version_4_step_document_says_what_it_touched_from_its_lock_holds(
     path.write_text(json.dumps(older | {"schema_version": 4, "lock_holds": []}))
     shaped = read_shaped(path)
     assert isinstance(shaped, StepShape) and shaped.touched == {}
+
+
+def test_a_stall_the_apps_statement_timeout_ended_is_not_fitted(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A stall as long as the traffic's statement_timeout is where the requests gave up, not
+    how long the lock was held: a lower bound, left out of the fit (the lock holds stay)."""
+    edited = tmp_path / "20k"
+    shutil.copytree(runs["20k"], edited)
+    step = edited / f"{REWRITE}.json"
+    document = json.loads(step.read_text())
+    timeout_ms = document["metadata"]["options"]["traffic"]["timeout_ms"]
+    blocked = document["availability"]["blocked"]
+    kind = next(k for k, v in blocked.items() if v is not None)
+    blocked[kind]["ms"] = timeout_ms * 0.999
+    step.write_text(json.dumps(document))
+    fitted = [read_series_run(runs["5k"]), read_series_run(edited)]
+    rewrite = predict_series(fitted, {"quiz_attempts": 1e6}, "test").steps[0]
+    figures = {f.key: f for f in rewrite.figures}
+    assert figures["stall"].predicted is None
+    assert figures["stall"].note.startswith("cut short at 1 size(s) by the app's statement_timeout")
+    assert figures["lock AccessExclusiveLock on quiz_attempts"].predicted is not None
+    # the twin: the stall as measured is fitted
+    untouched = [read_series_run(runs["5k"]), read_series_run(runs["20k"])]
+    stall = predict_series(untouched, {"quiz_attempts": 1e6}, "test").steps[0].figures
+    assert next(f for f in stall if f.key == "stall").predicted is not None

@@ -39,6 +39,8 @@ APP_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessEx
 DEFAULT_BUDGET_MS = 1000.0
 FAR = 30.0
 """a prediction this many times beyond the largest size measured is marked as a lower bound"""
+CUT_SHARE = 0.95
+"""a stall this close to the traffic's statement_timeout was ended by it"""
 
 Verdict = Literal["over", "may exceed", "within"]
 
@@ -59,6 +61,9 @@ class Measured:
     value: float
     downtime: bool
     """a stall of the app, or a lock it waits for: the figure its budget judges"""
+    cut: bool = False
+    """cut short: the value is only a lower bound (a stall as long as the app's requests
+    may wait, which its statement_timeout ends)"""
 
 
 def measured_figures(step: StepShape) -> list[Measured]:
@@ -77,10 +82,11 @@ def measured_figures(step: StepShape) -> list[Measured]:
         for lock, s in sorted(held.items())
     ]
     if step.availability is not None:
-        stalls = [b.ms for b in step.availability.blocked.values() if b is not None]
-        figures.append(
-            Measured("stall", "longest stall of the app", "s", max(stalls, default=0) / 1000, True)
-        )
+        stall_ms = max((b.ms for b in step.availability.blocked.values() if b), default=0.0)
+        timeout_ms = (step.metadata.options.get("traffic") or {}).get("timeout_ms")
+        cut = timeout_ms is not None and stall_ms >= CUT_SHARE * timeout_ms
+        figures.append(Measured("stall", "longest stall of the app", "s", stall_ms / 1000, True,
+                                cut))  # fmt: skip
     if step.up_wal_bytes is not None:
         figures.append(Measured("wal", "WAL written", "B", float(step.up_wal_bytes), False))
     figures += [
@@ -133,7 +139,9 @@ class FigurePrediction:
     predicted: Predicted | None
     """None: measured at one size only"""
     measured: float | None = None
-    """the value measured at the predicted size (``--against``)"""
+    """the value measured at the predicted size (``--against``; None where cut short)"""
+    note: str = ""
+    """why it is not predicted"""
 
     @property
     def error(self) -> float | None:
@@ -242,7 +250,7 @@ def predict_series(
             if there is not None
             else _production_size(largest.touched, production_rows)
         )
-        at_size = {f.key: f.value for f in measured_figures(there)} if there else {}
+        at_size = {f.key: f.value for f in measured_figures(there) if not f.cut} if there else {}
         budget = _budget(largest, max_stall_ms)
         steps.append(_step(largest, series[m], size, noise, budget, at_size))
     return SeriesPrediction(tuple(runs), production, tuple(steps), noise)
@@ -277,6 +285,9 @@ class _Measurements:
     figure: Measured
     """as the first run measured it (its key, label, unit)"""
     points: tuple[Point, ...]
+    """the runs' values, those cut short left out"""
+    cut: int = 0
+    """runs whose value was cut short"""
 
     @property
     def sizes(self) -> int:
@@ -286,13 +297,18 @@ class _Measurements:
 def _measurements(runs: Sequence[SeriesRun], migration: str) -> dict[str, _Measurements]:
     first: dict[str, Measured] = {}
     points: dict[str, list[Point]] = {}
+    cut: dict[str, int] = {}
     for run in runs:
         step = run.steps[migration]
         rows = float(sum(step.touched.values()))
         for figure in measured_figures(step):
             first.setdefault(figure.key, figure)
-            points.setdefault(figure.key, []).append(Point(rows, figure.value))
-    return {key: _Measurements(first[key], tuple(p)) for key, p in points.items()}
+            found = points.setdefault(figure.key, [])
+            if figure.cut:
+                cut[figure.key] = cut.get(figure.key, 0) + 1
+            else:
+                found.append(Point(rows, figure.value))
+    return {key: _Measurements(first[key], tuple(p), cut.get(key, 0)) for key, p in points.items()}
 
 
 @dataclass(frozen=True)
@@ -314,6 +330,16 @@ def _production_size(
     factor = sum(given.values()) / max(sum(measured[t] for t in given), 1)
     scaled = tuple(t for t in measured if t not in given)
     return _ProductionSize({t: given.get(t, measured[t] * factor) for t in measured}, scaled)
+
+
+def _note(found: _Measurements) -> str:
+    """Why a figure is not predicted, if it is not."""
+    if found.sizes > 1:
+        return ""
+    if found.cut:
+        return (f"cut short at {found.cut} size(s) by the app's statement_timeout: "
+                "only a lower bound there")  # fmt: skip
+    return "measured at one size only"
 
 
 def _budget(step: StepShape, max_stall_ms: float | None) -> tuple[float, str]:
@@ -347,6 +373,7 @@ def _step(
                 else None
             ),
             measured=at_size.get(key),
+            note=_note(found),
         )
         for key, found in series.items()
     )

@@ -20,7 +20,7 @@ def predicted_text(found: FigurePrediction) -> str:
     """``~9.1 min [7.0, 12]``; why there is none when there is not."""
     p = found.predicted
     if p is None:
-        return "measured at one size only"
+        return found.note
     show = elapsed_interval if found.unit == "s" else bytes_interval
     text = show(p.value, p.low, p.high)
     return f"{text} ({found.reach:.0f}x the largest run: a lower bound)" if found.far else text

@@ -97,6 +97,7 @@ class MetadataShape(_Open):
     postgres: PostgresShape = Field(default_factory=PostgresShape)
     database: DatabaseShape | None = None
     applied_migrations: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunShape(_Open):
