@@ -88,7 +88,7 @@ def predict(
         source = f"catalog estimates of {estimates.server}"
         out.print(f"read pg_class.reltuples of {len(touched)} tables on {estimates.server} "
                   "(catalog statistics only, in a read-only transaction: no row was read, "
-                  "nothing was written)")  # fmt: skip
+                  "nothing was written)", soft_wrap=True)  # fmt: skip
     elif measured is not None:
         source = f"the sizes of {measured.folder}"
     else:
