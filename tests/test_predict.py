@@ -121,7 +121,8 @@ def test_the_budget_verdict_flips_with_the_budget(
     said = captured.out.replace("\n", " ")
     assert f"{REWRITE} at 50.0M quiz_attempts: " in said
     assert re.search(r"(ACCESS EXCLUSIVE on quiz_attempts|longest stall of the app) for ~[\d.]+ "
-                     r"(min|h) \[[\d.]+, [\d.]+\] \(2\d{3}x the largest run: a lower bound\) — "
+                     r"(min|h) \[[\d.]+, [\d.]+\] \((2\d{3}x the largest run|more WAL than "
+                     r"max_wal_size \(\w+\), which no run wrote): a lower bound\) — "
                      r"over its 10.0 s budget \(its max_stall\)", said)  # fmt: skip
     assert f"1 step(s) predicted over their stall budget: {REWRITE}" in captured.err
     report = (tmp_path / "report" / "report.md").read_text()
@@ -258,3 +259,23 @@ def test_a_stall_the_apps_statement_timeout_ended_is_not_fitted(
     untouched = [read_series_run(runs["5k"]), read_series_run(runs["20k"])]
     stall = predict_series(untouched, {"quiz_attempts": 1e6}, "test").steps[0].figures
     assert next(f for f in stall if f.key == "stall").predicted is not None
+
+
+def test_more_wal_than_max_wal_size_makes_a_prediction_a_lower_bound(
+    runs: dict[str, Path],
+) -> None:
+    """A step predicted to write more WAL than max_wal_size, which no run did, meets
+    checkpoints inside it that no run saw: its times and WAL are lower bounds."""
+    fitted = [read_series_run(runs["5k"]), read_series_run(runs["20k"])]
+    wal_per_row = next(f for f in predict_series(fitted, {"quiz_attempts": 1e5}, "test")
+                       .steps[0].figures if f.key == "wal").points[-1]  # fmt: skip
+    limit = fitted[0].steps[REWRITE].metadata.postgres.settings["max_wal_size"]
+    assert limit in ("1GB", "1024MB")
+    rows = 2 * 2**30 / (wal_per_row.value / wal_per_row.rows)  # about 2 GB of WAL
+    rewrite = predict_series(fitted, {"quiz_attempts": rows}, "test").steps[0]
+    figures = {f.key: f for f in rewrite.figures}
+    assert figures["wal"].caveat.startswith("more WAL than max_wal_size")
+    assert figures["duration"].caveat == figures["wal"].caveat
+    # the twin: a size whose WAL stays below it
+    small = predict_series(fitted, {"quiz_attempts": 1e5}, "test").steps[0]
+    assert all(not f.caveat for f in small.figures)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,14 +24,17 @@ from vpbench.results.documents import read_shaped
 from vpbench.results.shapes import StepShape, SummaryShape
 
 Unit = Literal["s", "B"]
+Family = Literal["time", "stall", "bytes"]
 
-NOISE: dict[Unit, Noise] = {
-    "s": Noise(sigma=0.15, floor=0.005),
-    "B": Noise(sigma=0.03, floor=16384.0),
+NOISE: dict[Family, Noise] = {
+    "time": Noise(sigma=0.15, floor=0.005),
+    "stall": Noise(sigma=0.5, floor=0.05),
+    "bytes": Noise(sigma=0.03, floor=8192.0),
 }
 """a single measurement's error before the series says otherwise: a time on a shared
-machine within ±15 % (and 5 ms of timer and scheduling jitter); WAL and relation bytes
-within ±3 % (and two pages)"""
+machine within ±15 % (and 5 ms of timer and scheduling jitter); a stall of the live app
+within ±50 % (and the lock sampler's 50 ms: it depends on when the app's requests land
+in the migration's lock window); WAL and relation bytes within ±3 % (and a page)"""
 
 APP_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 """lock modes the app's writes (ROW EXCLUSIVE) wait for; the last one its reads wait for too"""
@@ -61,6 +64,8 @@ class Measured:
     value: float
     downtime: bool
     """a stall of the app, or a lock it waits for: the figure its budget judges"""
+    family: Family = "time"
+    """whose measurement error it has"""
     cut: bool = False
     """cut short: the value is only a lower bound (a stall as long as the app's requests
     may wait, which its statement_timeout ends)"""
@@ -86,11 +91,13 @@ def measured_figures(step: StepShape) -> list[Measured]:
         timeout_ms = (step.metadata.options.get("traffic") or {}).get("timeout_ms")
         cut = timeout_ms is not None and stall_ms >= CUT_SHARE * timeout_ms
         figures.append(Measured("stall", "longest stall of the app", "s", stall_ms / 1000, True,
-                                cut))  # fmt: skip
+                                "stall", cut))  # fmt: skip
     if step.up_wal_bytes is not None:
-        figures.append(Measured("wal", "WAL written", "B", float(step.up_wal_bytes), False))
+        figures.append(
+            Measured("wal", "WAL written", "B", float(step.up_wal_bytes), False, "bytes")
+        )
     figures += [
-        Measured(f"adds {c.name}", f"adds {c.kind} {c.name}", "B", float(c.bytes_after), False)
+        Measured(f"adds {c.name}", f"adds {c.kind} {c.name}", "B", c.bytes_after, False, "bytes")
         for c in step.costs
         if c.bytes_before == 0 and c.bytes_after > 0
     ]
@@ -142,6 +149,8 @@ class FigurePrediction:
     """the value measured at the predicted size (``--against``; None where cut short)"""
     note: str = ""
     """why it is not predicted"""
+    beyond: str = ""
+    """what happens at the predicted size that no run saw, making it a lower bound"""
 
     @property
     def error(self) -> float | None:
@@ -165,6 +174,13 @@ class FigurePrediction:
         only happens at size (a table outgrowing memory, a sort spilling) is unseen."""
         return (self.reach or 0) > FAR and self.predicted is not None and (
             self.predicted.models != ("constant",))  # fmt: skip
+
+    @property
+    def caveat(self) -> str:
+        """Why the prediction is only a lower bound, if it is."""
+        if self.beyond:
+            return self.beyond
+        return f"{self.reach:.0f}x the largest run: a lower bound" if self.far else ""
 
 
 @dataclass(frozen=True)
@@ -190,15 +206,15 @@ class StepPrediction:
 
     @property
     def verdict(self) -> Verdict | None:
-        """over: the predicted downtime exceeds the budget; may exceed: its interval does;
-        None: nothing the budget judges was predicted."""
-        worst = self.worst
-        if worst is None or worst.predicted is None:
+        """over: a predicted downtime's whole interval is above the budget; may exceed: an
+        interval reaches past it; None: nothing the budget judges was predicted."""
+        judged = [f.predicted for f in self.figures if f.downtime and f.predicted is not None]
+        if not judged:
             return None
         budget_s = self.budget_ms / 1000
-        if worst.predicted.value > budget_s:
+        if any(p.low > budget_s for p in judged):
             return "over"
-        return "may exceed" if worst.predicted.high > budget_s else "within"
+        return "may exceed" if any(p.high > budget_s for p in judged) else "within"
 
 
 @dataclass(frozen=True)
@@ -207,8 +223,8 @@ class SeriesPrediction:
     production: str
     """where the production size came from"""
     steps: tuple[StepPrediction, ...]
-    noise: Mapping[Unit, Noise]
-    """the error of one measurement, per unit, as the series' scatter showed it"""
+    noise: Mapping[Family, Noise]
+    """the error of one measurement of each family, as the series' scatter showed it"""
 
     @property
     def over_budget(self) -> tuple[StepPrediction, ...]:
@@ -230,16 +246,16 @@ def predict_series(
     ids = [m for m in runs[0].steps if all(m in run.steps for run in runs)]
     series = {m: _measurements(runs, m) for m in ids}
     noise = {
-        unit: pooled_noise(
+        family: pooled_noise(
             [
                 min(plausible_fits(found.points, prior), key=lambda g: g.chi2)
                 for m in ids
                 for found in series[m].values()
-                if found.figure.unit == unit and found.sizes > 1
+                if found.figure.family == family and found.sizes > 1
             ],
             prior,
         )
-        for unit, prior in NOISE.items()
+        for family, prior in NOISE.items()
     }
     steps = []
     for m in ids:
@@ -332,6 +348,34 @@ def _production_size(
     return _ProductionSize({t: given.get(t, measured[t] * factor) for t in measured}, scaled)
 
 
+def _with_checkpoints(
+    step: StepShape, figures: tuple[FigurePrediction, ...]
+) -> tuple[FigurePrediction, ...]:
+    """``figures``, its times and WAL marked as lower bounds where the step is predicted to
+    write more WAL than ``max_wal_size`` and no run did: checkpoints then start inside the
+    step, and every page it touches again writes a full-page image again."""
+    setting = str(step.metadata.postgres.settings.get("max_wal_size") or "")
+    limit = _setting_bytes(setting)
+    wal = next((f for f in figures if f.key == "wal" and f.predicted is not None), None)
+    if limit is None or wal is None or wal.predicted is None or wal.predicted.value <= limit:
+        return figures
+    if any(p.value > limit for p in wal.points):
+        return figures  # a run saw it already: its fit knows
+    why = f"more WAL than max_wal_size ({setting}), which no run wrote: a lower bound"
+    return tuple(replace(f, beyond=why) if f.unit == "s" or f.key == "wal" else f for f in figures)
+
+
+_UNITS = {"kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _setting_bytes(setting: str) -> float | None:
+    """``1GB`` as bytes (PostgreSQL's memory units); None for what it cannot read."""
+    match = re.fullmatch(r"(\d+)\s*(kB|MB|GB|TB)?", setting.strip())
+    if match is None:
+        return None
+    return int(match[1]) * _UNITS.get(match[2] or "", 1)
+
+
 def _note(found: _Measurements) -> str:
     """Why a figure is not predicted, if it is not."""
     if found.sizes > 1:
@@ -355,12 +399,12 @@ def _step(
     step: StepShape,
     series: Mapping[str, _Measurements],
     size: _ProductionSize,
-    noise: Mapping[Unit, Noise],
+    noise: Mapping[Family, Noise],
     budget: tuple[float, str],
     at_size: Mapping[str, float],
 ) -> StepPrediction:
     rows = float(sum(size.touched.values()))
-    figures = tuple(
+    figures = _with_checkpoints(step, tuple(
         FigurePrediction(
             key=key,
             label=found.figure.label,
@@ -368,7 +412,7 @@ def _step(
             downtime=found.figure.downtime,
             points=found.points,
             predicted=(
-                predict_growth(found.points, rows, noise[found.figure.unit])
+                predict_growth(found.points, rows, noise[found.figure.family])
                 if found.sizes > 1 and not size.missing
                 else None
             ),
@@ -376,7 +420,7 @@ def _step(
             note=_note(found),
         )
         for key, found in series.items()
-    )
+    ))  # fmt: skip
     return StepPrediction(
         migration=step.migration.id,
         title=step.migration.title,

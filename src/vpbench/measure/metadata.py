@@ -26,6 +26,8 @@ SETTINGS = (
     "random_page_cost",
     "effective_cache_size",
     "max_parallel_workers_per_gather",
+    "maintenance_work_mem",
+    "max_wal_size",
 )
 
 

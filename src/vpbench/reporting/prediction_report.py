@@ -23,7 +23,7 @@ def predicted_text(found: FigurePrediction) -> str:
         return found.note
     show = elapsed_interval if found.unit == "s" else bytes_interval
     text = show(p.value, p.low, p.high)
-    return f"{text} ({found.reach:.0f}x the largest run: a lower bound)" if found.far else text
+    return f"{text} ({found.caveat})" if found.caveat else text
 
 
 def measured_text(found: FigurePrediction) -> str:
@@ -106,9 +106,10 @@ def write_prediction_report(prediction: SeriesPrediction, out_dir: Path) -> Path
 
 
 def _noise_text(prediction: SeriesPrediction) -> str:
-    time, size = prediction.noise["s"], prediction.noise["B"]
+    time, stall, size = (prediction.noise[f] for f in ("time", "stall", "bytes"))
     return (
         f"One measurement's error: ±{time.sigma:.0%} of a time (and {time.floor * 1000:.0f} ms), "
+        f"±{stall.sigma:.0%} of a stall (and {stall.floor * 1000:.0f} ms), "
         f"±{size.sigma:.0%} of a size (and {human_bytes(size.floor)})."
     )
 

@@ -75,6 +75,7 @@ class EntryShape(_Open):
 class PostgresShape(_Open):
     server_version_num: int | None = None
     version: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class TableMaintenanceShape(_Open):
