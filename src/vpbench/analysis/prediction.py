@@ -19,7 +19,7 @@ from typing import Literal
 from vpbench.analysis.growth import Noise, Point, Predicted, plausible_fits, pooled_noise
 from vpbench.analysis.growth import predict as predict_growth
 from vpbench.errors import UsageError
-from vpbench.migrations.touched import lock_relation
+from vpbench.migrations.touched import lock_mode, lock_relation
 from vpbench.results.documents import read_shaped
 from vpbench.results.shapes import StepShape, SummaryShape
 
@@ -46,12 +46,6 @@ CUT_SHARE = 0.95
 """a stall this close to the traffic's statement_timeout was ended by it"""
 
 Verdict = Literal["over", "may exceed", "within"]
-
-
-def lock_mode(lock: str) -> str:
-    """``ACCESS EXCLUSIVE`` for ``AccessExclusiveLock on t``."""
-    mode = lock.partition(" on ")[0].removesuffix("Lock")
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", mode).upper()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ cost grows with."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 
@@ -10,6 +11,12 @@ def lock_relation(lock: str) -> str:
     """The relation of a held lock as the step records it (``AccessExclusiveLock on t``,
     the relation as ``regclass`` prints it)."""
     return lock.partition(" on ")[2]
+
+
+def lock_mode(lock: str) -> str:
+    """``ACCESS EXCLUSIVE`` for ``AccessExclusiveLock on t``."""
+    mode = lock.partition(" on ")[0].removesuffix("Lock")
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", mode).upper()
 
 
 def touched_tables(
