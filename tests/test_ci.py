@@ -44,12 +44,12 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def step(repo: Path, name: str, up: str, down: str) -> None:
+def step(repo: Path, name: str, up: str, down: str, toml: str = "") -> None:
     folder = repo / "migrations" / name
     folder.mkdir(parents=True)
     (folder / "up.sql").write_text(up)
     (folder / "down.sql").write_text(down)
-    (folder / "migration.toml").write_text(f'title = "{name}"\n')
+    (folder / "migration.toml").write_text(f'title = "{name}"\n{toml}')
 
 
 @pytest.fixture
@@ -111,10 +111,15 @@ def test_a_pull_request_that_changes_nothing_passes_with_its_comment(
     assert document["metadata"]["b_applied_migrations"] == ["0001_probe", "0002_change"]
     assert document["metadata"]["applied_migrations"] == ["0001_probe"]
     said = captured.err + captured.out
-    assert said.count("seeding ") == 1 and "copied it to " in said  # one seed, one copy
+    assert said.count("seeding ") == 1  # one seed; the head's state is a copy of the base's
     comment = (out / "comment.md").read_text()
     assert comment.startswith(MARKER + "\n")
-    assert "No regression." in comment
+    assert "Every new migration passed; no regression." in comment
+    # the head's new migration led the comment, run through steps from the base's state
+    assert comment.index("### New migrations") < comment.index("### Final states")
+    (row,) = [line for line in comment.splitlines() if line.startswith("| `0002_change`")]
+    assert "| yes |" in row  # reversible
+    assert (out / "steps" / "0002_change.json").is_file()
     charts = re.findall(r"```mermaid\nxychart-beta\n(.*?)```", comment, re.S)
     assert len(charts) == 2
     for chart in charts:
@@ -144,11 +149,117 @@ def test_a_pull_request_that_slows_a_query_fails_and_says_which(
     assert code == 1, captured.err
     assert "head against base: 1 regression (probe)" in captured.err
     comment = (out / "comment.md").read_text()
-    assert "**Regression: 1 regression (probe)**" in comment
+    assert "**final states: 1 regression (probe)**" in comment
     assert "**slower**" in comment
     # --fail-on none: the same finding, reported, exit 0
     assert ci_pr(target, session_prefix, repo, tmp_path / "pr2", "--head", str(repo["slow"]),
                  "--fail-on", "none") == 0  # fmt: skip
+
+
+def _head(repo: dict[str, str | Path], branch: str, *steps: tuple[str, ...]) -> str:
+    """A branch off the base adding ``steps`` (name, up, down and migration.toml lines);
+    its commit."""
+    root = Path(repo["root"])
+    git(root, "checkout", "-qb", branch, str(repo["base"]))
+    for found in steps:
+        step(root, *found)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", branch)
+    commit = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-q", "main")
+    return commit
+
+
+BLOCKING_INDEX = (
+    "CREATE INDEX reflections_created_idx ON reflections (created_at);\nSELECT pg_sleep(3);\n"
+)
+
+
+@pytest.mark.slow
+def test_a_new_migration_that_blocks_writes_fails_its_budget_and_says_so(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocking = _head(repo, "blocking", ("0002_index", BLOCKING_INDEX,
+                                         "DROP INDEX reflections_created_idx;\n"))  # fmt: skip
+    out = tmp_path / "blocking"
+    code = ci_pr(target, session_prefix, repo, out, "--head", blocking, "--fail-on", "budget")
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "0002_index fails budget: the app waited" in captured.err
+    comment = (out / "comment.md").read_text()
+    first = comment.splitlines()[3]
+    assert first.startswith("**0002_index fails budget: the app waited ")
+    (row,) = [line for line in comment.splitlines() if line.startswith("| `0002_index`")]
+    assert "SHARE on reflections, 3." in row  # the lock and its hold
+    blocked = re.search(r"\*\*(none|[\d.]+ ms|[\d.]+ s) / ([\d.]+) s \(budget 1.00 s\)\*\*", row)
+    assert blocked and float(blocked[2]) >= 2.0, row  # writes waited about 3 s
+    # the twin: the same index built CONCURRENTLY blocks no write
+    concurrent = _head(repo, "concurrent", (
+        "0002_index",
+        "CREATE INDEX CONCURRENTLY reflections_created_idx ON reflections (created_at);\n",
+        "DROP INDEX reflections_created_idx;\n",
+        "transactional = false\n",
+    ))  # fmt: skip
+    code = ci_pr(target, session_prefix, repo, tmp_path / "concurrent", "--head", concurrent,
+                 "--fail-on", "budget")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_new_migration_that_loses_a_row_on_down_is_not_reversible(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lossy = _head(repo, "lossy", (
+        "0002_note", "ALTER TABLE videos ADD COLUMN note text;\n",
+        "ALTER TABLE videos DROP COLUMN note;\n"
+        "DELETE FROM videos WHERE id = (SELECT min(id) FROM videos);\n",
+    ))  # fmt: skip
+    out = tmp_path / "lossy"
+    code = ci_pr(target, session_prefix, repo, out, "--head", lossy, "--fail-on", "reversible")
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "0002_note fails reversible: not reversible: " in captured.err
+    (row,) = [line for line in (out / "comment.md").read_text().splitlines()
+              if line.startswith("| `0002_note`")]  # fmt: skip
+    assert "| **no** |" in row
+    # the same head passes a job that does not check reversibility
+    code = ci_pr(target, session_prefix, repo, tmp_path / "lossy2", "--head", lossy,
+                 "--fail-on", "budget")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_head_that_edits_an_applied_migration_is_flagged_and_one_without_new_ones_says_so(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = Path(repo["root"])
+    git(root, "checkout", "-qb", "edited", str(repo["base"]))
+    (root / "migrations" / "0001_probe" / "up.sql").write_text(FAST + "-- reworded\n")
+    git(root, "commit", "-qam", "edit 0001")
+    edited = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-q", "main")
+    out = tmp_path / "edited"
+    code = ci_pr(target, session_prefix, repo, out, "--head", edited)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    comment = (out / "comment.md").read_text()
+    assert "This pull request adds no migration: only the final states are compared." in comment
+    assert re.search(r"- edited history: 0001_probe was edited after the base had it \(checksum "
+                     r"[0-9a-f]{12} in the base, [0-9a-f]{12} in the head\)", comment)  # fmt: skip
+    assert "edited history: 0001_probe" in captured.err
+    assert not (out / "steps").exists()
 
 
 def test_a_ref_without_the_migrations_folder_is_one_line(

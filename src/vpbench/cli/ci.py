@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vpbench.cli._common import (
+    FAIL_ON,
     count_option,
     db_option,
     dsn_option,
@@ -35,6 +36,7 @@ from vpbench.errors import CheckFailedError
 from vpbench.measure.metadata import git_commit
 from vpbench.measure.runner import RunOptions
 from vpbench.migrations.sources import MigrationsLocation
+from vpbench.steps.pr_migrations import MIGRATION_CHECKS
 
 if TYPE_CHECKING:
     from vpbench.analysis.verdicts import Threshold
@@ -63,7 +65,16 @@ def ci() -> None:
 @start_from_options
 @paired_options(budget="60s")
 @threshold_option
-@fail_on_option("Exit 1 on a regression, a target breach, either, or never.", never=True)
+@click.option(
+    "--fail-on",
+    multiple=True,
+    type=click.Choice((*FAIL_ON, *MIGRATION_CHECKS, "migrations", "none")),
+    default=("regression",),
+    show_default=True,
+    help="What makes the exit status 1 (repeatable): the final states' regression, target "
+    "or any; a new migration over its stall budget, breaking the deployed app, not "
+    "reversible or losing integrity (migrations: all four); none.",
+)
 @out_dir_option("results/pr")
 @db_option
 @dsn_option
@@ -83,15 +94,15 @@ def ci_pr(
     repeat: int,
     budget_ms: int,
     threshold: Threshold,
-    fail_on: str,
+    fail_on: tuple[str, ...],
     out_dir: Path,
     dbname: str | None,
     dsn: str | None,
 ) -> None:
-    """Base and head final states measured paired in one session (both migrated from one
-    seeded database, or one copy of --from); report.md, charts and the pull-request comment
-    (comment.md)."""
-    from vpbench.steps.pull_request import Layout, judge_pull_request
+    """The head's new migrations, each through steps from the base's final state (seeded,
+    or a copy of --from), then both final states measured paired; report.md, charts and
+    the pull-request comment (comment.md)."""
+    from vpbench.steps.pull_request import Layout, judge_pull_request, pull_request_failures
 
     target, dbname = resolve_database(dsn, dbname)
     result = judge_pull_request(
@@ -111,9 +122,9 @@ def ci_pr(
     )
     wide(comparison_table(result.comparison))
     out.print(f"report: {result.report}\ncomment: {result.comment}", highlight=False)
-    failure = None if fail_on == "none" else result.comparison.failure(fail_on)
-    if failure:
-        raise CheckFailedError(f"head against base: {failure}")
+    failures = pull_request_failures(result, frozenset(fail_on))
+    if failures:
+        raise CheckFailedError("; ".join(failures))
 
 
 @ci.command("nightly")

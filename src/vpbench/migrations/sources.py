@@ -27,8 +27,19 @@ class MigrationSource:
     layout: Layout = "auto"
 
 
-MigrationsLocation = Path | MigrationSource
-"""what ``--migrations`` names: a path read by what it holds, or a path and its layout"""
+@dataclass(frozen=True)
+class ReadSeries:
+    """A series already read, e.g. ``ci pr``'s: the base's migrations as a database that
+    ran the base has them, then the head's new ones."""
+
+    migrations: tuple[Migration, ...]
+    path: Path
+    """the head's migrations, where the files are"""
+
+
+MigrationsLocation = Path | MigrationSource | ReadSeries
+"""what ``--migrations`` names: a path read by what it holds, or a path and its layout; or
+a series already read"""
 
 
 def default_migrations_dir() -> Path:
@@ -39,12 +50,13 @@ def is_reference(location: MigrationsLocation | None) -> bool:
     """``location`` is the reference series shipped with vpbench."""
     if location is None:
         return True
-    path = location.path if isinstance(location, MigrationSource) else location
-    return path.resolve() == default_migrations_dir().resolve()
+    return _source(location).path.resolve() == default_migrations_dir().resolve()
 
 
 def discover_migrations(location: MigrationsLocation | None = None) -> tuple[Migration, ...]:
     """Every migration at ``location`` (default: the reference series), in order."""
+    if isinstance(location, ReadSeries):
+        return location.migrations
     source = _source(location)
     path = source.path
     if not path.exists():
@@ -98,4 +110,6 @@ def migration_ids(location: MigrationsLocation | None = None) -> tuple[str, ...]
 def _source(location: MigrationsLocation | None) -> MigrationSource:
     if location is None:
         return MigrationSource(default_migrations_dir(), "vpbench")
+    if isinstance(location, ReadSeries):
+        return MigrationSource(location.path)
     return location if isinstance(location, MigrationSource) else MigrationSource(location)

@@ -13,6 +13,19 @@ def lock_relation(lock: str) -> str:
     return lock.partition(" on ")[2]
 
 
+LOCK_STRENGTH = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+"""PostgreSQL's table lock modes, weakest first: each conflicts with more than the last"""
+
+
 def lock_mode(lock: str) -> str:
     """``ACCESS EXCLUSIVE`` for ``AccessExclusiveLock on t``."""
     mode = lock.partition(" on ")[0].removesuffix("Lock")

@@ -25,6 +25,8 @@ from vpbench.dataset.profiles import Profile
 from vpbench.errors import UsageError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
+from vpbench.migrations.changes import SeriesChanges, series_changes
+from vpbench.migrations.sources import ReadSeries, discover_migrations
 from vpbench.reporting.markdown import REPORT, comparison_report
 from vpbench.reporting.mermaid import comparison_charts
 from vpbench.results.documents import results_folder
@@ -34,6 +36,14 @@ from vpbench.server.source_copy import StartFrom
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.copies import describe_copy
 from vpbench.steps.final_state import apply_series
+from vpbench.steps.model import StepReport, StepsOptions
+from vpbench.steps.pipeline import run_steps
+from vpbench.steps.pr_migrations import (
+    MIGRATION_CHECKS,
+    MigrationFailure,
+    migration_failures,
+    migrations_table,
+)
 from vpbench.steps.start import start_database
 
 COMMENT = "comment.md"
@@ -58,6 +68,13 @@ class PullRequestResult:
     report: Path
     comment: Path
     refs: tuple[str, str]
+    changes: SeriesChanges
+    steps: tuple[StepReport, ...] = ()
+    """the new migrations, each through the steps pipeline from the base's final state"""
+
+    @property
+    def migration_failures(self) -> tuple[MigrationFailure, ...]:
+        return migration_failures(self.steps)
 
 
 def judge_pull_request(
@@ -76,8 +93,9 @@ def judge_pull_request(
     say: Say | None = None,
     start_from: StartFrom | None = None,
 ) -> PullRequestResult:
-    """Measure the final states of ``base`` and ``head`` (None: the working tree) paired,
-    both migrated from one seeded database (or one copy of ``start_from``)."""
+    """The migrations ``head`` (None: the working tree) adds to ``base``, each run through
+    the steps pipeline from the base's final state (seeded, or a copy of ``start_from``),
+    then the final states of both measured paired."""
     tell = say or (lambda message: None)
     with results_folder(out_dir):
         refs = (base, head or "working tree")
@@ -90,25 +108,84 @@ def judge_pull_request(
             workloads = sorted((trees[1] / layout.workloads).glob("*.toml"))
             if not workloads:
                 raise UsageError(f"no workload files in {layout.workloads}/ of the head")
+            changes = series_changes(
+                discover_migrations(trees[0] / layout.migrations),
+                discover_migrations(trees[1] / layout.migrations),
+            )
+            for finding in _history_findings(changes):
+                tell(finding)
             start_database(target, databases[0], profile=profile, seed=seed, start_from=start_from,
                            say=tell, run="ci pr")  # fmt: skip
-            copy = copy_database(target, databases[0], databases[1])
-            tell(f"copied it to {databases[1]} ({describe_copy(copy)})")
-            for tree, name, label in zip(trees, databases, ("base", "head"), strict=True):
-                tell(f"{label}: applying its migrations to {name}")
-                apply_series(target, name, tree / layout.migrations)
+            tell(f"base: applying its migrations to {databases[0]}")
+            apply_series(
+                target, databases[0], ReadSeries(changes.base, trees[0] / layout.migrations)
+            )
+            head_series = ReadSeries(changes.series, trees[1] / layout.migrations)
+            steps = _head_state(target, databases, head_series, changes, workloads,
+                                StepsOptions(paired=options, threshold=threshold),
+                                (profile, seed), out_dir / "steps", tell)  # fmt: skip
             with connect(target, autocommit=True) as conn:
                 run_checkpoint(conn)  # both states' pages written now, not while timing
             tell("measuring base and head pair by pair in one session")
             outcome = run_ab(target, databases[0], databases[1], workloads, options,
-                             out_dir=out_dir, migrations_dir=trees[1] / layout.migrations,
+                             out_dir=out_dir, migrations_dir=head_series,
                              label="pr", side_labels=labels)  # fmt: skip
         before, after, _ = load_sides([outcome.path])
         comparison = compare_sides(before, after, paired_session=True, threshold=threshold)
         report = comparison_report(comparison, out_dir / "report")
-        comment = out_dir / COMMENT
-        comment.write_text(pull_request_comment(comparison, report), encoding="utf-8")
-        return PullRequestResult(comparison, outcome.path, report, comment, refs)
+        result = PullRequestResult(comparison, outcome.path, report, out_dir / COMMENT, refs,
+                                   changes, steps)  # fmt: skip
+        result.comment.write_text(pull_request_comment(result), encoding="utf-8")
+        return result
+
+
+def _head_state(
+    target: ServerTarget,
+    databases: tuple[str, str],
+    series: ReadSeries,
+    changes: SeriesChanges,
+    workloads: list[Path],
+    options: StepsOptions,
+    data: tuple[Profile, int],
+    out_dir: Path,
+    tell: Say,
+) -> tuple[StepReport, ...]:
+    """The head's final state in ``databases[1]``: the base's final state (``databases[0]``)
+    with each new migration run through the steps pipeline; their reports. (``data``, the
+    profile and seed the base was seeded with, for the steps summary.)"""
+    if not changes.new:
+        copy = copy_database(target, databases[0], databases[1])
+        tell(f"head adds no migration: copied the base to {databases[1]} ({describe_copy(copy)})")
+        return ()
+    tell(f"head: {len(changes.new)} new migration(s), each through steps from the base's final "
+         "state")  # fmt: skip
+    done = run_steps(target, databases[1], profile=data[0], seed=data[1], workload_paths=workloads,
+                     migrations_dir=series, out_dir=out_dir, options=options, on_event=tell,
+                     start_from=StartFrom(database=databases[0]))  # fmt: skip
+    return done.steps
+
+
+def pull_request_failures(result: PullRequestResult, fail_on: frozenset[str]) -> list[str]:
+    """What ``--fail-on`` (regression, target, any, the migration checks, migrations: all of
+    them, none) finds failing, one message each."""
+    checks = set(fail_on) - {"none"}
+    if "migrations" in checks:
+        checks |= set(MIGRATION_CHECKS)
+    found = [f.describe() for f in result.migration_failures if f.check in checks]
+    final = "any" if "any" in checks or {"regression", "target"} <= checks else next(
+        (c for c in ("regression", "target") if c in checks), None)  # fmt: skip
+    if final and (failure := result.comparison.failure(final)):
+        found.append(f"head against base: {failure}")
+    return found
+
+
+def _history_findings(changes: SeriesChanges) -> list[str]:
+    """What the head does to migrations a database that ran the base already has."""
+    found = [f"edited history: {edited.describe()}" for edited in changes.edited]
+    found += [f"removed: {m.id} is in the base, not in the head" for m in changes.removed]
+    found += [f"out of order: {m.id} is new, but comes before migrations the base has"
+              for m in changes.out_of_order]  # fmt: skip
+    return found
 
 
 def _short(ref: str) -> str:
@@ -141,25 +218,56 @@ def export_tree(repo: Path, ref: str, into: Path, layout: Layout) -> Path:
     return into
 
 
-def pull_request_comment(comparison: Comparison, report: Path) -> str:
-    """The comment: marker, verdicts, Mermaid charts, the report's tables (its PNG images,
-    which a comment cannot show, are left to the run's artifact)."""
-    text = report.read_text(encoding="utf-8")
+def pull_request_comment(result: PullRequestResult) -> str:
+    """The comment: marker, the verdict, the new migrations (worst facts first, details
+    collapsed), the history findings, then the final states' verdicts, Mermaid charts and
+    tables (the report's PNG images, which a comment cannot show, are left to the run's
+    artifact)."""
+    comparison = result.comparison
+    text = result.report.read_text(encoding="utf-8")
     kept = [line for line in text.splitlines() if not line.startswith("![")]
-    failure = comparison.failure("regression")
+    failures = [f.describe() for f in result.migration_failures]
+    regression = comparison.failure("regression")
+    verdict = failures + ([f"final states: {regression}"] if regression else [])
     lines = [
         MARKER,
-        f"## vpbench: {comparison.new.label} against {comparison.base.label} "
-        "(final states of the migration series, measured paired)",
+        f"## vpbench: {comparison.new.label} against {comparison.base.label}",
         "",
-        "**Regression: " + failure + "**" if failure else "No regression.",
+        ("**" + "; ".join(verdict) + "**")
+        if verdict
+        else "Every new migration passed; no regression.",
+        "",
+    ]
+    lines += _migrations_section(result)
+    lines += [
+        "### Final states of the migration series, measured paired",
         "",
         comparison_charts(comparison),
         "",
         *kept,
         "",
-        f"PNG charts and the measurement document: the run's `vpbench` artifact ({REPORT} "
-        "with before-after.png and distribution.png).",
+        f"PNG charts and the measurement documents: the run's `vpbench` artifact ({REPORT} "
+        "with before-after.png and distribution.png; each new migration's step document in "
+        "steps/).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _migrations_section(result: PullRequestResult) -> list[str]:
+    history = _history_findings(result.changes)
+    lines = ["### New migrations", ""]
+    if not result.steps:
+        lines += ["This pull request adds no migration: only the final states are compared.", ""]
+    else:
+        lines += [
+            f"{len(result.steps)} new migration(s), each run through `vpbench steps` from the "
+            "base's final state: applied at rest, rehearsed under live traffic, audited, "
+            "measured before/after, checked with the deployed app and reverted.",
+            "",
+            *migrations_table(result.steps),
+            "",
+        ]
+    if history:
+        lines += ["**History:**", "", *[f"- {finding}" for finding in history], ""]
+    return lines

@@ -1,0 +1,121 @@
+"""What a reviewer of a migration pull request asks of each new migration: how long it runs,
+which lock it holds for how long, what it does to the live app and to the deployed app,
+whether it reverts, what it costs; and which of the checks ``ci pr --fail-on`` names fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vpbench.migrations.touched import LOCK_STRENGTH, lock_mode, lock_relation
+from vpbench.reporting.units import duration, elapsed, human_bytes
+from vpbench.steps.model import StepReport
+from vpbench.steps.summary import index_bytes_added
+
+MIGRATION_CHECKS = ("budget", "old-app", "reversible", "integrity")
+"""what ``ci pr --fail-on`` may name of a new migration (``migrations``: all four)"""
+
+
+@dataclass(frozen=True)
+class MigrationFailure:
+    migration: str
+    check: str
+    why: str
+
+    def describe(self) -> str:
+        return f"{self.migration} fails {self.check}: {self.why}"
+
+
+def migration_failures(steps: Sequence[StepReport]) -> tuple[MigrationFailure, ...]:
+    """Every migration check each step fails, worst first in the series' order."""
+    found: list[MigrationFailure] = []
+    for step in steps:
+        name = step.migration.id
+        if (availability := step.availability) is not None and not availability.passed:
+            worst = availability.worst
+            why = availability.failure or (
+                f"the app waited {worst.ms / 1000:.1f} s for its locks, over its "
+                f"{duration(availability.budget_ms)} budget"
+                if worst
+                else "over its budget"
+            )
+            found.append(MigrationFailure(name, "budget", why))
+        if step.old_app.undeclared:
+            breaks = "; ".join(step.old_app.old_app_breaks) or step.old_app.deploy_order
+            found.append(MigrationFailure(name, "old-app", f"breaks the deployed app ({breaks}) "
+                                          "and its migration.toml does not say why"))  # fmt: skip
+        if not step.reversible:
+            found.append(MigrationFailure(name, "reversible", "not reversible: "
+                                          + "; ".join(step.reversibility_problems)))  # fmt: skip
+        problems = _integrity_problems(step)
+        if problems:
+            found.append(MigrationFailure(name, "integrity", "; ".join(problems)))
+    return tuple(found)
+
+
+def _integrity_problems(step: StepReport) -> list[str]:
+    problems = []
+    if not step.data_intact:
+        lost = {
+            t: n - step.rows_after.get(t, 0) - step.quarantined.get(t, 0)
+            for t, n in step.rows_before.items()
+        }
+        problems.append("rows lost: " + ", ".join(f"{t} {n:,}" for t, n in lost.items() if n))
+    before, after = step.audit_before.total_violations, step.audit_after.total_violations
+    if after > before:
+        problems.append(f"integrity violations {before:,} → {after:,}")
+    problems += [f"results changed: {change}" for change in step.unexpected_changes]
+    return problems
+
+
+def strongest_lock(step: StepReport) -> tuple[str, float] | None:
+    """The strongest lock ``up`` held at rest on a table it touched, and its longest hold in
+    seconds."""
+    holds = [h for h in step.lock_holds if lock_relation(h.lock) in step.touched]
+    if not holds:
+        return None
+    top = max(holds, key=lambda h: (LOCK_STRENGTH.index(h.lock.partition(" on ")[0]),
+                                    h.until_s - h.from_s))  # fmt: skip
+    return f"{lock_mode(top.lock)} on {lock_relation(top.lock)}", top.until_s - top.from_s
+
+
+def migrations_table(steps: Sequence[StepReport]) -> list[str]:
+    """One Markdown row per new migration: its facts, the failing ones in bold."""
+    lines = [
+        "| migration | duration | strongest lock | app blocked (reads / writes) | failed "
+        "requests | old app | reversible | index size | WAL per inserted row |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in steps:
+        lock = strongest_lock(step)
+        lines.append("| " + " | ".join([
+            f"`{step.migration.id}`",
+            elapsed(step.up_seconds),
+            f"{lock[0]}, {elapsed(lock[1])}" if lock else "none on a table",
+            _blocked_cell(step),
+            str(sum(step.availability.failed.values())) if step.availability else "",
+            step.old_app.deploy_order if not step.old_app.undeclared
+            else f"**{step.old_app.deploy_order}**",
+            "yes" if step.reversible else "**no**",
+            human_bytes(index_bytes_added(step), signed=True),
+            "<br>".join(_wal_cell(step)),
+        ]) + " |")  # fmt: skip
+    return lines
+
+
+def _blocked_cell(step: StepReport) -> str:
+    found = step.availability
+    if found is None:
+        return "not rehearsed"
+    read, write = (duration(ms) if ms else "none" for ms in found.blocked_ms.values())
+    text = f"{read} / {write} (budget {duration(found.budget_ms)})"
+    return text if found.passed else f"**{text}**"
+
+
+def _wal_cell(step: StepReport) -> list[str]:
+    return [
+        f"{w.table}: {human_bytes(w.before.wal_bytes)} → {human_bytes(w.after.wal_bytes)}"
+        for w in step.writes
+        if w.before is not None and w.after is not None
+    ]
