@@ -279,3 +279,22 @@ def test_more_wal_than_max_wal_size_makes_a_prediction_a_lower_bound(
     # the twin: a size whose WAL stays below it
     small = predict_series(fitted, {"quiz_attempts": 1e5}, "test").steps[0]
     assert all(not f.caveat for f in small.figures)
+
+
+def test_a_run_stopped_before_its_summary_gives_the_steps_it_finished(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stopped = tmp_path / "80k"
+    shutil.copytree(runs["80k"], stopped)
+    (stopped / "summary.json").unlink()
+    (stopped / f"{CATALOG_ONLY}.json").unlink()  # interrupted in its second step
+    code = _predict(str(runs["5k"]), str(runs["20k"]), "--against", str(stopped))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    said = captured.out.replace("\n", " ")
+    assert f"{stopped} stopped before its summary: its 1 finished step(s) are read" in said
+    prediction = predict_series([read_series_run(runs["5k"]), read_series_run(runs["20k"])],
+                                {}, "test", measured=read_series_run(stopped))  # fmt: skip
+    rewrite, catalog = prediction.steps
+    assert all(f.measured is None for f in catalog.figures)
+    assert any(f.measured is not None for f in rewrite.figures)

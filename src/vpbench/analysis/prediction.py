@@ -104,6 +104,8 @@ class SeriesRun:
 
     folder: Path
     steps: Mapping[str, StepShape]
+    complete: bool = True
+    """False: the run stopped before its summary; ``steps`` are those it finished"""
 
     @property
     def rows(self) -> int:
@@ -113,20 +115,26 @@ class SeriesRun:
 
 
 def read_series_run(folder: Path) -> SeriesRun:
-    """The step documents of the ``steps`` results folder ``folder`` (its ``summary.json``
-    lists them)."""
+    """The step documents of the ``steps`` results folder ``folder``: those its
+    ``summary.json`` lists, or, in a run stopped before its summary (interrupted, say),
+    every step document it finished."""
     summary = folder / "summary.json"
-    if not summary.is_file():
-        raise UsageError("not a steps results folder (it has no summary.json)", path=folder)
-    shaped = read_shaped(summary)
-    assert isinstance(shaped, SummaryShape)
+    if summary.is_file():
+        shaped = read_shaped(summary)
+        assert isinstance(shaped, SummaryShape)
+        paths = [folder / row.document for row in shaped.steps]
+    else:
+        paths = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+        if not paths:
+            raise UsageError("not a steps results folder (no summary.json, no step "
+                             "document)", path=folder)  # fmt: skip
     steps: dict[str, StepShape] = {}
-    for row in shaped.steps:
-        step = read_shaped(folder / row.document)
+    for path in paths:
+        step = read_shaped(path)
         if not isinstance(step, StepShape):
-            raise UsageError(f"{row.document} is not a step document", path=folder)
+            raise UsageError(f"{path.name} is not a step document", path=folder)
         steps[step.migration.id] = step
-    return SeriesRun(folder, steps)
+    return SeriesRun(folder, steps, complete=summary.is_file())
 
 
 @dataclass(frozen=True)

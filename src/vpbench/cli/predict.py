@@ -79,6 +79,10 @@ def predict(
             raise UsageError(f"--rows {table}={count:g}: a table's rows must be at least 1")
     series = [read_series_run(folder) for folder in runs]
     measured = read_series_run(against) if against else None
+    for run in [*series, *([measured] if measured else [])]:
+        if not run.complete:
+            out.print(f"{run.folder} stopped before its summary: its {len(run.steps)} "
+                      "finished step(s) are read", soft_wrap=True)  # fmt: skip
     production_rows = dict(rows)
     check_rows(series, production_rows)
     if production_dsn:
