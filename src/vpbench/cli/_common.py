@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -233,6 +234,27 @@ class Duration(click.ParamType[Any, int]):
         if milliseconds <= 0:
             self.fail(f"{value!r} must be positive", param, ctx)
         return milliseconds
+
+
+_COUNT = re.compile(r"^(-?\d+(?:\.\d+)?(?:e\d+)?)([kKmMgG]?)$")
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+class TableRows(click.ParamType[Any, tuple[str, float]]):
+    """``TABLE=N``: ``quiz_attempts=50000000``, ``=50M``, ``=5e7``."""
+
+    name = "table=rows"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, float]:
+        if isinstance(value, tuple):
+            return value
+        table, sep, count = str(value).partition("=")
+        match = _COUNT.match(count.strip().replace("_", "").replace(",", ""))
+        if not sep or not table.strip() or match is None:
+            self.fail(f"{value!r} is not TABLE=ROWS such as quiz_attempts=50M", param, ctx)
+        return table.strip(), float(match[1]) * _SUFFIX[match[2].lower()]
 
 
 def parse_threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from vpbench.cli._common import Duration, out, out_dir_option, wide
+from vpbench.cli._common import Duration, TableRows, out, out_dir_option, wide
 from vpbench.errors import CheckFailedError, UsageError
 
 if TYPE_CHECKING:
     from vpbench.analysis.prediction import SeriesPrediction
-
-_COUNT = re.compile(r"^(-?\d+(?:\.\d+)?(?:e\d+)?)([kKmMgG]?)$")
-_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
-
-
-class TableRows(click.ParamType[Any, tuple[str, float]]):
-    """``TABLE=N``: ``quiz_attempts=50000000``, ``=50M``, ``=5e7``."""
-
-    name = "table=rows"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[str, float]:
-        if isinstance(value, tuple):
-            return value
-        table, sep, count = str(value).partition("=")
-        match = _COUNT.match(count.strip().replace("_", "").replace(",", ""))
-        if not sep or not table.strip() or match is None:
-            self.fail(f"{value!r} is not TABLE=ROWS such as quiz_attempts=50M", param, ctx)
-        return table.strip(), float(match[1]) * _SUFFIX[match[2].lower()]
 
 
 @click.command()
