@@ -310,3 +310,44 @@ def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
     assert (out / "compare" / "report.md").is_file() and (out / "run" / "report.md").is_file()
     trend = (out / "trend" / "trend.md").read_text()
     assert trend.startswith("**2 runs,") and (out / "trend" / "trend.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_new_migration_fine_on_the_copy_is_predicted_over_its_budget_in_production(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A table rewrite within its 10 s on `small` is minutes at 50M rows: with --rows the
+    new migration runs again at `tiny`, is predicted, and --fail-on budget fails on it."""
+    rewrite = _head(repo, "rewrite", (
+        "0002_seen_at",
+        "ALTER TABLE reflections ADD COLUMN seen_at timestamptz DEFAULT clock_timestamp();\n",
+        "ALTER TABLE reflections DROP COLUMN seen_at;\n",
+        'max_stall = "10s"\ndowntime = "rewrites reflections"\n',
+    ))  # fmt: skip
+    out = tmp_path / "rewrite"
+    code = ci_pr(target, session_prefix, repo, out, "--head", rewrite, "--profile", "small",
+                 "--rows", "reflections=50M", "--fail-on", "budget")  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "0002_seen_at fails budget: at production size: 0002_seen_at at 50.0M reflections" in (
+        captured.err.replace("\n", " "))  # fmt: skip
+    comment = (out / "comment.md").read_text()
+    assert "### At production size (reflections=50,000,000)" in comment
+    (row,) = [line for line in comment.splitlines() if line.startswith("| `0002_seen_at` | ~")]
+    assert "ACCESS EXCLUSIVE on reflections: ~" in row
+    assert (out / "steps-smaller" / "0002_seen_at.json").is_file()
+    # the twin: at the size it ran, the same migration is within its budget
+    code = ci_pr(target, session_prefix, repo, tmp_path / "same", "--head", rewrite,
+                 "--profile", "small", "--rows", "reflections=40000",
+                 "--fail-on", "budget")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    # tiny has no smaller profile: said, not guessed
+    code = ci_pr(target, session_prefix, repo, tmp_path / "tiny", "--head", rewrite,
+                 "--rows", "reflections=50M")  # fmt: skip
+    assert code == 0
+    assert "No prediction at production size: profile tiny has no smaller one to fit with" in (
+        (tmp_path / "tiny" / "comment.md").read_text())  # fmt: skip

@@ -254,7 +254,10 @@ class TableRows(click.ParamType[Any, tuple[str, float]]):
         match = _COUNT.match(count.strip().replace("_", "").replace(",", ""))
         if not sep or not table.strip() or match is None:
             self.fail(f"{value!r} is not TABLE=ROWS such as quiz_attempts=50M", param, ctx)
-        return table.strip(), float(match[1]) * _SUFFIX[match[2].lower()]
+        rows = float(match[1]) * _SUFFIX[match[2].lower()]
+        if rows < 1:
+            self.fail(f"{value!r}: a table's rows must be at least 1", param, ctx)
+        return table.strip(), rows
 
 
 def parse_threshold(ctx: click.Context, param: click.Parameter, value: str | None) -> Threshold:

@@ -11,6 +11,7 @@ import click
 
 from vpbench.cli._common import (
     FAIL_ON,
+    TableRows,
     count_option,
     db_option,
     dsn_option,
@@ -32,7 +33,7 @@ from vpbench.cli._common import (
 from vpbench.cli.compare import comparison_table
 from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
-from vpbench.errors import CheckFailedError
+from vpbench.errors import CheckFailedError, UsageError
 from vpbench.measure.metadata import git_commit
 from vpbench.measure.runner import RunOptions
 from vpbench.migrations.sources import MigrationsLocation
@@ -75,6 +76,12 @@ def ci() -> None:
     "or any; a new migration over its stall budget, breaking the deployed app, not "
     "reversible or losing integrity (migrations: all four); none.",
 )
+@click.option("--rows", "rows", multiple=True, type=TableRows(),
+              help="Production rows of a table (repeatable): the new migrations are run again "
+              "at the profile below --profile and predicted at that size.")  # fmt: skip
+@click.option("--production-dsn", metavar="DSN",
+              help="Read the production rows from this server's catalog estimates instead "
+              "(pg_class.reltuples, read-only: no row is read, nothing is written).")  # fmt: skip
 @out_dir_option("results/pr")
 @db_option
 @dsn_option
@@ -95,6 +102,8 @@ def ci_pr(
     budget_ms: int,
     threshold: Threshold,
     fail_on: tuple[str, ...],
+    rows: tuple[tuple[str, float], ...],
+    production_dsn: str | None,
     out_dir: Path,
     dbname: str | None,
     dsn: str | None,
@@ -102,7 +111,12 @@ def ci_pr(
     """The head's new migrations, each through steps from the base's final state (seeded,
     or a copy of --from), then both final states measured paired; report.md, charts and
     the pull-request comment (comment.md)."""
+    from vpbench.steps.pr_prediction import ProductionSize
     from vpbench.steps.pull_request import Layout, judge_pull_request, pull_request_failures
+
+    if rows and production_dsn:
+        raise UsageError("give the production size one way: --rows TABLE=N... or --production-dsn")
+    production = ProductionSize(dict(rows), production_dsn) if rows or production_dsn else None
 
     target, dbname = resolve_database(dsn, dbname)
     result = judge_pull_request(
@@ -119,6 +133,7 @@ def ci_pr(
         threshold=threshold,
         say=lambda message: err.print(message, highlight=False),
         start_from=start_from(from_database, from_dump),
+        production=production,
     )
     wide(comparison_table(result.comparison))
     out.print(f"report: {result.report}\ncomment: {result.comment}", highlight=False)

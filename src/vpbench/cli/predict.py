@@ -53,9 +53,6 @@ def predict(
 
     if sum(bool(given) for given in (rows, production_dsn, against)) != 1:
         raise UsageError("give the production size one way: --rows TABLE=N..., --dsn or --against")
-    for table, count in rows:
-        if count < 1:
-            raise UsageError(f"--rows {table}={count:g}: a table's rows must be at least 1")
     series = [read_series_run(folder) for folder in runs]
     measured = read_series_run(against) if against else None
     for run in [*series, *([measured] if measured else [])]:

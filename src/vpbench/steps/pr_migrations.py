@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vpbench.analysis.prediction import SeriesPrediction
 from vpbench.migrations.touched import LOCK_STRENGTH, lock_mode, lock_relation
+from vpbench.reporting.prediction_report import predicted_text, verdict_text
 from vpbench.reporting.units import duration, elapsed, human_bytes
 from vpbench.steps.model import StepReport
 from vpbench.steps.summary import index_bytes_added
@@ -27,11 +29,18 @@ class MigrationFailure:
         return f"{self.migration} fails {self.check}: {self.why}"
 
 
-def migration_failures(steps: Sequence[StepReport]) -> tuple[MigrationFailure, ...]:
-    """Every migration check each step fails, worst first in the series' order."""
+def migration_failures(
+    steps: Sequence[StepReport], prediction: SeriesPrediction | None = None
+) -> tuple[MigrationFailure, ...]:
+    """Every migration check each step fails, in the series' order; a step predicted over
+    its stall budget at production size fails ``budget`` too."""
     found: list[MigrationFailure] = []
+    predicted = {p.migration: p for p in prediction.steps} if prediction else {}
     for step in steps:
         name = step.migration.id
+        if (at_size := predicted.get(name)) is not None and at_size.verdict == "over":
+            found.append(MigrationFailure(name, "budget", "at production size: "
+                                          + verdict_text(at_size)))  # fmt: skip
         if (availability := step.availability) is not None and not availability.passed:
             worst = availability.worst
             why = availability.failure or (
@@ -119,3 +128,25 @@ def _wal_cell(step: StepReport) -> list[str]:
         for w in step.writes
         if w.before is not None and w.after is not None
     ]
+
+
+def prediction_section(prediction: SeriesPrediction) -> list[str]:
+    """The new migrations at production size: each one's verdict, then its longest predicted
+    downtime and duration, in a table."""
+    lines = [f"### At production size ({prediction.production})", ""]
+    lines += [f"- {verdict_text(step)}" for step in prediction.steps]
+    lines += ["", "| migration | duration at rest | longest lock or stall the app waits for |",
+              "|---|---|---|"]  # fmt: skip
+    for step in prediction.steps:
+        at_rest = next((f for f in step.figures if f.key == "duration"), None)
+        worst = step.worst
+        cells = [
+            f"`{step.migration}`",
+            predicted_text(at_rest) if at_rest else "",
+            f"{worst.label}: {predicted_text(worst)}" if worst else "none",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Fitted on two sizes of the data (the profile and the one below it); "
+              "intervals are 95 % for one run at that size. `vpbench predict` gives every "
+              "figure, with a chart.", ""]  # fmt: skip
+    return lines

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
+from vpbench.analysis.prediction import SeriesPrediction
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.profiles import Profile
 from vpbench.errors import UsageError
@@ -43,7 +44,9 @@ from vpbench.steps.pr_migrations import (
     MigrationFailure,
     migration_failures,
     migrations_table,
+    prediction_section,
 )
+from vpbench.steps.pr_prediction import SMALLER, ProductionSize, SecondSize, predict_new_migrations
 from vpbench.steps.start import start_database
 
 COMMENT = "comment.md"
@@ -71,10 +74,14 @@ class PullRequestResult:
     changes: SeriesChanges
     steps: tuple[StepReport, ...] = ()
     """the new migrations, each through the steps pipeline from the base's final state"""
+    prediction: SeriesPrediction | None = None
+    """the new migrations at production size (when one was given)"""
+    prediction_note: str = ""
+    """why there is no prediction although a production size was given"""
 
     @property
     def migration_failures(self) -> tuple[MigrationFailure, ...]:
-        return migration_failures(self.steps)
+        return migration_failures(self.steps, self.prediction)
 
 
 def judge_pull_request(
@@ -92,10 +99,12 @@ def judge_pull_request(
     threshold: Threshold = DEFAULT_THRESHOLD,
     say: Say | None = None,
     start_from: StartFrom | None = None,
+    production: ProductionSize | None = None,
 ) -> PullRequestResult:
     """The migrations ``head`` (None: the working tree) adds to ``base``, each run through
     the steps pipeline from the base's final state (seeded, or a copy of ``start_from``),
-    then the final states of both measured paired."""
+    then the final states of both measured paired; with ``production``, the new migrations
+    run again at a smaller profile and are predicted at that size."""
     tell = say or (lambda message: None)
     with results_folder(out_dir):
         refs = (base, head or "working tree")
@@ -121,9 +130,22 @@ def judge_pull_request(
                 target, databases[0], ReadSeries(changes.base, trees[0] / layout.migrations)
             )
             head_series = ReadSeries(changes.series, trees[1] / layout.migrations)
+            steps_options = StepsOptions(paired=options, threshold=threshold)
             steps = _head_state(target, databases, head_series, changes, workloads,
-                                StepsOptions(paired=options, threshold=threshold),
-                                (profile, seed), out_dir / "steps", tell)  # fmt: skip
+                                steps_options, (profile, seed), out_dir / "steps",
+                                tell)  # fmt: skip
+            prediction, note = None, ""
+            if production is not None and steps:
+                note = _why_no_prediction(profile, start_from)
+                if not note:
+                    second = SecondSize(
+                        target, (f"{databases[0]}_size", f"{databases[1]}_size"),
+                        ReadSeries(changes.base, trees[0] / layout.migrations), head_series,
+                        workloads, steps_options,
+                    )  # fmt: skip
+                    prediction = predict_new_migrations(second, profile, seed, out_dir / "steps",
+                                                        production, out_dir / "steps-smaller",
+                                                        tell)  # fmt: skip
             with connect(target, autocommit=True) as conn:
                 run_checkpoint(conn)  # both states' pages written now, not while timing
             tell("measuring base and head pair by pair in one session")
@@ -134,7 +156,7 @@ def judge_pull_request(
         comparison = compare_sides(before, after, paired_session=True, threshold=threshold)
         report = comparison_report(comparison, out_dir / "report")
         result = PullRequestResult(comparison, outcome.path, report, out_dir / COMMENT, refs,
-                                   changes, steps)  # fmt: skip
+                                   changes, steps, prediction, note)  # fmt: skip
         result.comment.write_text(pull_request_comment(result), encoding="utf-8")
         return result
 
@@ -163,6 +185,17 @@ def _head_state(
                      migrations_dir=series, out_dir=out_dir, options=options, on_event=tell,
                      start_from=StartFrom(database=databases[0]))  # fmt: skip
     return done.steps
+
+
+def _why_no_prediction(profile: Profile, start_from: StartFrom | None) -> str:
+    if start_from is not None:
+        return (
+            f"the new migrations ran on one size ({start_from.describe()}); a prediction "
+            "needs two: use `vpbench predict` with runs of your copies at two sizes"
+        )
+    if profile.name not in SMALLER:
+        return f"profile {profile.name} has no smaller one to fit with: use small or larger"
+    return ""
 
 
 def pull_request_failures(result: PullRequestResult, fail_on: frozenset[str]) -> list[str]:
@@ -270,4 +303,8 @@ def _migrations_section(result: PullRequestResult) -> list[str]:
         ]
     if history:
         lines += ["**History:**", "", *[f"- {finding}" for finding in history], ""]
+    if result.prediction is not None:
+        lines += prediction_section(result.prediction)
+    elif result.prediction_note:
+        lines += [f"No prediction at production size: {result.prediction_note}.", ""]
     return lines
