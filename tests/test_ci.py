@@ -195,6 +195,11 @@ def test_a_new_migration_that_blocks_writes_fails_its_budget_and_says_so(
     assert first.startswith("**0002_index fails budget: the app waited ")
     (row,) = [line for line in comment.splitlines() if line.startswith("| `0002_index`")]
     assert "SHARE on reflections, 3." in row  # the lock and its hold
+    timeline = comment.split("<details><summary>timeline of 0002_index</summary>")[1]
+    timeline = timeline.split("</details>")[0]
+    assert "```mermaid\ngantt\n" in timeline and "section locks the app waits for" in timeline
+    (hold,) = re.findall(r"SHARE reflections : (\d+), (\d+)", timeline)
+    assert int(hold[1]) - int(hold[0]) >= 3000  # held 3 s, in milliseconds
     blocked = re.search(r"\*\*(none|[\d.]+ ms|[\d.]+ s) / ([\d.]+) s \(budget 1.00 s\)\*\*", row)
     assert blocked and float(blocked[2]) >= 2.0, row  # writes waited about 3 s
     # the twin: the same index built CONCURRENTLY blocks no write

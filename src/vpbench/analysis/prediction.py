@@ -19,7 +19,7 @@ from typing import Literal
 from vpbench.analysis.growth import Noise, Point, Predicted, plausible_fits, pooled_noise
 from vpbench.analysis.growth import predict as predict_growth
 from vpbench.errors import UsageError
-from vpbench.migrations.touched import lock_mode, lock_relation
+from vpbench.migrations.touched import blocks_the_app, lock_mode, lock_relation
 from vpbench.results.documents import read_shaped
 from vpbench.results.shapes import StepShape, SummaryShape
 
@@ -36,8 +36,6 @@ machine within ±15 % (and 5 ms of timer and scheduling jitter); a stall of the 
 within ±50 % (and the lock sampler's 50 ms: it depends on when the app's requests land
 in the migration's lock window); WAL and relation bytes within ±3 % (and a page)"""
 
-APP_BLOCKING = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
-"""lock modes the app's writes (ROW EXCLUSIVE) wait for; the last one its reads wait for too"""
 
 DEFAULT_BUDGET_MS = 1000.0
 FAR = 30.0
@@ -70,11 +68,9 @@ def measured_figures(step: StepShape) -> list[Measured]:
     figures = [Measured("duration", "duration at rest", "s", step.up_seconds, False)]
     held: dict[str, float] = {}
     for hold in step.lock_holds:
-        # a lock on a table the step made, or on an index, blocks no request by itself
-        if (
-            hold.lock.partition(" on ")[0] in APP_BLOCKING
-            and lock_relation(hold.lock) in step.touched
-        ):
+        # on the tables it touched: the app uses none the step made; an index's lock comes
+        # with its table's
+        if blocks_the_app(hold.lock) and lock_relation(hold.lock) in step.touched:
             held[hold.lock] = max(held.get(hold.lock, 0.0), hold.until_s - hold.from_s)
     figures += [
         Measured(f"lock {lock}", f"{lock_mode(lock)} on {lock_relation(lock)}", "s", s, True)

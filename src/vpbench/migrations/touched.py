@@ -26,6 +26,12 @@ LOCK_STRENGTH = (
 """PostgreSQL's table lock modes, weakest first: each conflicts with more than the last"""
 
 
+def blocks_the_app(lock: str) -> bool:
+    """The app's writes (ROW EXCLUSIVE) wait for it: SHARE and stronger (its reads only for
+    ACCESS EXCLUSIVE)."""
+    return LOCK_STRENGTH.index(lock.partition(" on ")[0]) >= LOCK_STRENGTH.index("ShareLock")
+
+
 def lock_mode(lock: str) -> str:
     """``ACCESS EXCLUSIVE`` for ``AccessExclusiveLock on t``."""
     mode = lock.partition(" on ")[0].removesuffix("Lock")

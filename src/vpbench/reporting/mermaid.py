@@ -1,4 +1,5 @@
-"""Charts GitHub draws itself: Mermaid ``xychart-beta`` blocks for a pull-request comment.
+"""Charts GitHub draws itself: Mermaid ``xychart-beta`` and ``gantt`` blocks for a
+pull-request comment.
 
 A comment cannot show the PNGs a run wrote (they would need hosting); Mermaid needs none
 and renders in comments, also on pull requests from forks, whose tokens cannot push images.
@@ -12,6 +13,7 @@ import math
 from vpbench.analysis.comparison import Comparison, EntryComparison
 
 LABEL_LIMIT = 24
+GANTT_LABEL_LIMIT = 60
 
 
 def comparison_charts(comparison: Comparison) -> str:
@@ -48,6 +50,32 @@ def comparison_charts(comparison: Comparison) -> str:
             "```",
         ]
     )
+
+
+Bar = tuple[str, float, float]
+"""a timeline bar: its label, and when it started and ended, in seconds from the start"""
+
+
+def timeline_chart(title: str, sections: dict[str, list[Bar]]) -> str:
+    """A Gantt chart of bars in named sections (a migration's statements, the locks it
+    held), on an axis of minutes and seconds from its start."""
+    lines = ["```mermaid", "gantt", f"    title {_gantt_text(title)}", "    dateFormat x",
+             "    axisFormat %M:%S"]  # fmt: skip
+    for section, bars in sections.items():
+        if not bars:
+            continue
+        lines.append(f"    section {_gantt_text(section)}")
+        for label, start, end in bars:
+            # epoch milliseconds; a bar shorter than a millisecond is drawn one long
+            begin = round(start * 1000)
+            lines.append(f"    {_gantt_text(label)} : {begin}, {max(round(end * 1000), begin + 1)}")
+    return "\n".join([*lines, "```"])
+
+
+def _gantt_text(value: str) -> str:
+    """Text for a Gantt title, section or task (``:`` and ``#`` start its syntax)."""
+    text = value.replace(":", " ").replace("#", " ").replace(";", " ").strip()
+    return text if len(text) <= GANTT_LABEL_LIMIT else text[: GANTT_LABEL_LIMIT - 1] + "…"
 
 
 def _ratio(row: EntryComparison) -> float:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vpbench.analysis.prediction import SeriesPrediction
-from vpbench.migrations.touched import LOCK_STRENGTH, lock_mode, lock_relation
+from vpbench.migrations.touched import LOCK_STRENGTH, blocks_the_app, lock_mode, lock_relation
+from vpbench.reporting.mermaid import timeline_chart
 from vpbench.reporting.prediction_report import predicted_text, verdict_text
 from vpbench.reporting.units import duration, elapsed, human_bytes
 from vpbench.steps.model import StepReport
@@ -111,6 +112,22 @@ def migrations_table(steps: Sequence[StepReport]) -> list[str]:
             "<br>".join(_wal_cell(step)),
         ]) + " |")  # fmt: skip
     return lines
+
+
+def migration_timeline(step: StepReport) -> str:
+    """``up`` at rest as a Gantt chart GitHub draws: its statements, and the locks it held
+    that the app waits for, collapsed under the migration's name."""
+    statements = [(f"line {run.line} {run.text}", run.started_s, run.started_s + run.seconds)
+                  for run in step.statements]  # fmt: skip
+    locks = [
+        (f"{lock_mode(h.lock)} {lock_relation(h.lock)}", h.from_s, h.until_s)
+        for h in step.lock_holds
+        if lock_relation(h.lock) in step.touched and blocks_the_app(h.lock)
+    ]
+    sections = {"statements": statements, "locks the app waits for": locks}
+    chart = timeline_chart(f"{step.migration.id} up at rest", sections)
+    return "\n".join([f"<details><summary>timeline of {step.migration.id}</summary>", "",
+                      chart, "", "</details>"])  # fmt: skip
 
 
 def _blocked_cell(step: StepReport) -> str:

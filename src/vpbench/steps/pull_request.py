@@ -43,6 +43,7 @@ from vpbench.steps.pr_migrations import (
     MIGRATION_CHECKS,
     MigrationFailure,
     migration_failures,
+    migration_timeline,
     migrations_table,
     prediction_section,
 )
@@ -299,6 +300,8 @@ def _migrations_section(result: PullRequestResult) -> list[str]:
             "measured before/after, checked with the deployed app and reverted.",
             "",
             *migrations_table(result.steps),
+            "",
+            *[migration_timeline(step) for step in result.steps],
             "",
         ]
     if history:
