@@ -120,6 +120,8 @@ def test_a_pull_request_that_changes_nothing_passes_with_its_comment(
     (row,) = [line for line in comment.splitlines() if line.startswith("| `0002_change`")]
     assert "| yes |" in row  # reversible
     assert (out / "steps" / "0002_change.json").is_file()
+    timeline = out / "steps" / "report" / "timeline-0002_change.png"
+    assert timeline.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     charts = re.findall(r"```mermaid\nxychart-beta\n(.*?)```", comment, re.S)
     assert len(charts) == 2
     for chart in charts:

@@ -28,7 +28,7 @@ from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
 from vpbench.migrations.changes import SeriesChanges, series_changes
 from vpbench.migrations.sources import ReadSeries, discover_migrations
-from vpbench.reporting.markdown import REPORT, comparison_report
+from vpbench.reporting.markdown import REPORT, build_report, comparison_report
 from vpbench.reporting.mermaid import comparison_charts
 from vpbench.results.documents import results_folder
 from vpbench.server.backup import copy_database
@@ -156,6 +156,8 @@ def judge_pull_request(
         before, after, _ = load_sides([outcome.path])
         comparison = compare_sides(before, after, paired_session=True, threshold=threshold)
         report = comparison_report(comparison, out_dir / "report")
+        if steps:  # the new migrations' own report: tables, timelines under traffic as PNG
+            build_report([out_dir / "steps"], out_dir / "steps" / "report", threshold=threshold)
         result = PullRequestResult(comparison, outcome.path, report, out_dir / COMMENT, refs,
                                    changes, steps, prediction, note)  # fmt: skip
         result.comment.write_text(pull_request_comment(result), encoding="utf-8")
@@ -281,8 +283,9 @@ def pull_request_comment(result: PullRequestResult) -> str:
         *kept,
         "",
         f"PNG charts and the measurement documents: the run's `vpbench` artifact ({REPORT} "
-        "with before-after.png and distribution.png; each new migration's step document in "
-        "steps/).",
+        "with before-after.png and distribution.png; the new migrations' step documents in "
+        f"steps/, and their {REPORT} in steps/report/ with a timeline of each under live "
+        "traffic).",
         "",
     ]
     return "\n".join(lines)
