@@ -358,3 +358,20 @@ def test_a_new_migration_fine_on_the_copy_is_predicted_over_its_budget_in_produc
     assert code == 0
     assert "No prediction at production size: profile tiny has no smaller one to fit with" in (
         (tmp_path / "tiny" / "comment.md").read_text())  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_new_migration_that_fails_names_its_file_in_the_repository(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broken = _head(repo, "broken", ("0002_broken", "SELECT 1;\nCREATE INDEX i ON videos (nope);\n",
+                                     "DROP INDEX i;\n"))  # fmt: skip
+    code = ci_pr(target, session_prefix, repo, tmp_path / "broken", "--head", broken)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"vpbench: error: {broken[:12]}:migrations/0002_broken/up.sql:2: ")
+    assert 'column "nope" does not exist' in err[-1]

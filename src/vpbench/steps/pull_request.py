@@ -15,7 +15,8 @@ import io
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.prediction import SeriesPrediction
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.profiles import Profile
-from vpbench.errors import UsageError
+from vpbench.errors import UsageError, VpbenchError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
 from vpbench.migrations.changes import SeriesChanges, series_changes
@@ -107,7 +108,7 @@ def judge_pull_request(
     then the final states of both measured paired; with ``production``, the new migrations
     run again at a smaller profile and are predicted at that size."""
     tell = say or (lambda message: None)
-    with results_folder(out_dir):
+    with results_folder(out_dir), ExitStack() as stack:
         refs = (base, head or "working tree")
         labels = (f"base {_short(refs[0])}", f"head {_short(refs[1])}")
         with tempfile.TemporaryDirectory(prefix="vpbench-pr-") as scratch:
@@ -115,6 +116,8 @@ def judge_pull_request(
                 export_tree(repo, base, Path(scratch) / "base", layout),
                 repo if head is None else export_tree(repo, head, Path(scratch) / "head", layout),
             )
+            exported = {tree: ref for tree, ref in zip(trees, refs, strict=True) if tree != repo}
+            stack.enter_context(_named_in_repo(exported))
             workloads = sorted((trees[1] / layout.workloads).glob("*.toml"))
             if not workloads:
                 raise UsageError(f"no workload files in {layout.workloads}/ of the head")
@@ -222,6 +225,19 @@ def _history_findings(changes: SeriesChanges) -> list[str]:
     found += [f"out of order: {m.id} is new, but comes before migrations the base has"
               for m in changes.out_of_order]  # fmt: skip
     return found
+
+
+@contextmanager
+def _named_in_repo(trees: dict[Path, str]) -> Iterator[None]:
+    """An error in a file of an exported tree names it as ``REF:path`` in the repository,
+    not in the scratch folder that is gone once ``ci pr`` ends."""
+    try:
+        yield
+    except VpbenchError as exc:
+        for tree, ref in trees.items():
+            if exc.path is not None and Path(exc.path).is_relative_to(tree):
+                exc.path = f"{_short(ref)}:{Path(exc.path).relative_to(tree)}"
+        raise
 
 
 def _short(ref: str) -> str:
