@@ -375,3 +375,6 @@ def test_a_new_migration_that_fails_names_its_file_in_the_repository(
     assert code == 1
     assert err[-1].startswith(f"vpbench: error: {broken[:12]}:migrations/0002_broken/up.sql:2: ")
     assert 'column "nope" does not exist' in err[-1]
+    comment = (tmp_path / "broken" / "comment.md").read_text()  # the reviewer is told too
+    assert comment.startswith(MARKER) and "**A new migration failed to apply: " in comment
+    assert f"{broken[:12]}:migrations/0002_broken/up.sql:2: " in comment

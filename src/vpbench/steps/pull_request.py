@@ -24,7 +24,7 @@ from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.prediction import SeriesPrediction
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.profiles import Profile
-from vpbench.errors import UsageError, VpbenchError
+from vpbench.errors import MigrationError, UsageError, VpbenchError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
 from vpbench.migrations.changes import SeriesChanges, series_changes
@@ -135,9 +135,15 @@ def judge_pull_request(
             )
             head_series = ReadSeries(changes.series, trees[1] / layout.migrations)
             steps_options = StepsOptions(paired=options, threshold=threshold)
-            steps = _head_state(target, databases, head_series, changes, workloads,
-                                steps_options, (profile, seed), out_dir / "steps",
-                                tell)  # fmt: skip
+            try:
+                steps = _head_state(target, databases, head_series, changes, workloads,
+                                    steps_options, (profile, seed), out_dir / "steps",
+                                    tell)  # fmt: skip
+            except MigrationError as exc:
+                _name_in_repo(exc, exported)
+                (out_dir / COMMENT).write_text(_failed_comment(exc, changes, refs),
+                                               encoding="utf-8")  # fmt: skip
+                raise
             prediction, note = None, ""
             if production is not None and steps:
                 note = _why_no_prediction(profile, start_from)
@@ -193,6 +199,25 @@ def _head_state(
     return done.steps
 
 
+def _failed_comment(exc: MigrationError, changes: SeriesChanges, refs: tuple[str, str]) -> str:
+    """The comment when a new migration could not be applied: which, and the server's
+    error; nothing else was measured."""
+    lines = [
+        MARKER,
+        f"## vpbench: head {_short(refs[1])} against base {_short(refs[0])}",
+        "",
+        f"**A new migration failed to apply: {exc}**",
+        "",
+        "Nothing else was measured. New migrations: "
+        + ", ".join(f"`{m.id}`" for m in changes.new)
+        + ".",
+        "",
+    ]
+    history = _history_findings(changes)
+    lines += ["**History:**", "", *[f"- {finding}" for finding in history], ""] if history else []
+    return "\n".join(lines)
+
+
 def _why_no_prediction(profile: Profile, start_from: StartFrom | None) -> str:
     if start_from is not None:
         return (
@@ -234,10 +259,14 @@ def _named_in_repo(trees: dict[Path, str]) -> Iterator[None]:
     try:
         yield
     except VpbenchError as exc:
-        for tree, ref in trees.items():
-            if exc.path is not None and Path(exc.path).is_relative_to(tree):
-                exc.path = f"{_short(ref)}:{Path(exc.path).relative_to(tree)}"
+        _name_in_repo(exc, trees)
         raise
+
+
+def _name_in_repo(exc: VpbenchError, trees: dict[Path, str]) -> None:
+    for tree, ref in trees.items():
+        if exc.path is not None and Path(exc.path).is_relative_to(tree):
+            exc.path = f"{_short(ref)}:{Path(exc.path).relative_to(tree)}"
 
 
 def _short(ref: str) -> str:
