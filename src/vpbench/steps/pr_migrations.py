@@ -93,9 +93,10 @@ def strongest_lock(step: StepReport) -> tuple[str, float] | None:
 def migrations_table(steps: Sequence[StepReport]) -> list[str]:
     """One Markdown row per new migration: its facts, the failing ones in bold."""
     lines = [
-        "| migration | duration | strongest lock | app blocked (reads / writes) | failed "
-        "requests | old app | reversible | index size | WAL per inserted row |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| migration | duration | strongest lock | app blocked (reads / writes) | app slowed, "
+        "p99 (reads / writes) | failed requests | old app | reversible | index size | WAL per "
+        "inserted row |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for step in steps:
         lock = strongest_lock(step)
@@ -104,6 +105,7 @@ def migrations_table(steps: Sequence[StepReport]) -> list[str]:
             elapsed(step.up_seconds),
             f"{lock[0]}, {elapsed(lock[1])}" if lock else "none on a table",
             _blocked_cell(step),
+            _slowed_cell(step),
             str(sum(step.availability.failed.values())) if step.availability else "",
             step.old_app.deploy_order if not step.old_app.undeclared
             else f"**{step.old_app.deploy_order}**",
@@ -137,6 +139,15 @@ def _blocked_cell(step: StepReport) -> str:
     read, write = (duration(ms) if ms else "none" for ms in found.blocked_ms.values())
     text = f"{read} / {write} (budget {duration(found.budget_ms)})"
     return text if found.passed else f"**{text}**"
+
+
+def _slowed_cell(step: StepReport) -> str:
+    """How much slower the app's unblocked requests ran meanwhile (reported, not judged:
+    the machine is shared with the migration)."""
+    if step.availability is None:
+        return ""
+    ratios = [step.availability.slowed[kind].ratio for kind in ("read", "write")]
+    return " / ".join("" if r is None else f"{r:.2f}x" for r in ratios)
 
 
 def _wal_cell(step: StepReport) -> list[str]:
