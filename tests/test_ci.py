@@ -378,3 +378,22 @@ def test_a_new_migration_that_fails_names_its_file_in_the_repository(
     comment = (tmp_path / "broken" / "comment.md").read_text()  # the reviewer is told too
     assert comment.startswith(MARKER) and "**A new migration failed to apply: " in comment
     assert f"{broken[:12]}:migrations/0002_broken/up.sql:2: " in comment
+
+
+@pytest.mark.slow
+def test_a_new_migration_that_deletes_rows_fails_integrity(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    deleting = _head(repo, "deleting", (
+        "0002_tidy", "DELETE FROM reflections WHERE id IN "
+        "(SELECT id FROM reflections ORDER BY id LIMIT 3);\n", "SELECT 1;\n",
+    ))  # fmt: skip
+    code = ci_pr(target, session_prefix, repo, tmp_path / "deleting", "--head", deleting,
+                 "--fail-on", "integrity")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "0002_tidy fails integrity: rows lost: reflections 3" in err
