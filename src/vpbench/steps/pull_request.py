@@ -144,18 +144,13 @@ def judge_pull_request(
                 (out_dir / COMMENT).write_text(_failed_comment(exc, changes, refs),
                                                encoding="utf-8")  # fmt: skip
                 raise
-            prediction, note = None, ""
-            if production is not None and steps:
-                note = _why_no_prediction(profile, start_from)
-                if not note:
-                    second = SecondSize(
-                        target, (f"{databases[0]}_size", f"{databases[1]}_size"),
-                        ReadSeries(changes.base, trees[0] / layout.migrations), head_series,
-                        workloads, steps_options,
-                    )  # fmt: skip
-                    prediction = predict_new_migrations(second, profile, seed, out_dir / "steps",
-                                                        production, out_dir / "steps-smaller",
-                                                        tell)  # fmt: skip
+            second = SecondSize(
+                target, (f"{databases[0]}_size", f"{databases[1]}_size"),
+                ReadSeries(changes.base, trees[0] / layout.migrations), head_series, workloads,
+                steps_options,
+            )  # fmt: skip
+            prediction, note = _at_production_size(production, steps, second, (profile, seed),
+                                                   start_from, out_dir, tell)  # fmt: skip
             with connect(target, autocommit=True) as conn:
                 run_checkpoint(conn)  # both states' pages written now, not while timing
             tell("measuring base and head pair by pair in one session")
@@ -216,6 +211,26 @@ def _failed_comment(exc: MigrationError, changes: SeriesChanges, refs: tuple[str
     history = _history_findings(changes)
     lines += ["**History:**", "", *[f"- {finding}" for finding in history], ""] if history else []
     return "\n".join(lines)
+
+
+def _at_production_size(
+    production: ProductionSize | None,
+    steps: tuple[StepReport, ...],
+    second: SecondSize,
+    data: tuple[Profile, int],
+    start_from: StartFrom | None,
+    out_dir: Path,
+    tell: Say,
+) -> tuple[SeriesPrediction | None, str]:
+    """The new migrations predicted at ``production`` (when given), from their run in
+    ``out_dir/steps`` and one more at a smaller profile; else why not."""
+    if production is None or not steps:
+        return None, ""
+    if note := _why_no_prediction(data[0], start_from):
+        return None, note
+    prediction = predict_new_migrations(second, data[0], data[1], out_dir / "steps", production,
+                                        out_dir / "steps-smaller", tell)  # fmt: skip
+    return prediction, ""
 
 
 def _why_no_prediction(profile: Profile, start_from: StartFrom | None) -> str:
