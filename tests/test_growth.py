@@ -91,3 +91,14 @@ def test_too_little_noise_assumed_is_scaled_up_by_the_scatter() -> None:
     # the twin: points that fit exactly leave the assumed error as it is
     exact = [fit([Point(n, _linear(n)) for n in SIZES], "linear", careless)]
     assert pooled_noise(exact, careless) == careless
+
+
+def test_one_constant_kept_because_it_fitted_does_not_widen_every_other_figure() -> None:
+    """Found in a full-suite run on a loaded machine: a catalog-only step's two durations
+    (kept constant at chi-square 3.3 on 1 degree of freedom) scaled the time error up 1.5x,
+    and a table rewrite that doubled over 4x the rows then read as constant too."""
+    scattered = fit([Point(4_000, 0.010), Point(32_000, 0.022)], "constant", TIME)
+    assert scattered.dof == 1 and scattered.chi2 > 1
+    assert pooled_noise([scattered], TIME) == TIME  # one degree of freedom says little
+    rewrite = [Point(4_000, 0.091), Point(32_000, 0.171)]
+    assert "constant" not in predict(rewrite, 96_000, TIME).models

@@ -24,6 +24,7 @@ Z_95 = 1.959964
 _PLAUSIBLE_CHI2 = 4.0
 """a model whose chi-square is within this of the best one's fits about as well"""
 _REWEIGHTS = 3
+MIN_POOLED_DOF = 5
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,11 @@ def predict(points: Sequence[Point], rows: float, noise: Noise) -> Predicted:
 def pooled_noise(fits: Sequence[Growth], prior: Noise) -> Noise:
     """``prior`` with its relative error scaled up when the points scatter around their fits
     more than it allows (chi-square per degree of freedom, pooled over every figure that
-    had points to spare); never scaled down."""
+    had points to spare, at least ``MIN_POOLED_DOF`` of them: one or two say little, and a
+    constant kept *because* it fitted would scale every other figure's error up and hide
+    their growth); never scaled down."""
     dof = sum(g.dof for g in fits if g.dof > 0)
-    if dof == 0:
+    if dof < MIN_POOLED_DOF:
         return prior
     scale = math.sqrt(max(sum(g.chi2 for g in fits if g.dof > 0) / dof, 1.0))
     return Noise(prior.sigma * scale, prior.floor)
