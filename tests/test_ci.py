@@ -397,3 +397,36 @@ def test_a_new_migration_that_deletes_rows_fails_integrity(
     err = capsys.readouterr().err
     assert code == 1, err
     assert "0002_tidy fails integrity: rows lost: reflections 3" in err
+
+
+@pytest.mark.slow
+def test_a_new_migration_that_breaks_the_deployed_app_fails_old_app(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The head renames the function the deployed app calls and brings a variant calling the
+    new name: its own queries work, the app deployed before it breaks, undeclared."""
+    renaming = _head(repo, "renaming", (
+        "0002_rename", "ALTER FUNCTION probe() RENAME TO probe_v2;\n",
+        "ALTER FUNCTION probe_v2() RENAME TO probe;\n",
+    ))  # fmt: skip
+    root = Path(repo["root"])
+    git(root, "checkout", "-q", "renaming")
+    workload = root / "workloads" / "probe.toml"
+    variant = ('\n[[queries.probe.variants]]\nfrom = "0002_rename"\n'
+               'sql = "SELECT probe_v2() FROM videos WHERE id = :video"\n')  # fmt: skip
+    workload.write_text(workload.read_text() + variant)
+    git(root, "commit", "-qam", "variant")
+    renaming = git(root, "rev-parse", "HEAD")
+    git(root, "checkout", "-q", "main")
+    code = ci_pr(target, session_prefix, repo, tmp_path / "renaming", "--head", renaming,
+                 "--fail-on", "old-app")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "0002_rename fails old-app: breaks the deployed app (probe" in err
+    (row,) = [line for line in (tmp_path / "renaming" / "comment.md").read_text().splitlines()
+              if line.startswith("| `0002_rename`")]  # fmt: skip
+    assert "| **breaks the old app" in row
