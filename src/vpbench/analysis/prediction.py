@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ from vpbench.errors import UsageError
 from vpbench.migrations.touched import blocks_the_app, lock_mode, lock_relation
 from vpbench.results.documents import read_shaped
 from vpbench.results.shapes import StepShape, SummaryShape
+from vpbench.server.table_statistics import read_table_estimates
 
 Unit = Literal["s", "B"]
 Family = Literal["time", "stall", "bytes"]
@@ -430,6 +431,29 @@ def _step(
         budget_source=budget[1],
         missing=size.missing,
     )
+
+
+@dataclass(frozen=True)
+class ProductionSize:
+    """Where the new migrations are predicted: rows per table (``--rows``), or a server
+    whose catalog estimates give them (``--production-dsn``, read-only)."""
+
+    rows: Mapping[str, float] = field(default_factory=dict)
+    dsn: str | None = None
+    option: str = "--production-dsn"
+    """the option that named ``dsn``"""
+
+    def read(self, tables: Sequence[str]) -> tuple[dict[str, float], str]:
+        """The rows of ``tables`` (only those given, with ``rows``) and where they came from."""
+        if self.dsn is None:
+            return dict(self.rows), ", ".join(f"{t}={n:,.0f}" for t, n in self.rows.items())
+        found = read_table_estimates(self.dsn, tables, self.option)
+        return found.rows, f"catalog estimates of {found.server}"
+
+
+def series_tables(runs: Sequence[SeriesRun]) -> list[str]:
+    """Every table a step of ``runs`` touched."""
+    return sorted({t for run in runs for step in run.steps.values() for t in step.touched})
 
 
 def check_rows(runs: Sequence[SeriesRun], production_rows: Mapping[str, float]) -> None:

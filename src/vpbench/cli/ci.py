@@ -111,7 +111,7 @@ def ci_pr(
     """The head's new migrations, each through steps from the base's final state (seeded,
     or a copy of --from), then both final states measured paired; report.md, charts and
     the pull-request comment (comment.md)."""
-    from vpbench.steps.pr_prediction import ProductionSize
+    from vpbench.analysis.prediction import ProductionSize
     from vpbench.steps.pull_request import Layout, judge_pull_request, pull_request_failures
 
     if rows and production_dsn:

@@ -46,10 +46,15 @@ def predict(
 ) -> None:
     """What each migration will cost at production size: duration, lock holds, stalls, WAL
     and bytes fitted over runs of one series at two sizes or more."""
-    from vpbench.analysis.prediction import check_rows, predict_series, read_series_run
+    from vpbench.analysis.prediction import (
+        ProductionSize,
+        check_rows,
+        predict_series,
+        read_series_run,
+        series_tables,
+    )
     from vpbench.reporting.prediction_report import verdict_text, write_prediction_report
     from vpbench.results.documents import results_folder
-    from vpbench.server.table_statistics import read_table_estimates
 
     if sum(bool(given) for given in (rows, production_dsn, against)) != 1:
         raise UsageError("give the production size one way: --rows TABLE=N..., --dsn or --against")
@@ -59,20 +64,17 @@ def predict(
         if not run.complete:
             out.print(f"{run.folder} stopped before its summary: its {len(run.steps)} "
                       "finished step(s) are read", soft_wrap=True)  # fmt: skip
-    production_rows = dict(rows)
-    check_rows(series, production_rows)
-    if production_dsn:
-        touched = sorted({t for run in series for s in run.steps.values() for t in s.touched})
-        estimates = read_table_estimates(production_dsn, touched, "--dsn")
-        production_rows = estimates.rows
-        source = f"catalog estimates of {estimates.server}"
-        out.print(f"read pg_class.reltuples of {len(touched)} tables on {estimates.server} "
-                  "(catalog statistics only, in a read-only transaction: no row was read, "
-                  "nothing was written)", soft_wrap=True)  # fmt: skip
-    elif measured is not None:
+    check_rows(series, dict(rows))
+    production_rows: dict[str, float] = {}
+    if measured is not None:
         source = f"the sizes of {measured.folder}"
     else:
-        source = ", ".join(f"{t}={c:,.0f}" for t, c in rows)
+        tables = series_tables(series)
+        production_rows, source = ProductionSize(dict(rows), production_dsn, "--dsn").read(tables)
+        if production_dsn:
+            out.print(f"read pg_class.reltuples of {len(tables)} tables ({source}; catalog "
+                      "statistics only, in a read-only transaction: no row was read, nothing "
+                      "was written)", soft_wrap=True)  # fmt: skip
     prediction = predict_series(
         series, production_rows, source, max_stall_ms=max_stall_ms, measured=measured
     )

@@ -4,15 +4,20 @@ server's catalog."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from vpbench.analysis.prediction import SeriesPrediction, predict_series, read_series_run
+from vpbench.analysis.prediction import (
+    ProductionSize,
+    SeriesPrediction,
+    predict_series,
+    read_series_run,
+    series_tables,
+)
 from vpbench.dataset.profiles import PROFILES, Profile
 from vpbench.migrations.sources import ReadSeries
 from vpbench.server.source_copy import StartFrom
-from vpbench.server.table_statistics import read_table_estimates
 from vpbench.server.target import ServerTarget
 from vpbench.steps.final_state import apply_series
 from vpbench.steps.model import StepsOptions
@@ -21,22 +26,6 @@ from vpbench.steps.start import start_database
 
 SMALLER = {"small": "tiny", "medium": "small", "large": "small"}
 """the second size a profile's new migrations are run at"""
-
-
-@dataclass(frozen=True)
-class ProductionSize:
-    """Where the new migrations are predicted: rows per table (``--rows``), or a server
-    whose catalog estimates give them (``--production-dsn``, read-only)."""
-
-    rows: Mapping[str, float] = field(default_factory=dict)
-    dsn: str | None = None
-
-    def read(self, tables: Sequence[str]) -> tuple[dict[str, float], str]:
-        """The rows of ``tables`` (only those given, with ``rows``) and where they came from."""
-        if self.dsn is None:
-            return dict(self.rows), ", ".join(f"{t}={n:,.0f}" for t, n in self.rows.items())
-        found = read_table_estimates(self.dsn, tables, "--production-dsn")
-        return found.rows, f"catalog estimates of {found.server}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +63,5 @@ def predict_new_migrations(
               options=size.options, on_event=tell,
               start_from=StartFrom(database=size.databases[0]))  # fmt: skip
     runs = [read_series_run(out_dir), read_series_run(measured)]
-    tables = sorted({t for run in runs for step in run.steps.values() for t in step.touched})
-    rows, source = production.read(tables)
+    rows, source = production.read(series_tables(runs))
     return predict_series(runs, rows, source)

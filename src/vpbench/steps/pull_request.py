@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
-from vpbench.analysis.prediction import SeriesPrediction
+from vpbench.analysis.prediction import ProductionSize, SeriesPrediction
 from vpbench.analysis.verdicts import DEFAULT_THRESHOLD, Threshold
 from vpbench.dataset.profiles import Profile
 from vpbench.errors import MigrationError, UsageError, VpbenchError
@@ -48,7 +48,7 @@ from vpbench.steps.pr_migrations import (
     migrations_table,
     prediction_section,
 )
-from vpbench.steps.pr_prediction import SMALLER, ProductionSize, SecondSize, predict_new_migrations
+from vpbench.steps.pr_prediction import SMALLER, SecondSize, predict_new_migrations
 from vpbench.steps.start import start_database
 
 COMMENT = "comment.md"
