@@ -1,12 +1,12 @@
-"""Three designs for "computed, never stale" scores (0005), measured against each other.
+"""Three designs for "computed, never stale" scores (0006), measured against each other.
 
     python bench/computed_scores.py [--profile medium] [--rounds 30] [--dsn DSN]
 
-On a database seeded and migrated up to 0004, three template copies made the same way get
+On a database seeded and migrated up to 0005, three template copies made the same way get
 one design each, applied at rest:
 
 - ``view``: drop the stored columns, compute them on every read (functions + a view);
-- ``trigger``: the reference 0005 (a trigger computes them on write, a validated CHECK
+- ``trigger``: the reference 0006 (a trigger computes them on write, a validated CHECK
   proves them, stale rows corrected in batches);
 - ``generated``: drop the stored columns and add them back as STORED generated columns.
 
@@ -14,7 +14,7 @@ Printed per design: how long applying it took, whether it rewrote quiz_attempts 
 relfilenode), course_progress p50/p95 over interleaved rounds (every round runs every
 design in a shuffled order, with the same parameters) and its paired ratio against
 ``trigger`` with a 95% interval, and what the deployed app's INSERT costs there (WAL per
-row and the paired time against the 0004 state, or the error it gets).
+row and the paired time against the 0005 state, or the error it gets).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _apply(target: ServerTarget, database: str, design: str) -> tuple[float, boo
         node = _filenode(conn)
         began = time.perf_counter()
         if design == "trigger":
-            (scores,) = [m for m in discover_migrations() if m.id == "0005_computed_scores"]
+            (scores,) = [m for m in discover_migrations() if m.id == "0006_computed_scores"]
             apply_step(conn, scores, "up")
         else:
             with conn.transaction():
@@ -133,12 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     seed_database(target, DATABASE, get_profile(args.profile), seed=1, force=True)
     migrations = discover_migrations()
     with connect(target, DATABASE, autocommit=True) as conn:
-        for migration in migrations[:4]:
+        for migration in migrations[:5]:
             apply_step(conn, migration, "up")
         settle(conn)
         (page, _) = load_workloads(default_workload_paths(), [m.id for m in migrations])
         pools = load_workload_pools(conn, [page])["video_page"]
-    base = create_backup(target, DATABASE, "0004")
+    base = create_backup(target, DATABASE, "0005")
     copies = {d: create_backup(target, DATABASE, d) for d in ("view", "trigger", "generated")}
     try:
         applied = {d: _apply(target, c.name, d) for d, c in copies.items()}
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"profile {args.profile}, {args.rounds} interleaved rounds, server "
           f"{target.describe(DATABASE)} ({target.source})")  # fmt: skip
     print("| design | applied in | rewrote quiz_attempts | course_progress p50 / p95 | "
-          "vs trigger (paired) | quiz_attempts INSERT vs 0004 |")  # fmt: skip
+          "vs trigger (paired) | quiz_attempts INSERT vs 0005 |")  # fmt: skip
     print("|---|---:|---|---:|---|---|")
     for design in copies:
         ms = np.asarray(samples[design]) / 1e6

@@ -74,15 +74,15 @@ def test_up_down_and_the_ledger(legacy: psycopg.Connection[Any]) -> None:
     assert [m.id for m in migrations][:2] == [FIRST, "0002_reflection_links"]
     states = migration_states(legacy, migrations)
     assert not any(s.applied for s in states)
-    for migration in plan_up(states, "0003_video_page_indexes"):
+    for migration in plan_up(states, "0003_voice_memo_metadata"):
         apply_step(legacy, migration, "up")
     states = migration_states(legacy, migrations)
     assert [s.migration.id for s in states if s.applied] == [m.id for m in migrations[:3]]
     ledger = legacy.execute("SELECT id, checksum FROM vpbench.migrations ORDER BY id").fetchall()
     assert ledger == [(m.id, m.checksum) for m in migrations[:3]]
-    assert [m.id for m in plan_down(states, None)] == ["0003_video_page_indexes"]
+    assert [m.id for m in plan_down(states, None)] == ["0003_voice_memo_metadata"]
     assert [m.id for m in plan_down(states, FIRST)] == [
-        "0003_video_page_indexes",
+        "0003_voice_memo_metadata",
         "0002_reflection_links",
     ]
     for migration in plan_down(states, BASE):
@@ -271,7 +271,7 @@ def test_cli_migrate(
     code, out, _ = vpbench("migrate", "up", "0002_reflection_links", "--db", name)
     assert code == 0 and f"up {FIRST}" in out and "up 0002_reflection_links" in out
     code, out, _ = vpbench("migrate", "status", "--db", name)
-    assert code == 0 and "pending" in out and "0006_voice_memo_metadata" in out
+    assert code == 0 and "pending" in out and "0006_computed_scores" in out
     code, out, _ = vpbench("migrate", "down", "--db", name)
     assert code == 0 and "down 0002_reflection_links" in out
     code, _, err = vpbench("migrate", "up", "9999_nope", "--db", name)

@@ -34,11 +34,18 @@ MIGRATIONS_DIR = fixtures_dir() / "migrations"
 MIGRATION_IDS = (
     "0001_quiz_attempt_links",
     "0002_reflection_links",
-    "0003_video_page_indexes",
-    "0004_quiz_jsonb",
-    "0005_computed_scores",
-    "0006_voice_memo_metadata",
+    "0003_voice_memo_metadata",
+    "0004_video_page_indexes",
+    "0005_quiz_jsonb",
+    "0006_computed_scores",
 )
+
+
+def through(last: str) -> tuple[str, ...]:
+    """The reference steps up to and including ``last``."""
+    return MIGRATION_IDS[: MIGRATION_IDS.index(last) + 1]
+
+
 AUDIT_CHECKS = frozenset(
     {
         "orphaned_quiz_attempts",
@@ -312,6 +319,24 @@ def check_video_page_indexes(step: Step) -> None:
     for index, text in queries:
         query = sql.SQL(text).format(user=user, video=video, course=course)
         assert index in plan_indexes(conn, query), text
+    row = conn.execute(
+        "SELECT user_id, course_id FROM reflections WHERE kind = 'voice' LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    user, course = (sql.Literal(str(v)) for v in row)
+    query = sql.SQL(
+        "SELECT id FROM reflections WHERE user_id = {} AND course_id = {} AND kind = 'voice' "
+        "ORDER BY created_at DESC LIMIT 10"
+    ).format(user, course)
+    assert "reflections_voice_user_course_created_idx" in plan_indexes(conn, query)
+    # It carries 0003's duration: recorded time per course from the index alone.
+    covering = indexes(conn, "reflections")["reflections_voice_user_course_created_idx"]
+    assert covering.endswith("INCLUDE (audio_duration_seconds) WHERE (kind = 'voice'::text)")
+    query = sql.SQL(
+        "SELECT id FROM reflections WHERE course_id = {} AND kind = 'voice' "
+        "AND audio_duration_seconds > 60"
+    ).format(course)
+    assert "reflections_voice_course_duration_idx" in plan_indexes(conn, query)
 
 
 def check_quiz_jsonb(step: Step) -> None:
@@ -359,7 +384,7 @@ def test_scores_are_computed_on_write_and_refused_when_stale_without_the_trigger
     seed: Callable[[DirtyRates], Seeded],
 ) -> None:
     conn = seed(DirtyRates()).conn
-    for migration_id in MIGRATION_IDS[:5]:
+    for migration_id in through("0006_computed_scores"):
         apply(conn, migration_id, "up")
     source = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
     copy = (
@@ -416,24 +441,6 @@ def check_voice_memo_metadata(step: Step) -> None:
             assert status is None
     assert sum(status == "malformed" for _, _, status, *_ in rows) == malformed
     assert sum(kind == "voice" and audio[0] is not None for kind, _, _, *audio in rows) > 0
-    row = conn.execute(
-        "SELECT user_id, course_id FROM reflections WHERE kind = 'voice' LIMIT 1"
-    ).fetchone()
-    assert row is not None
-    user, course = (sql.Literal(str(v)) for v in row)
-    query = sql.SQL(
-        "SELECT id FROM reflections WHERE user_id = {} AND course_id = {} AND kind = 'voice' "
-        "ORDER BY created_at DESC LIMIT 10"
-    ).format(user, course)
-    assert "reflections_voice_user_course_created_idx" in plan_indexes(conn, query)
-    # 0003's index now carries the duration: recorded time per course from the index alone.
-    covering = indexes(conn, "reflections")["reflections_voice_user_course_created_idx"]
-    assert covering.endswith("INCLUDE (audio_duration_seconds) WHERE (kind = 'voice'::text)")
-    query = sql.SQL(
-        "SELECT id FROM reflections WHERE course_id = {} AND kind = 'voice' "
-        "AND audio_duration_seconds > 60"
-    ).format(course)
-    assert "reflections_voice_course_duration_idx" in plan_indexes(conn, query)
     # What the deployed app writes (content only) is parsed by the trigger.
     with conn.transaction(force_rollback=True):
         conn.execute(
@@ -454,10 +461,10 @@ def check_voice_memo_metadata(step: Step) -> None:
 STEP_CHECKS: dict[str, Callable[[Step], None]] = {
     "0001_quiz_attempt_links": check_quiz_attempt_links,
     "0002_reflection_links": check_reflection_links,
-    "0003_video_page_indexes": check_video_page_indexes,
-    "0004_quiz_jsonb": check_quiz_jsonb,
-    "0005_computed_scores": check_computed_scores,
-    "0006_voice_memo_metadata": check_voice_memo_metadata,
+    "0003_voice_memo_metadata": check_voice_memo_metadata,
+    "0004_video_page_indexes": check_video_page_indexes,
+    "0005_quiz_jsonb": check_quiz_jsonb,
+    "0006_computed_scores": check_computed_scores,
 }
 
 
@@ -545,7 +552,7 @@ def test_metadata_describes_each_step() -> None:
         if meta["rewrites_table"]:  # a rewrite under ACCESS EXCLUSIVE is declared downtime
             assert meta["max_stall"] and meta["downtime"], migration_id
     # The backfill parses the headers with exactly the audit's patterns.
-    up_sql = (MIGRATIONS_DIR / "0006_voice_memo_metadata" / "up.sql").read_text(encoding="utf-8")
+    up_sql = (MIGRATIONS_DIR / "0003_voice_memo_metadata" / "up.sql").read_text(encoding="utf-8")
     assert f"'{VOICE_MEMO_V1_PATTERN}'" in up_sql
     assert f"'{VOICE_MEMO_V2_PATTERN}'" in up_sql
 
@@ -702,7 +709,7 @@ def test_a_failed_up_is_undone_by_its_down(seed: Callable[[DirtyRates], Seeded])
     """A failure inside the rewrite's BEGIN block changes nothing; a failure of a VALIDATE
     after it (its own transaction) leaves the step half-applied, and down puts it back."""
     conn = seed(DirtyRates()).conn
-    for migration_id in MIGRATION_IDS[:3]:
+    for migration_id in through("0004_video_page_indexes"):
         apply(conn, migration_id, "up")
     attempt = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
     for document, error, half_applied in (
@@ -713,11 +720,11 @@ def test_a_failed_up_is_undone_by_its_down(seed: Callable[[DirtyRates], Seeded])
         # The audit itself cannot score a document that is not an array: compare without it.
         before = capture(conn, audit=False)
         with pytest.raises(error):
-            apply(conn, "0004_quiz_jsonb", "up")
+            apply(conn, "0005_quiz_jsonb", "up")
         shapes = column_shapes(conn, "quiz_attempts")
         assert (shapes["questions"][0] == "jsonb") is half_applied
         if half_applied:
-            apply(conn, "0004_quiz_jsonb", "down")
+            apply(conn, "0005_quiz_jsonb", "down")
         assert_same(capture(conn, audit=False), before)
 
 

@@ -169,7 +169,7 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     timeline = tmp_path / "report" / "timeline-0001_quiz_attempt_links.png"
     assert "(timeline-0001_quiz_attempt_links.png)" in report
     assert timeline.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and timeline.stat().st_size > 10_000
-    index_step = next(r for r in report.splitlines() if r.startswith("| `0003_video_page_indexes`"))
+    index_step = next(r for r in report.splitlines() if r.startswith("| `0004_video_page_indexes`"))
     assert "quiz_attempts: WAL" in index_step and "sees ±" in index_step
     assert re.search(r"\| \+\d+\.\d (kB|MB) \|", index_step)  # index size in human units
     assert not re.search(r"\d{1,3}(,\d{3})+ B", report)
