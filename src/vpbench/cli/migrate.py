@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+import psycopg
 
 from vpbench.cli._common import (
     Duration,
@@ -23,11 +25,13 @@ from vpbench.errors import CheckFailedError
 from vpbench.measure.availability import describe_availability
 from vpbench.migrations.alembic_project import adopt_alembic_history, describe_adopted
 from vpbench.migrations.apply import (
+    StepApplied,
     apply_step,
     migration_states,
     plan_down,
     plan_up,
 )
+from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
 from vpbench.migrations.sources import MigrationsLocation, discover_migrations, is_reference
 from vpbench.server.databases import database_state, refuse_unless_owned, user_table_count
@@ -171,7 +175,7 @@ def _migrate(
                     highlight=False,
                 )
             if load is None:
-                step = apply_step(conn, migration, direction, locks)
+                step = _apply_or_say_where_it_stopped(conn, migration, direction, locks)
             else:
                 paths, max_stall_ms = load
                 step, found = apply_under_traffic(
@@ -198,3 +202,23 @@ def _migrate(
                     f"{len(settled.analyzed)} table(s), so autovacuum has nothing left to change",
                     highlight=False,
                 )
+
+
+def _apply_or_say_where_it_stopped(
+    conn: psycopg.Connection[Any], migration: Migration, direction: str, locks: LockPolicy
+) -> StepApplied:
+    """Apply the step; on Ctrl-C in a non-transactional one, say what state it is left in."""
+    try:
+        return apply_step(conn, migration, direction, locks)
+    except KeyboardInterrupt:
+        if not migration.transactional:
+            up = direction == "up"
+            recorded = "not recorded as applied" if up else "still recorded as applied"
+            undo = "its down.sql" if up else "its up.sql"
+            err.print(
+                f"{migration.id} {direction} stopped part-way: what it committed stays and it is "
+                f"{recorded}; run `vpbench migrate {direction}` again if its SQL is written to be "
+                f"re-run, or undo it with {undo}",
+                highlight=False,
+            )
+        raise

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -252,6 +253,30 @@ def apply_step(
     a lock timeout retries the step (the statement, for a
     non-transactional one; never a ``CONCURRENTLY`` one, whose failure leaves an invalid
     index behind), and each retry is recorded."""
+    with _notices_logged(conn, migration.id):
+        return _apply(conn, migration, direction, locks)
+
+
+@contextmanager
+def _notices_logged(conn: psycopg.Connection[Any], migration_id: str) -> Iterator[None]:
+    """Log the server's NOTICEs while the step runs (``-v``), as they arrive: a batched
+    backfill's progress, what a step counted."""
+
+    def notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+        message = diagnostic.message_primary or ""
+        named = message if message.startswith(f"{migration_id}:") else f"{migration_id}: {message}"
+        log.info("%s", named)
+
+    conn.add_notice_handler(notice)
+    try:
+        yield
+    finally:
+        conn.remove_notice_handler(notice)
+
+
+def _apply(
+    conn: psycopg.Connection[Any], migration: Migration, direction: str, locks: LockPolicy
+) -> StepApplied:
     script = migration.up_sql if direction == "up" else migration.down_sql
     began = time.perf_counter()
     retries: list[LockRetry] = []
