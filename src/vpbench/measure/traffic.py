@@ -3,7 +3,8 @@
 Reader sessions run the workloads' queries back to back with sampled parameters, the SQL of
 the app deployed before the step; writer sessions insert quiz attempts and reflections the
 way the app does (a prepared single-row INSERT, at a steady rate) in transactions that are
-rolled back, so that they take the app's locks without adding rows. Every request's start,
+rolled back, so that they take the app's locks without adding rows (unless
+``commit_writes``). Every request's start,
 latency and outcome is kept. A sampler reads ``pg_locks`` and ``pg_blocking_pids()`` every
 ``sample_ms``: each traffic session waiting for a lock, on what, since when
 (``pg_locks.waitstart``, PostgreSQL 14 and later), and whether the migration's session (the
@@ -28,7 +29,7 @@ from typing import Any
 import psycopg
 
 from vpbench.measure.runner import PreparedStatements, open_session
-from vpbench.measure.writecost import WRITE_TABLES, app_inserts
+from vpbench.measure.writecost import WRITE_TABLES, app_inserts, fresh_ids
 from vpbench.migrations.apply import StepApplied, apply_step
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
@@ -81,6 +82,9 @@ class TrafficOptions:
     timeout_ms: int = 30_000
     """statement_timeout of every request"""
     seed: int = 1
+    commit_writes: bool = False
+    """the writers commit their rows, each with a new id, instead of rolling them back: the
+    rows the app writes while a step runs, for checks of what the step makes of them"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -373,6 +377,7 @@ class LiveTraffic:
             if not inserts:
                 return
             statements = PreparedStatements()
+            new_ids = fresh_ids(self.options.seed + number)
             interval = max(self.options.writers, 1) / self.options.writes_per_s
             due = time.perf_counter()
             for count in itertools.count():
@@ -381,7 +386,12 @@ class LiveTraffic:
                 due += interval
                 table, (sql, rows) = inserts[count % len(inserts)]
                 row = rows[(count // len(inserts)) % len(rows)]
-                insert = partial(_rolled_back, conn, statements, sql, row)
+                insert: Callable[[], object]
+                if self.options.commit_writes:
+                    row = {**row, "id": next(new_ids)}
+                    insert = partial(statements.execute, conn, sql, row)  # autocommit
+                else:
+                    insert = partial(_rolled_back, conn, statements, sql, row)
                 self._timed(shared, session, "write", table, conn, insert)
                 if conn.closed:
                     return

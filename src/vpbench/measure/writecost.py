@@ -19,12 +19,13 @@ seeded ids, the same on both sides.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +167,7 @@ def _table_cost(before: str, after: str, table: str, options: WriteOptions) -> W
         ids = _probe_ids(old, new, table, count, options.seed)
         if not ids:
             return WriteCost(table, None, None, error="no row to copy in both states")
-        fresh = _fresh_ids(len(ids), options.seed)
+        fresh = list(itertools.islice(fresh_ids(options.seed), len(ids)))
         sides = {"before": old, "after": new}
         inserts = {side: _insert(conn, table, ids, fresh) for side, conn in sides.items()}
         profiles = {side: _profile(conn, table, inserts[side]) for side, conn in sides.items()}
@@ -232,13 +233,15 @@ def app_inserts(
     ids = _probe_ids(also_in or conn, conn, table, count, seed)
     if not ids:
         return None
-    insert = _insert(conn, table, ids, _fresh_ids(len(ids), seed))
+    insert = _insert(conn, table, ids, list(itertools.islice(fresh_ids(seed), len(ids))))
     return insert.statement, insert.rows
 
 
-def _fresh_ids(count: int, seed: int) -> list[str]:
+def fresh_ids(seed: int) -> Iterator[str]:
+    """New version-4 uuids for inserted rows, the same sequence for the same seed."""
     rng = random.Random(seed)
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
+    while True:
+        yield str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _insert(conn: psycopg.Connection[Any], table: str, ids: list[str], fresh: list[str]) -> _Insert:
