@@ -37,7 +37,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 STEP = "0003_voice_memo_metadata"
 HOLD_KEY = 250_003
-SMALL_BATCHES = "-c vpbench.batch_rows=20 -c vpbench.batch_pause_ms=0"
+SMALL_BATCHES = "-c backfill.batch_rows=20 -c backfill.pause_ms=0"
 """tiny has a few hundred voice memos: batches of 20 make the backfill a dozen of them"""
 
 _numbers = itertools.count(1)
@@ -218,7 +218,7 @@ def test_what_the_app_commits_while_the_backfill_runs_is_parsed(
         return sum(1 for (i,) in rows if i not in ids)
 
     with psycopg.connect(target.for_database(before_step.name), autocommit=True) as migrating:
-        migrating.execute("SELECT set_config('vpbench.batch_rows', '20', false)")
+        migrating.execute("SELECT set_config('backfill.batch_rows', '20', false)")
         with backfill_held(target, before_step) as release:
             rehearsal = threading.Thread(
                 target=lambda: outcome.append(
