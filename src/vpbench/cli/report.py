@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from vpbench.analysis.verdicts import DEFAULT_ALPHA, Threshold
 from vpbench.cli._common import out, threshold_option
-
-if TYPE_CHECKING:
-    from vpbench.analysis.verdicts import Threshold
 
 # scipy and matplotlib take a second to import: the commands import them when they run, so
 # every other command (and Ctrl-C early in one) stays quick.
