@@ -73,10 +73,10 @@ DESIGN_SQL = {
     + """
 ALTER TABLE quiz_attempts DROP COLUMN score, DROP COLUMN total, DROP COLUMN percentage,
     ADD COLUMN score integer
-        GENERATED ALWAYS AS (public.quiz_attempt_score(questions, answers)) STORED,
-    ADD COLUMN total integer GENERATED ALWAYS AS (public.quiz_attempt_total(questions)) STORED,
+        GENERATED ALWAYS AS (public.quiz_attempt_score(questions_json, answers_json)) STORED,
+    ADD COLUMN total integer GENERATED ALWAYS AS (public.quiz_attempt_total(questions_json)) STORED,
     ADD COLUMN percentage numeric(5, 2)
-        GENERATED ALWAYS AS (public.quiz_attempt_percentage(questions, answers)) STORED;
+        GENERATED ALWAYS AS (public.quiz_attempt_percentage(questions_json, answers_json)) STORED;
 CREATE INDEX quiz_attempts_user_course_idx ON quiz_attempts (user_id, course_id, video_id)
     INCLUDE (percentage);
 """,
@@ -95,7 +95,7 @@ FROM best
 
 
 def _sql(design: str) -> SqlText:
-    computed = "public.quiz_attempt_percentage(q.questions, q.answers)"
+    computed = "public.quiz_attempt_percentage(q.questions_json, q.answers_json)"
     text = PROGRESS.format(percentage=computed if design == "view" else "q.percentage")
     runnable = text.replace(":video_id", "%(video_id)s").replace(":user_id", "%(user_id)s")
     positional = text.replace(":video_id", "$1").replace(":user_id", "$2")

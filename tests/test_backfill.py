@@ -1,10 +1,11 @@
-"""The reference series' batched backfill on a live table (0003_voice_memo_metadata): stopped
-with Ctrl-C part-way, its down.sql restores the state before it and running it again ends
-with every row done once; the rows the app commits while it runs are done by its trigger.
+"""The reference series' batched backfills on a live table (0003_voice_memo_metadata,
+0005_quiz_jsonb): stopped with Ctrl-C part-way, a step's down.sql restores the state before
+it and running it again ends with every row done once; the rows the app commits while it
+runs are done by its trigger.
 
-The backfill is held at a chosen row, not timed: a trigger of the test's own makes the
-batch that updates that row wait for an advisory lock the test holds, so "part-way" is the
-same place on every machine."""
+A backfill is held at a chosen row, not timed: a trigger of the test's own makes the batch
+that updates that row wait for an advisory lock the test holds, so "part-way" is the same
+place on every machine."""
 
 from __future__ import annotations
 
@@ -35,12 +36,81 @@ from vpbench.server.target import ServerTarget
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-STEP = "0003_voice_memo_metadata"
 HOLD_KEY = 250_003
 SMALL_BATCHES = "-c backfill.batch_rows=20 -c backfill.pause_ms=0"
-"""tiny has a few hundred voice memos: batches of 20 make the backfill a dozen of them"""
+"""tiny has a few hundred voice memos and a few thousand attempts: batches of 20 make each
+backfill many of them"""
 
 _numbers = itertools.count(1)
+
+
+def memos_parsed(conn: Conn) -> None:
+    """Every voice memo holds what its header says (or is flagged malformed), proven."""
+    for content, status, *audio in conn.execute(
+        "SELECT content, audio_header_status, audio_duration_seconds, audio_format, "
+        "audio_size_bytes, audio_url FROM reflections WHERE kind = 'voice'"
+    ):
+        expected = expected_audio(content)
+        assert tuple(audio) == expected, content
+        assert status == ("malformed" if expected[0] is None else "parsed"), content
+    assert validated(conn, "reflections_audio_header_check")
+
+
+def documents_filled(conn: Conn) -> None:
+    """Every attempt's jsonb is its text parsed, proven to be arrays."""
+    wrong = conn.execute(
+        "SELECT count(*) FROM quiz_attempts WHERE questions_json IS DISTINCT FROM "
+        "questions::jsonb OR answers_json IS DISTINCT FROM answers::jsonb"
+    ).fetchone()
+    assert wrong == (0,)
+    assert validated(conn, "quiz_attempts_questions_json_check")
+    assert validated(conn, "quiz_attempts_answers_json_check")
+
+
+def validated(conn: Conn, constraint: str) -> bool:
+    found = conn.execute(
+        "SELECT convalidated FROM pg_constraint WHERE conname = %s", [constraint]
+    ).fetchall()
+    return found == [(True,)]
+
+
+@dataclass(frozen=True)
+class Backfill:
+    step: str
+    table: str
+    ids: str
+    """the rows it fills: ``SELECT id::text ...``"""
+    rows: str
+    """which rows it fills, and whether each is done: ``SELECT id::text, done ...``"""
+    counted: str
+    """its closing NOTICE: ``{step}: {counted} N ...``"""
+    check: Callable[[Conn], None]
+    """every row is done, and done right"""
+
+    def done(self, conn: Conn) -> dict[str, bool]:
+        return dict(conn.execute(self.rows.encode()).fetchall())
+
+    def row_ids(self, conn: Conn) -> set[str]:
+        return {r[0] for r in conn.execute(self.ids.encode())}
+
+
+METADATA = Backfill(
+    "0003_voice_memo_metadata",
+    "reflections",
+    "SELECT id::text FROM reflections WHERE kind = 'voice'",
+    "SELECT id::text, audio_header_status IS NOT NULL FROM reflections WHERE kind = 'voice'",
+    "parsed",
+    memos_parsed,
+)
+JSONB = Backfill(
+    "0005_quiz_jsonb",
+    "quiz_attempts",
+    "SELECT id::text FROM quiz_attempts",
+    "SELECT id::text, questions_json IS NOT NULL AND answers_json IS NOT NULL FROM quiz_attempts",
+    "filled",
+    documents_filled,
+)
+BACKFILLS = {b.step: b for b in (METADATA, JSONB)}
 
 
 @dataclass(frozen=True)
@@ -48,33 +118,43 @@ class Legacy:
     name: str
     conn: Conn
     held_row: str
-    """the voice memo whose batch waits while the test holds HOLD_KEY"""
+    """the row whose batch waits while the test holds HOLD_KEY"""
+
+
+def before_step(target: ServerTarget, session_prefix: str, backfill: Backfill) -> Legacy:
+    """A seeded tiny database migrated up to the step before ``backfill``, with the hold
+    trigger on the row in the middle of its id order."""
+    name = f"{session_prefix}_backfill_{next(_numbers)}"
+    seed_database(target, name, get_profile("tiny"), seed=5)
+    conn = psycopg.connect(target.for_database(name), autocommit=True)
+    for migration in discover_migrations():
+        if migration.id < backfill.step:
+            apply_step(conn, migration, "up")
+    rows = sorted(backfill.row_ids(conn))
+    held = rows[len(rows) // 2]
+    conn.execute(
+        "CREATE FUNCTION public.test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN PERFORM pg_advisory_xact_lock({HOLD_KEY}); RETURN NEW; END $$"
+    )
+    conn.execute(
+        f"CREATE TRIGGER test_hold BEFORE UPDATE ON {backfill.table} FOR EACH ROW "
+        f"WHEN (OLD.id = '{held}') EXECUTE FUNCTION public.test_hold()"
+    )
+    return Legacy(name, conn, held)
 
 
 @pytest.fixture
-def before_step(target: ServerTarget, session_prefix: str) -> Iterator[Legacy]:
-    """A seeded tiny database migrated up to the step before the backfill, with the hold
-    trigger on the voice memo in the middle of the id order."""
-    name = f"{session_prefix}_backfill_{next(_numbers)}"
-    seed_database(target, name, get_profile("tiny"), seed=5)
-    with psycopg.connect(target.for_database(name), autocommit=True) as conn:
-        for migration in discover_migrations():
-            if migration.id < STEP:
-                apply_step(conn, migration, "up")
-        held = conn.execute(
-            "SELECT id::text FROM reflections WHERE kind = 'voice' ORDER BY id "
-            "OFFSET (SELECT count(*) / 2 FROM reflections WHERE kind = 'voice') LIMIT 1"
-        ).fetchone()
-        assert held is not None
-        conn.execute(
-            "CREATE FUNCTION public.test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            f"BEGIN PERFORM pg_advisory_xact_lock({HOLD_KEY}); RETURN NEW; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER test_hold BEFORE UPDATE ON reflections FOR EACH ROW "
-            f"WHEN (OLD.id = '{held[0]}') EXECUTE FUNCTION public.test_hold()"
-        )
-        yield Legacy(name, conn, held[0])
+def legacy(target: ServerTarget, session_prefix: str) -> Iterator[Callable[[Backfill], Legacy]]:
+    opened: list[Conn] = []
+
+    def make(backfill: Backfill) -> Legacy:
+        made = before_step(target, session_prefix, backfill)
+        opened.append(made.conn)
+        return made
+
+    yield make
+    for conn in opened:
+        conn.close()
 
 
 @contextmanager
@@ -112,13 +192,13 @@ def wait_until_held(conn: Conn) -> None:
     pytest.fail("the backfill never reached the held row")
 
 
-def interrupted_up(target: ServerTarget, legacy: Legacy) -> str:
+def interrupted_up(target: ServerTarget, legacy: Legacy, step: str) -> str:
     """``vpbench migrate up STEP`` stopped with Ctrl-C while its backfill waits at the held
     row; its stderr."""
     env = {**os.environ, "VPBENCH_DSN": target.conninfo, "PGOPTIONS": SMALL_BATCHES}
     with backfill_held(target, legacy):
         process = subprocess.Popen(
-            [sys.executable, "-m", "vpbench", "migrate", "up", STEP, "--db", legacy.name],
+            [sys.executable, "-m", "vpbench", "migrate", "up", step, "--db", legacy.name],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -136,104 +216,87 @@ def interrupted_up(target: ServerTarget, legacy: Legacy) -> str:
     return stderr
 
 
-def voice_memos(conn: Conn) -> dict[str, tuple[Any, ...]]:
-    """Each voice memo's content, status and parsed values, by id."""
-    rows = conn.execute(
-        "SELECT id::text, content, audio_header_status, audio_duration_seconds, audio_format, "
-        "audio_size_bytes, audio_url FROM reflections WHERE kind = 'voice'"
-    ).fetchall()
-    return {row[0]: tuple(row[1:]) for row in rows}
-
-
-def assert_parsed(memo: tuple[Any, ...]) -> None:
-    content, status, *audio = memo
-    expected = expected_audio(content)
-    assert tuple(audio) == expected, content
-    assert status == ("malformed" if expected[0] is None else "parsed"), content
-
-
 def applied(conn: Conn) -> list[str]:
     return [r[0] for r in conn.execute("SELECT id FROM vpbench.migrations ORDER BY id")]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("step", BACKFILLS)
 def test_a_stopped_backfill_is_undone_by_its_down_and_finished_by_running_it_again(
-    target: ServerTarget, before_step: Legacy
+    target: ServerTarget, legacy: Callable[[Backfill], Legacy], step: str
 ) -> None:
-    conn = before_step.conn
+    backfill = BACKFILLS[step]
+    held = legacy(backfill)
+    conn = held.conn
     before = capture(conn)
-    ids = {r[0] for r in conn.execute("SELECT id FROM reflections")}
-    (step,) = [m for m in discover_migrations() if m.id == STEP]
+    ids = {r[0] for r in conn.execute(f"SELECT id FROM {backfill.table}")}
+    (migration,) = [m for m in discover_migrations() if m.id == step]
 
-    stderr = interrupted_up(target, before_step)
-    assert f"{STEP} up stopped part-way" in stderr and "down.sql" in stderr
+    stderr = interrupted_up(target, held, step)
+    assert f"{step} up stopped part-way" in stderr and "down.sql" in stderr
     assert stderr.strip().splitlines()[-1] == "vpbench: interrupted"
-    memos = voice_memos(conn)
-    done = {i for i, memo in memos.items() if memo[1] is not None}
-    undone = set(memos) - done
+    rows = backfill.done(conn)
+    done = {i for i, finished in rows.items() if finished}
+    undone = set(rows) - done
     # The batches before the held one committed (a prefix in id order); the held one and
     # those after it did not.
-    assert done and before_step.held_row in undone and max(done) < min(undone)
-    assert STEP not in applied(conn)
+    assert done and held.held_row in undone and max(done) < min(undone)
+    assert step not in applied(conn)
 
-    apply_step(conn, step, "down")  # its down.sql, on the partial state
+    apply_step(conn, migration, "down")  # its down.sql, on the partial state
     assert_same(capture(conn), before)
 
-    interrupted_up(target, before_step)
+    interrupted_up(target, held, step)
     env = {**os.environ, "VPBENCH_DSN": target.conninfo, "PGOPTIONS": SMALL_BATCHES}
     again = subprocess.run(
-        [sys.executable, "-m", "vpbench", "-v", "migrate", "up", STEP, "--db", before_step.name],
+        [sys.executable, "-m", "vpbench", "-v", "migrate", "up", step, "--db", held.name],
         env=env,
         capture_output=True,
         text=True,
     )
     assert again.returncode == 0, again.stderr
     # -v shows the backfill's own count: what the stopped run had not done.
-    assert f"{STEP}: parsed {len(voice_memos(conn)) - len(done)} voice memo(s)" in again.stderr
-    memos = voice_memos(conn)
-    assert STEP in applied(conn)
-    # No row lost or added, every memo parsed once and right, the constraint proven.
-    assert {r[0] for r in conn.execute("SELECT id FROM reflections")} == ids
-    for memo in memos.values():
-        assert_parsed(memo)
-    validated = conn.execute(
-        "SELECT convalidated FROM pg_constraint WHERE conname = 'reflections_audio_header_check'"
-    ).fetchall()
-    assert validated == [(True,)]
+    assert f"{step}: {backfill.counted} {len(undone)} " in again.stderr
+    assert step in applied(conn)
+    # No row lost or added, every row done once and right, the constraints proven.
+    assert {r[0] for r in conn.execute(f"SELECT id FROM {backfill.table}")} == ids
+    backfill.check(conn)
 
 
 @pytest.mark.slow
-def test_what_the_app_commits_while_the_backfill_runs_is_parsed(
-    target: ServerTarget, before_step: Legacy
+@pytest.mark.parametrize("step", BACKFILLS)
+def test_what_the_app_commits_while_the_backfill_runs_is_done_by_its_trigger(
+    target: ServerTarget, legacy: Callable[[Backfill], Legacy], step: str
 ) -> None:
-    conn = before_step.conn
-    (step,) = [m for m in discover_migrations() if m.id == STEP]
-    ids = {r[0] for r in conn.execute("SELECT id::text FROM reflections")}
+    backfill = BACKFILLS[step]
+    held = legacy(backfill)
+    conn = held.conn
+    (migration,) = [m for m in discover_migrations() if m.id == step]
+    ids = backfill.row_ids(conn)
     options = TrafficOptions(readers=0, writers=1, writes_per_s=100, commit_writes=True)
-    traffic = LiveTraffic(target.for_database(before_step.name), [], {}, (), options)
+    traffic = LiveTraffic(target.for_database(held.name), [], {}, (), options)
     outcome: list[Any] = []
 
-    def new_voice_memos() -> int:
-        rows = conn.execute("SELECT id::text FROM reflections WHERE kind = 'voice'").fetchall()
-        return sum(1 for (i,) in rows if i not in ids)
+    def written() -> int:
+        return len(backfill.row_ids(conn) - ids)
 
-    with psycopg.connect(target.for_database(before_step.name), autocommit=True) as migrating:
+    with psycopg.connect(target.for_database(held.name), autocommit=True) as migrating:
         migrating.execute("SELECT set_config('backfill.batch_rows', '20', false)")
-        with backfill_held(target, before_step) as release:
+        with backfill_held(target, held) as release:
             rehearsal = threading.Thread(
                 target=lambda: outcome.append(
-                    apply_under_load(migrating, step, "up", DEFAULT_LOCKS, traffic)
+                    apply_under_load(migrating, migration, "up", DEFAULT_LOCKS, traffic)
                 )
             )
             rehearsal.start()
             try:
                 wait_until_held(conn)
                 # The backfill is past its first half and waits: the app writes meanwhile.
-                during = new_voice_memos()
+                during = written()
                 deadline = time.monotonic() + 60
-                while new_voice_memos() < during + 3 and time.monotonic() < deadline:
+                while written() < during + 3 and time.monotonic() < deadline:
                     time.sleep(0.05)
-                written_during = new_voice_memos() - during
+                written_during = written() - during
             finally:
                 release()
                 rehearsal.join(timeout=120)
@@ -241,8 +304,4 @@ def test_what_the_app_commits_while_the_backfill_runs_is_parsed(
     ((_, record),) = outcome
     writes = [r for r in record.requests if r.kind == "write"]
     assert writes and all(r.outcome == "ok" for r in writes), writes
-    memos = voice_memos(conn)
-    new = {i: memo for i, memo in memos.items() if i not in ids}
-    assert len(new) >= written_during
-    for memo in new.values():
-        assert_parsed(memo)
+    backfill.check(conn)  # the rows written before, during and after the held batch

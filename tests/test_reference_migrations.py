@@ -342,14 +342,41 @@ def check_video_page_indexes(step: Step) -> None:
 def check_quiz_jsonb(step: Step) -> None:
     conn = step.conn
     shapes = column_shapes(conn, "quiz_attempts")
-    assert shapes["questions"] == shapes["answers"] == ("jsonb", "NO")
+    # Expand: the jsonb columns beside the text ones, which the deployed app still writes.
+    assert shapes["questions"] == shapes["answers"] == ("text", "NO")
+    assert shapes["questions_json"] == shapes["answers_json"] == ("jsonb", "YES")
     checks = constraints(conn, "quiz_attempts")
     for column in ("questions", "answers"):
-        definition, _, validated = checks[f"quiz_attempts_{column}_array_check"]
-        assert definition == f"CHECK ((jsonb_typeof({column}) = 'array'::text))"
+        definition, _, validated = checks[f"quiz_attempts_{column}_json_check"]
+        json = f"{column}_json"
+        assert definition == (
+            f"CHECK ((({json} IS NOT NULL) AND (jsonb_typeof({json}) = 'array'::text)))"
+        )
         assert validated
-    # The seeder writes canonical jsonb text: nothing needed archiving.
-    assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_raw_json") == 0
+    assert (
+        scalar(
+            conn,
+            "SELECT count(*) FROM quiz_attempts "
+            "WHERE questions_json IS DISTINCT FROM questions::jsonb "
+            "OR answers_json IS DISTINCT FROM answers::jsonb",
+        )
+        == 0
+    )
+    assert any(": filled " in n for n in step.notices)
+    # What the deployed app writes (text only) is parsed by the trigger.
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            "INSERT INTO quiz_attempts (id, user_id, video_id, course_id, questions, answers, "
+            "score, total, percentage, started_at, completed_at) "
+            "SELECT %s, user_id, video_id, course_id, '[ ]', '[]', 0, 0, 0, started_at, "
+            "completed_at FROM quiz_attempts LIMIT 1",
+            [NOBODY],
+        )
+        parsed = conn.execute(
+            "SELECT questions, questions_json, answers_json FROM quiz_attempts WHERE id = %s",
+            [NOBODY],
+        ).fetchone()
+    assert parsed == ("[ ]", [], [])
 
 
 def expected_score(questions: list[Any], answers: list[Any]) -> tuple[int, int, Decimal]:
@@ -366,7 +393,10 @@ def check_computed_scores(step: Step) -> None:
     assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_stored_scores") == stale
     assert any(f": corrected {stale} quiz attempts" in n for n in step.notices)
     # The columns the deployed app reads and writes stay; no view, nothing to parse on read.
-    assert list(column_shapes(conn, "quiz_attempts")) == LEGACY_QUIZ_COLUMNS
+    assert list(column_shapes(conn, "quiz_attempts")) == [
+        *LEGACY_QUIZ_COLUMNS,
+        *("questions_json", "answers_json"),
+    ]
     assert scalar(conn, "SELECT count(*) FROM pg_views WHERE schemaname = 'public'") == 0
     assert constraints(conn, "quiz_attempts")["quiz_attempts_scores_computed_check"][2]
     functions = conn.execute(
@@ -375,7 +405,7 @@ def check_computed_scores(step: Step) -> None:
     ).fetchall()
     assert functions == [(f"quiz_attempt_{n}", "i", "s") for n in ("percentage", "score", "total")]
     for questions, answers, score, total, percentage in conn.execute(
-        "SELECT questions, answers, score, total, percentage FROM quiz_attempts"
+        "SELECT questions_json, answers_json, score, total, percentage FROM quiz_attempts"
     ):
         assert (score, total, percentage) == expected_score(questions, answers)
 
@@ -389,13 +419,14 @@ def test_scores_are_computed_on_write_and_refused_when_stale_without_the_trigger
     source = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
     copy = (
         "INSERT INTO quiz_attempts SELECT {}, user_id, video_id, course_id, questions, "
-        "answers, total + 1, total, 1.5, started_at, completed_at FROM quiz_attempts "
-        "WHERE id = {}"
+        "answers, total + 1, total, 1.5, started_at, completed_at, questions_json, answers_json "
+        "FROM quiz_attempts WHERE id = {}"
     )
     # The deployed app sends its own (here wrong) values: the stored ones are the true ones.
     conn.execute(sql.SQL(copy).format(sql.Literal(NOBODY), sql.Literal(source)))
     row = conn.execute(
-        "SELECT questions, answers, score, total, percentage FROM quiz_attempts WHERE id = %s",
+        "SELECT questions_json, answers_json, score, total, percentage FROM quiz_attempts "
+        "WHERE id = %s",
         [NOBODY],
     ).fetchone()
     assert row is not None
@@ -681,11 +712,18 @@ def test_values_the_new_types_would_respell_are_restored(
     )
     assert reasons[not_uuid] == "0001_quiz_attempt_links: video_id is not a uuid"
     assert reasons[no_user] == "0001_quiz_attempt_links: user_id points at no user"
-    raw_json = conn.execute(
-        "SELECT quiz_attempt_id, questions IS NOT NULL, answers IS NOT NULL "
-        "FROM archive.quiz_attempt_raw_json"
-    ).fetchall()
-    assert sorted(raw_json) == sorted([(pretty, True, False), (duplicate_key, False, True)])
+    # jsonb respells JSON; the text columns, kept beside it, keep the spelling as written.
+    respelled: dict[Any, tuple[str, str]] = dict(
+        conn.execute(
+            "SELECT id, (questions, answers) FROM quiz_attempts WHERE id = ANY (%s) "
+            "AND (questions::jsonb::text <> questions OR answers::jsonb::text <> answers) "
+            "AND questions_json = questions::jsonb AND answers_json = answers::jsonb",
+            [[pretty, duplicate_key]],
+        ).fetchall()
+    )
+    assert set(respelled) == {pretty, duplicate_key}
+    assert "\n" in respelled[pretty][0]
+    assert '"choice": 1, "choice": 2' in respelled[duplicate_key][1]
     row = conn.execute(
         "SELECT course_id IS NOT NULL, reason FROM quarantine.reflections WHERE id = %s",
         [reflection],
@@ -706,25 +744,24 @@ def test_values_the_new_types_would_respell_are_restored(
 
 
 def test_a_failed_up_is_undone_by_its_down(seed: Callable[[DirtyRates], Seeded]) -> None:
-    """A failure inside the rewrite's BEGIN block changes nothing; a failure of a VALIDATE
-    after it (its own transaction) leaves the step half-applied, and down puts it back."""
+    """A document that is not JSON stops the backfill at its batch, one that is not an array
+    stops the VALIDATE after it: either way the step is half-applied (the jsonb columns
+    exist, the earlier batches are filled), and down puts everything back."""
     conn = seed(DirtyRates()).conn
     for migration_id in through("0004_video_page_indexes"):
         apply(conn, migration_id, "up")
     attempt = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
-    for document, error, half_applied in (
-        ("[{", psycopg.errors.InvalidTextRepresentation, False),
-        ('{"not": "an array"}', psycopg.errors.CheckViolation, True),
+    for document, error in (
+        ("[{", psycopg.errors.InvalidTextRepresentation),
+        ('{"not": "an array"}', psycopg.errors.CheckViolation),
     ):
         conn.execute("UPDATE quiz_attempts SET questions = %s WHERE id = %s", [document, attempt])
         # The audit itself cannot score a document that is not an array: compare without it.
         before = capture(conn, audit=False)
         with pytest.raises(error):
             apply(conn, "0005_quiz_jsonb", "up")
-        shapes = column_shapes(conn, "quiz_attempts")
-        assert (shapes["questions"][0] == "jsonb") is half_applied
-        if half_applied:
-            apply(conn, "0005_quiz_jsonb", "down")
+        assert column_shapes(conn, "quiz_attempts")["questions_json"][0] == "jsonb"
+        apply(conn, "0005_quiz_jsonb", "down")
         assert_same(capture(conn, audit=False), before)
 
 
