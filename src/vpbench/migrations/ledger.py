@@ -48,15 +48,17 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
 
 def ensure_ledger(conn: psycopg.Connection[Any]) -> None:
     """Create the ledger if the database has none yet (``record_step`` would, as part of the
-    first step, and its WAL and time would count as the step's)."""
-    conn.execute(LEDGER_SQL)
+    first step, and its WAL and time would count as the step's). Looked up first: an
+    existing one is left without a word (no "already exists, skipping" NOTICE)."""
+    if not _ledger_exists(conn):
+        conn.execute(LEDGER_SQL)
 
 
 def record_step(
     conn: psycopg.Connection[Any], migration: Migration, direction: str, seconds: float
 ) -> None:
     """Add (``up``) or remove (``down``) the migration's row, creating the ledger if needed."""
-    conn.execute(LEDGER_SQL)
+    ensure_ledger(conn)
     if direction == "up":
         conn.execute(
             f"INSERT INTO {LEDGER_TABLE} (id, checksum, title, duration_ms) "
