@@ -31,6 +31,7 @@ from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.measure.traffic import LiveTraffic, TrafficOptions, apply_under_load
 from vpbench.migrations.apply import apply_step
+from vpbench.migrations.ledger import applied_migrations, ensure_ledger
 from vpbench.migrations.locking import DEFAULT_LOCKS
 from vpbench.migrations.sources import discover_migrations
 from vpbench.server.target import ServerTarget
@@ -66,6 +67,16 @@ def documents_filled(conn: Conn) -> None:
     assert wrong == (0,)
     assert validated(conn, "quiz_attempts_questions_json_check")
     assert validated(conn, "quiz_attempts_answers_json_check")
+
+
+def attempts_linked(conn: Conn) -> None:
+    """Every attempt's uuid links are its text links, NOT NULL, by validated foreign keys."""
+    assert conn.execute(
+        "SELECT count(*) FROM quiz_attempts WHERE video_uuid IS DISTINCT FROM video_id::uuid "
+        "OR course_uuid IS DISTINCT FROM course_id::uuid"
+    ).fetchone() == (0,)
+    for key in ("video_uuid", "course_uuid", "user_id"):
+        assert validated(conn, f"quiz_attempts_{key}_fkey")
 
 
 def links_repaired(conn: Conn) -> None:
@@ -131,11 +142,25 @@ class Backfill:
     """run on the held row (``{held}``) before the step: a row the step has to change"""
     trigger: bool = True
     """it installs a trigger that does the same to every row the app writes"""
+    exact: bool = True
+    """its closing counts add up to the rows it changed (no row is counted twice)"""
 
     def ids(self, conn: Conn, query: str) -> set[str]:
         return {r[0] for r in conn.execute(query.encode())}
 
 
+QUIZ_LINKS = Backfill(
+    "0001_quiz_attempt_links",
+    "quiz_attempts",
+    todo="SELECT id::text FROM quiz_attempts",
+    done="SELECT id::text FROM quiz_attempts WHERE video_uuid IS NOT NULL UNION "
+    "SELECT id::text FROM quarantine.quiz_attempts",
+    undone="SELECT id::text FROM quiz_attempts WHERE video_uuid IS NULL",
+    kept="SELECT id::text FROM quiz_attempts "
+    "UNION ALL SELECT id::text FROM quarantine.quiz_attempts",
+    reported=r"0001_quiz_attempt_links: quarantined (\d+) and linked (\d+) quiz attempt\(s\) in",
+    check=attempts_linked,
+)
 LINKS = Backfill(
     "0002_reflection_links",
     "reflections",
@@ -147,6 +172,7 @@ LINKS = Backfill(
     reported=r"0002_reflection_links: derived (\d+) course link\(s\), quarantined (\d+) ",
     check=links_repaired,
     trigger=False,  # constraints refuse the app's broken links instead
+    exact=False,  # a reflection whose course it derives and then quarantines counts in both
 )
 METADATA = Backfill(
     "0003_voice_memo_metadata",
@@ -179,7 +205,7 @@ SCORES = Backfill(
     check=scores_computed,
     prepare="UPDATE quiz_attempts SET score = score + 1 WHERE id = '{held}'",
 )
-BACKFILLS = {b.step: b for b in (LINKS, METADATA, JSONB, SCORES)}
+BACKFILLS = {b.step: b for b in (QUIZ_LINKS, LINKS, METADATA, JSONB, SCORES)}
 
 
 @dataclass(frozen=True)
@@ -196,6 +222,7 @@ def before_step(target: ServerTarget, session_prefix: str, backfill: Backfill) -
     name = f"{session_prefix}_backfill_{next(_numbers)}"
     seed_database(target, name, get_profile("tiny"), seed=5)
     conn = psycopg.connect(target.for_database(name), autocommit=True)
+    ensure_ledger(conn)  # vpbench's own bookkeeping, there before the step in every case
     for migration in discover_migrations():
         if migration.id < backfill.step:
             apply_step(conn, migration, "up")
@@ -288,10 +315,6 @@ def interrupted_up(target: ServerTarget, legacy: Legacy, step: str) -> str:
     return stderr
 
 
-def applied(conn: Conn) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT id FROM vpbench.migrations ORDER BY id")]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("step", BACKFILLS)
 def test_a_stopped_backfill_is_undone_by_its_down_and_finished_by_running_it_again(
@@ -311,7 +334,7 @@ def test_a_stopped_backfill_is_undone_by_its_down_and_finished_by_running_it_aga
     # The batches before the held one committed (a prefix in id order); the held one and
     # those after it did not.
     assert done and held.held_row in undone and max(done) < min(undone)
-    assert step not in applied(conn)
+    assert step not in applied_migrations(conn)
 
     apply_step(conn, migration, "down")  # its down.sql, on the partial state
     assert_same(capture(conn), before)
@@ -326,13 +349,12 @@ def test_a_stopped_backfill_is_undone_by_its_down_and_finished_by_running_it_aga
         text=True,
     )
     assert again.returncode == 0, again.stderr
-    # -v shows the backfill's own count: what the stopped run had not done (a reflection
-    # 0002 derives a course for and then quarantines counts in both of its figures).
+    # -v shows the backfill's own count: what the stopped run had not done.
     found = re.search(backfill.reported, " ".join(again.stderr.split()))  # log lines wrap
     assert found, again.stderr
-    counts = [int(group) for group in found.groups()]
-    assert sum(counts) == len(undone) if len(counts) == 1 else sum(counts) >= len(undone)
-    assert step in applied(conn)
+    counted = sum(int(group) for group in found.groups())
+    assert counted == len(undone) if backfill.exact else counted >= len(undone)
+    assert step in applied_migrations(conn)
     # No row lost or added, every row done once and right, the constraints proven.
     assert sorted(r[0] for r in conn.execute(backfill.kept.encode())) == rows
     backfill.check(conn)
@@ -378,6 +400,8 @@ def test_what_the_app_commits_while_the_backfill_runs_is_done_by_its_trigger(
                 rehearsal.join(timeout=120)
     assert written_during >= 3
     ((_, record),) = outcome
+    # Every write went through, but for those a new constraint refused (a copy of an orphan).
     writes = [r for r in record.requests if r.kind == "write"]
-    assert writes and all(r.outcome == "ok" for r in writes), writes
+    assert any(r.outcome == "ok" for r in writes), writes
+    assert all(r.outcome == "ok" or (r.sqlstate or "").startswith("23") for r in writes), writes
     backfill.check(conn)  # the rows written before, during and after the held batch

@@ -136,7 +136,7 @@ def test_steps_report_a_teams_checks_per_state(
         f"| orphaned_attempts | {before.violations:,} (e.g. `{before.examples[0]}`) | 0 |" in report
     )
     # 0001's foreign keys on quiz_attempts have no index yet: a generic schema finding.
-    assert "unindexed foreign keys: quiz_attempts.quiz_attempts_course_id_fkey" in report
+    assert "unindexed foreign keys: quiz_attempts.quiz_attempts_course_uuid_fkey" in report
 
 
 BAD_FILES = [

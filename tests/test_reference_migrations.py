@@ -242,16 +242,53 @@ def check_quiz_attempt_links(step: Step) -> None:
     assert quarantined == (orphans, orphans)
     rows_before = step.before.tables["quiz_attempts"].rows
     assert step.after.tables["quiz_attempts"].rows + orphans == rows_before
+    # Expand: uuid links beside the text ones, which the deployed app still reads and writes.
     shapes = column_shapes(conn, "quiz_attempts")
-    assert shapes["video_id"] == shapes["course_id"] == ("uuid", "NO")
-    assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_raw_ids") == 0
+    assert shapes["video_id"] == shapes["course_id"] == ("text", "YES")
+    assert shapes["video_uuid"] == shapes["course_uuid"] == ("uuid", "NO")
+    assert (
+        scalar(
+            conn,
+            "SELECT count(*) FROM quiz_attempts WHERE video_uuid <> video_id::uuid "
+            "OR course_uuid <> course_id::uuid",
+        )
+        == 0
+    )
     foreign_keys = constraints(conn, "quiz_attempts")
-    for column, parent in (("video_id", "videos"), ("course_id", "courses"), ("user_id", "users")):
+    for column, parent in (
+        ("video_uuid", "videos"),
+        ("course_uuid", "courses"),
+        ("user_id", "users"),
+    ):
         definition, on_delete, validated = foreign_keys[f"quiz_attempts_{column}_fkey"]
         assert definition == f"FOREIGN KEY ({column}) REFERENCES {parent}(id) ON DELETE CASCADE"
         assert (on_delete, validated) == ("c", True)
+    assert "quiz_attempts_links_not_null_check" not in foreign_keys  # SET NOT NULL took over
+    assert any(f": quarantined {orphans} and linked " in n for n in step.notices)
     # Only the reflections' three links are left for 0002.
     assert step.after.audit["missing_foreign_keys"] == 3
+    # What the deployed app writes (text links) gets its uuids from the trigger; a link that
+    # is no uuid, or points at no video, is refused.
+    row = conn.execute("SELECT video_id, course_id FROM quiz_attempts LIMIT 1").fetchone()
+    assert row is not None
+    insert = (
+        "INSERT INTO quiz_attempts (id, user_id, video_id, course_id, questions, answers, score, "
+        "total, percentage, started_at, completed_at) SELECT %s, user_id, %s, course_id, "
+        "questions, answers, score, total, percentage, started_at, completed_at "
+        "FROM quiz_attempts LIMIT 1"
+    )
+    with conn.transaction(force_rollback=True):
+        conn.execute(insert, [NOBODY, row[0].upper()])
+        linked = conn.execute(
+            "SELECT video_id, video_uuid::text FROM quiz_attempts WHERE id = %s", [NOBODY]
+        ).fetchone()
+    assert linked == (row[0].upper(), row[0].lower())  # the text keeps its spelling
+    for broken, error in (
+        ("video-42", psycopg.errors.NotNullViolation),
+        (NOBODY, psycopg.errors.ForeignKeyViolation),
+    ):
+        with conn.transaction(force_rollback=True), pytest.raises(error):
+            conn.execute(insert, [NOBODY, broken])
 
 
 def check_reflection_links(step: Step) -> None:
@@ -297,14 +334,17 @@ def check_video_page_indexes(step: Step) -> None:
     queries = (
         (
             "quiz_attempts_user_video_completed_idx",
-            "SELECT id, score FROM quiz_attempts WHERE user_id = {user} AND video_id = {video} "
+            "SELECT id, score FROM quiz_attempts WHERE user_id = {user} AND video_uuid = {video} "
             "ORDER BY completed_at DESC LIMIT 5",
         ),
         (
             "quiz_attempts_user_course_idx",
-            "SELECT count(*) FROM quiz_attempts WHERE user_id = {user} AND course_id = {course}",
+            "SELECT count(*) FROM quiz_attempts WHERE user_id = {user} AND course_uuid = {course}",
         ),
-        ("quiz_attempts_video_idx", "SELECT count(*) FROM quiz_attempts WHERE video_id = {video}"),
+        (
+            "quiz_attempts_video_idx",
+            "SELECT count(*) FROM quiz_attempts WHERE video_uuid = {video}",
+        ),
         (
             "reflections_user_video_created_idx",
             "SELECT id FROM reflections WHERE user_id = {user} AND video_id = {video} "
@@ -395,7 +435,7 @@ def check_computed_scores(step: Step) -> None:
     # The columns the deployed app reads and writes stay; no view, nothing to parse on read.
     assert list(column_shapes(conn, "quiz_attempts")) == [
         *LEGACY_QUIZ_COLUMNS,
-        *("questions_json", "answers_json"),
+        *("video_uuid", "course_uuid", "questions_json", "answers_json"),
     ]
     assert scalar(conn, "SELECT count(*) FROM pg_views WHERE schemaname = 'public'") == 0
     assert constraints(conn, "quiz_attempts")["quiz_attempts_scores_computed_check"][2]
@@ -417,10 +457,12 @@ def test_scores_are_computed_on_write_and_refused_when_stale_without_the_trigger
     for migration_id in through("0006_computed_scores"):
         apply(conn, migration_id, "up")
     source = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
+    columns = "user_id, video_id, course_id, video_uuid, course_uuid, questions, answers, "
     copy = (
-        "INSERT INTO quiz_attempts SELECT {}, user_id, video_id, course_id, questions, "
-        "answers, total + 1, total, 1.5, started_at, completed_at, questions_json, answers_json "
-        "FROM quiz_attempts WHERE id = {}"
+        f"INSERT INTO quiz_attempts (id, {columns} questions_json, answers_json, score, total, "
+        f"percentage, started_at, completed_at) SELECT {{}}, {columns} questions_json, "
+        "answers_json, total + 1, total, 1.5, started_at, completed_at FROM quiz_attempts "
+        "WHERE id = {}"
     )
     # The deployed app sends its own (here wrong) values: the stored ones are the true ones.
     conn.execute(sql.SQL(copy).format(sql.Literal(NOBODY), sql.Literal(source)))
@@ -698,10 +740,13 @@ def test_values_the_new_types_would_respell_are_restored(
     fresh = capture(conn)
     notices = [n for m in MIGRATION_IDS for n in apply(conn, m, "up")]
 
+    # uuid respells ids; the text links, kept beside the uuids, keep the spelling as written.
     raw_ids = {
         attempt: (video, course)
         for attempt, video, course in conn.execute(
-            "SELECT quiz_attempt_id, video_id, course_id FROM archive.quiz_attempt_raw_ids"
+            "SELECT id, video_id, course_id FROM quiz_attempts WHERE id = ANY (%s) "
+            "AND video_uuid = video_id::uuid AND course_uuid = course_id::uuid",
+            [[upper, braces]],
         )
     }
     assert set(raw_ids) == {upper, braces}

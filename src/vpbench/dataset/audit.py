@@ -46,6 +46,13 @@ EXPECTED_FOREIGN_KEYS: tuple[tuple[str, str, str], ...] = (
 )
 """(table, column, referenced table) of every link that should be a foreign key."""
 
+UUID_BESIDE: Mapping[tuple[str, str], str] = {
+    ("quiz_attempts", "video_id"): "video_uuid",
+    ("quiz_attempts", "course_id"): "course_uuid",
+}
+"""Text links whose uuid column, added beside them (expand/contract: the reference 0001),
+holds the link once it exists."""
+
 _TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
 _QUIZ, _REFLECTIONS = sql.Identifier("quiz_attempts"), sql.Identifier("reflections")
 _VIDEOS, _COURSES = sql.Identifier("videos"), sql.Identifier("courses")
@@ -59,6 +66,11 @@ class _Schema:
 
     def has(self, table: str, column: str) -> bool:
         return column in self.columns.get(table, frozenset())
+
+    def link(self, table: str, column: str) -> str:
+        """The column that holds this link: its uuid column beside it, where there is one."""
+        beside = UUID_BESIDE.get((table, column))
+        return beside if beside and self.has(table, beside) else column
 
     def missing(self, needs: Mapping[str, tuple[str, ...]]) -> str:
         """Why a check needing these tables and columns cannot run, or "" if it can."""
@@ -113,10 +125,11 @@ def _orphaned_quiz_attempts(conn: psycopg.Connection[Any], schema: _Schema, n: i
     name, description = "orphaned_quiz_attempts", "quiz attempts of no existing video"
     if why := schema.missing({"quiz_attempts": ("id", "video_id"), "videos": ("id",)}):
         return _not_applicable(name, description, why)
+    video = sql.Identifier(schema.link("quiz_attempts", "video_id"))
     violating = sql.SQL(
-        "SELECT q.id FROM {quiz} q WHERE q.video_id IS NULL OR NOT EXISTS "
-        "(SELECT FROM {videos} v WHERE v.id::text = q.video_id::text)"
-    ).format(quiz=_QUIZ, videos=_VIDEOS)
+        "SELECT q.id FROM {quiz} q WHERE q.{video} IS NULL OR NOT EXISTS "
+        "(SELECT FROM {videos} v WHERE v.id::text = q.{video}::text)"
+    ).format(quiz=_QUIZ, videos=_VIDEOS, video=video)
     return _count_rows(conn, name, description, violating, n)
 
 
@@ -246,12 +259,13 @@ def _voice_memos(header_test: str, condition: sql.Composable) -> sql.Composed:
 def _missing_foreign_keys(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
     name = "missing_foreign_keys"
     description = "expected links without a validated single-column foreign key"
+    expected = [(t, schema.link(t, c), ref) for t, c, ref in EXPECTED_FOREIGN_KEYS]
     unchecked = [
         f"{table}.{column} -> {ref}"
-        for table, column, ref in EXPECTED_FOREIGN_KEYS
+        for table, column, ref in expected
         if not schema.has(table, column) or ref not in schema.columns
     ]
-    if len(unchecked) == len(EXPECTED_FOREIGN_KEYS):
+    if len(unchecked) == len(expected):
         return _not_applicable(name, description, "the linked tables or columns do not exist")
     rows = conn.execute(
         "SELECT e.tbl, e.col, e.ref, coalesce(bool_or(k.convalidated), false), count(k.oid) "
@@ -261,7 +275,7 @@ def _missing_foreign_keys(conn: psycopg.Connection[Any], schema: _Schema, n: int
         "AND k.conkey[1] = (SELECT a.attnum FROM pg_attribute a "
         "WHERE a.attrelid = k.conrelid AND a.attname = e.col AND NOT a.attisdropped) "
         "GROUP BY e.tbl, e.col, e.ref, e.i ORDER BY e.i",
-        [list(field) for field in zip(*EXPECTED_FOREIGN_KEYS, strict=True)],
+        [list(field) for field in zip(*expected, strict=True)],
     ).fetchall()
     missing: list[str] = []
     not_valid: list[str] = []
