@@ -51,7 +51,9 @@ def ensure_ledger(conn: psycopg.Connection[Any]) -> None:
     first step, and its WAL and time would count as the step's). Looked up first: an
     existing one is left without a word (no "already exists, skipping" NOTICE)."""
     if not _ledger_exists(conn):
-        conn.execute(LEDGER_SQL)
+        with conn.transaction():  # a savepoint inside a step's transaction
+            conn.execute("SET LOCAL client_min_messages = warning")  # schema vpbench exists
+            conn.execute(LEDGER_SQL)
 
 
 def record_step(
