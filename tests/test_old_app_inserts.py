@@ -55,3 +55,24 @@ def test_a_refused_probe_row_is_not_a_break_but_a_schema_that_refuses_all_is(
         conn.execute("ALTER TABLE reflections DROP COLUMN kind")
     result, _ = _inserts(target, before, after)
     assert result.startswith("fails: column") and "kind" in result, result
+
+
+def test_a_column_the_app_retired_may_be_dropped(target: ServerTarget, session_prefix: str) -> None:
+    """An expand step marks the column it supersedes ``retired:``: the app deployed after it
+    no longer writes the column, so the step that drops it leaves that app working."""
+    before, after = f"{session_prefix}_retired_a", f"{session_prefix}_retired_b"
+    seed_database(target, before, TINY, seed=4)
+    with psycopg.connect(target.for_database(before), autocommit=True) as conn:
+        conn.execute("ALTER TABLE reflections ADD COLUMN mood text")
+        conn.execute("COMMENT ON COLUMN reflections.mood IS 'retired: superseded by feeling'")
+    copy_database(target, before, after)
+    with psycopg.connect(target.for_database(after), autocommit=True) as conn:
+        conn.execute("ALTER TABLE reflections DROP COLUMN mood")
+    result, breaks = _inserts(target, before, after)
+    assert result == "works" and not breaks, (result, breaks)
+    # Twin: not retired, the app still writes it, and its INSERT fails once it is gone.
+    with psycopg.connect(target.for_database(before), autocommit=True) as conn:
+        conn.execute("COMMENT ON COLUMN reflections.mood IS 'how the writer felt'")
+    result, breaks = _inserts(target, before, after)
+    assert result.startswith("fails: column") and "mood" in result, result
+    assert any(b.startswith("INSERT INTO reflections: fails") for b in breaks)

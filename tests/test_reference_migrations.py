@@ -22,6 +22,7 @@ from vpbench.dataset.fixtures import fixtures_dir
 from vpbench.dataset.profiles import DirtyRates, get_profile
 from vpbench.dataset.seed import SeedResult, seed_database
 from vpbench.dataset.snapshot import TableSnapshot, snapshot_tables
+from vpbench.measure.writecost import app_inserts
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.sources import discover_migrations
 from vpbench.migrations.statements import group_transactions, split_statements
@@ -283,6 +284,10 @@ def check_quiz_attempt_links(step: Step) -> None:
             "SELECT video_id, video_uuid::text FROM quiz_attempts WHERE id = %s", [NOBODY]
         ).fetchone()
     assert linked == (row[0].upper(), row[0].lower())  # the text keeps its spelling
+    # The app deployed after it writes the uuid links only (the text ones are retired).
+    statement, _ = app_inserts(conn, "quiz_attempts", 1, 1) or (None, None)
+    assert statement is not None and "video_uuid" in statement.params
+    assert not {"video_id", "course_id"} & set(statement.params)
     for broken, error in (
         ("video-42", psycopg.errors.NotNullViolation),
         (NOBODY, psycopg.errors.ForeignKeyViolation),
@@ -417,6 +422,23 @@ def check_quiz_jsonb(step: Step) -> None:
             [NOBODY],
         ).fetchone()
     assert parsed == ("[ ]", [], [])
+    # The app deployed after it writes the jsonb only (the text columns are retired): the
+    # trigger renders the text for the app deployed before.
+    statement, _ = app_inserts(conn, "quiz_attempts", 1, 1) or (None, None)
+    assert statement is not None and not {"questions", "answers"} & set(statement.params)
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            "INSERT INTO quiz_attempts (id, user_id, video_uuid, course_uuid, questions_json, "
+            "answers_json, score, total, percentage, started_at, completed_at) "
+            "SELECT %s, user_id, video_uuid, course_uuid, '[]', '[]', 0, 0, 0, started_at, "
+            "completed_at FROM quiz_attempts LIMIT 1",
+            [NOBODY],
+        )
+        rendered = conn.execute(
+            "SELECT questions, answers, video_id IS NOT NULL FROM quiz_attempts WHERE id = %s",
+            [NOBODY],
+        ).fetchone()
+    assert rendered == ("[]", "[]", True)
 
 
 def expected_score(questions: list[Any], answers: list[Any]) -> tuple[int, int, Decimal]:

@@ -15,6 +15,11 @@ Two kinds of figure, on both states of a step:
 Every probe runs inside a transaction that is rolled back: no row is added to either
 database. The probe rows are copies of existing rows (so every constraint holds) with new,
 seeded ids, the same on both sides.
+
+The app's INSERT names every column it can write, but for those an expand step *retired*:
+a column whose comment starts with ``retired:`` is one the app deployed after that step no
+longer writes (a trigger keeps it filled for the app deployed before, until a later step
+drops it), as Rails' ``ignored_columns`` would have it.
 """
 
 from __future__ import annotations
@@ -51,10 +56,13 @@ CLEAN_READINGS = 3
 """readings without a full-page image per probe row; the least WAL among them is kept
 (another session's WAL or a trigger's full-page image only adds)"""
 
-_COLUMNS = """
+RETIRED = "retired:"
+"""how the comment of a column the app no longer writes starts"""
+_COLUMNS = f"""
 SELECT a.attname FROM pg_attribute a
 WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
   AND a.attgenerated = '' AND a.attidentity <> 'a'
+  AND NOT starts_with(coalesce(col_description(a.attrelid, a.attnum), ''), '{RETIRED}')
 ORDER BY a.attnum
 """
 _STRUCTURE = """
