@@ -29,19 +29,39 @@ def _inserts(target: ServerTarget, before: str, after: str) -> tuple[str, tuple[
     return reflections.result, found.old_app_breaks
 
 
+def _states(
+    target: ServerTarget, name: str, before_sql: tuple[str, ...], after_sql: tuple[str, ...]
+) -> tuple[str, str]:
+    """A seeded tiny database changed by ``before_sql``, and its copy then changed by
+    ``after_sql``: the states before and after a step."""
+    before, after = f"{name}_a", f"{name}_b"
+
+    def run(database: str, statements: tuple[str, ...]) -> None:
+        with psycopg.connect(target.for_database(database), autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement.encode())
+
+    seed_database(target, before, TINY, seed=4)
+    run(before, before_sql)
+    copy_database(target, before, after)
+    run(after, after_sql)
+    return before, after
+
+
 def test_a_refused_probe_row_is_not_a_break_but_a_schema_that_refuses_all_is(
     target: ServerTarget, session_prefix: str
 ) -> None:
-    before, after = f"{session_prefix}_oldapp_a", f"{session_prefix}_oldapp_b"
-    seed_database(target, before, TINY, seed=4)
-    with psycopg.connect(target.for_database(before), autocommit=True) as conn:
-        # Half the reflections lose their course; CLUSTER interleaves them with the others
-        # again (the probe rows are drawn from a page sample, in id order).
-        conn.execute("UPDATE reflections SET course_id = NULL WHERE right(id::text, 1) < '8'")
-        conn.execute("CLUSTER reflections USING reflections_pkey")
-    copy_database(target, before, after)
-    with psycopg.connect(target.for_database(after), autocommit=True) as conn:
-        conn.execute(NOT_NULL_COURSE)
+    # Half the reflections lose their course; CLUSTER interleaves them with the others again
+    # (the probe rows are drawn from a page sample, in id order).
+    before, after = _states(
+        target,
+        f"{session_prefix}_oldapp",
+        (
+            "UPDATE reflections SET course_id = NULL WHERE right(id::text, 1) < '8'",
+            "CLUSTER reflections USING reflections_pkey",
+        ),
+        (NOT_NULL_COURSE,),
+    )
     result, breaks = _inserts(target, before, after)
     assert result.startswith("works; refused") and "not-null" in result, result
     assert not any(b.startswith("INSERT INTO reflections") for b in breaks), breaks
@@ -60,14 +80,15 @@ def test_a_refused_probe_row_is_not_a_break_but_a_schema_that_refuses_all_is(
 def test_a_column_the_app_retired_may_be_dropped(target: ServerTarget, session_prefix: str) -> None:
     """An expand step marks the column it supersedes ``retired:``: the app deployed after it
     no longer writes the column, so the step that drops it leaves that app working."""
-    before, after = f"{session_prefix}_retired_a", f"{session_prefix}_retired_b"
-    seed_database(target, before, TINY, seed=4)
-    with psycopg.connect(target.for_database(before), autocommit=True) as conn:
-        conn.execute("ALTER TABLE reflections ADD COLUMN mood text")
-        conn.execute("COMMENT ON COLUMN reflections.mood IS 'retired: superseded by feeling'")
-    copy_database(target, before, after)
-    with psycopg.connect(target.for_database(after), autocommit=True) as conn:
-        conn.execute("ALTER TABLE reflections DROP COLUMN mood")
+    before, after = _states(
+        target,
+        f"{session_prefix}_retired",
+        (
+            "ALTER TABLE reflections ADD COLUMN mood text",
+            "COMMENT ON COLUMN reflections.mood IS 'retired: superseded by feeling'",
+        ),
+        ("ALTER TABLE reflections DROP COLUMN mood",),
+    )
     result, breaks = _inserts(target, before, after)
     assert result == "works" and not breaks, (result, breaks)
     # Twin: not retired, the app still writes it, and its INSERT fails once it is gone.
