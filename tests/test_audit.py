@@ -295,6 +295,29 @@ def test_stale_scores_are_found_in_jsonb_answers(dirty: Conn) -> None:
     assert (check.violations, check.examples) == (3, (quiz(4), quiz(5), quiz(7)))
 
 
+def test_checks_read_the_typed_columns_that_supersede_the_text(dirty: Conn) -> None:
+    """After an expand (typed columns beside the text) and a contract (the text dropped),
+    the checks read the typed columns: the same orphans and stale scores as in the text."""
+    before = counts(run_audit(dirty))
+    dirty.execute(
+        "ALTER TABLE quiz_attempts ADD COLUMN video_uuid uuid, ADD COLUMN course_uuid uuid, "
+        "ADD COLUMN questions_json jsonb, ADD COLUMN answers_json jsonb"
+    )
+    dirty.execute(
+        "UPDATE quiz_attempts SET video_uuid = video_id::uuid, course_uuid = course_id::uuid, "
+        "questions_json = questions::jsonb, answers_json = answers::jsonb"
+    )
+    dirty.execute(
+        "ALTER TABLE quiz_attempts DROP COLUMN video_id, DROP COLUMN course_id, "
+        "DROP COLUMN questions, DROP COLUMN answers"
+    )
+    report = run_audit(dirty)
+    for name in ("orphaned_quiz_attempts", "stale_stored_scores"):
+        check = report.check(name)
+        assert check.applicable and check.violations == before[name] > 0, check
+    assert "quiz_attempts.video_uuid -> videos" in report.check("missing_foreign_keys").examples
+
+
 def test_checks_adapt_to_the_migrated_schema(dirty: Conn) -> None:
     migrate_fully(dirty)
     report = run_audit(dirty)

@@ -46,12 +46,14 @@ EXPECTED_FOREIGN_KEYS: tuple[tuple[str, str, str], ...] = (
 )
 """(table, column, referenced table) of every link that should be a foreign key."""
 
-UUID_BESIDE: Mapping[tuple[str, str], str] = {
+SUPERSEDED_BY: Mapping[tuple[str, str], str] = {
     ("quiz_attempts", "video_id"): "video_uuid",
     ("quiz_attempts", "course_id"): "course_uuid",
+    ("quiz_attempts", "questions"): "questions_json",
+    ("quiz_attempts", "answers"): "answers_json",
 }
-"""Text links whose uuid column, added beside them (expand/contract: the reference 0001),
-holds the link once it exists."""
+"""Text columns whose typed column, added beside them by an expand (the reference 0001 and
+0005), holds the value once it exists, and alone once a contract drops the text."""
 
 _TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
 _QUIZ, _REFLECTIONS = sql.Identifier("quiz_attempts"), sql.Identifier("reflections")
@@ -67,9 +69,9 @@ class _Schema:
     def has(self, table: str, column: str) -> bool:
         return column in self.columns.get(table, frozenset())
 
-    def link(self, table: str, column: str) -> str:
-        """The column that holds this link: its uuid column beside it, where there is one."""
-        beside = UUID_BESIDE.get((table, column))
+    def current(self, table: str, column: str) -> str:
+        """The column that holds this value: the typed one beside it, where there is one."""
+        beside = SUPERSEDED_BY.get((table, column))
         return beside if beside and self.has(table, beside) else column
 
     def missing(self, needs: Mapping[str, tuple[str, ...]]) -> str:
@@ -123,9 +125,10 @@ def _count_rows(
 
 def _orphaned_quiz_attempts(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
     name, description = "orphaned_quiz_attempts", "quiz attempts of no existing video"
-    if why := schema.missing({"quiz_attempts": ("id", "video_id"), "videos": ("id",)}):
+    link = schema.current("quiz_attempts", "video_id")
+    if why := schema.missing({"quiz_attempts": ("id", link), "videos": ("id",)}):
         return _not_applicable(name, description, why)
-    video = sql.Identifier(schema.link("quiz_attempts", "video_id"))
+    video = sql.Identifier(link)
     violating = sql.SQL(
         "SELECT q.id FROM {quiz} q WHERE q.{video} IS NULL OR NOT EXISTS "
         "(SELECT FROM {videos} v WHERE v.id::text = q.{video}::text)"
@@ -164,7 +167,9 @@ def _reflection_dangling_links(
 def _stale_stored_scores(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
     name = "stale_stored_scores"
     description = "quiz attempts whose stored score, total or percentage disagree with the answers"
-    if why := schema.missing({"quiz_attempts": ("id", "questions", "answers")}):
+    questions = schema.current("quiz_attempts", "questions")
+    answers = schema.current("quiz_attempts", "answers")
+    if why := schema.missing({"quiz_attempts": ("id", questions, answers)}):
         return _not_applicable(name, description, why)
     if not schema.has("quiz_attempts", "score"):
         return _not_applicable(name, description, "score is computed, not stored")
@@ -180,8 +185,8 @@ def _stale_stored_scores(conn: psycopg.Connection[Any], schema: _Schema, n: int)
         # OFFSET 0 keeps the subquery from being inlined: each document is parsed once.
         # A document that is not an array counts as no questions/answers (so: stale), not
         # as an error that would stop the whole audit.
-        "CROSS JOIN LATERAL (SELECT q.questions::jsonb AS questions, "
-        "q.answers::jsonb AS answers OFFSET 0) raw "
+        "CROSS JOIN LATERAL (SELECT q.{questions}::jsonb AS questions, "
+        "q.{answers}::jsonb AS answers OFFSET 0) raw "
         "CROSS JOIN LATERAL (SELECT "
         "CASE WHEN jsonb_typeof(raw.questions) = 'array' THEN raw.questions ELSE '[]' END "
         "AS questions, "
@@ -194,6 +199,8 @@ def _stale_stored_scores(conn: psycopg.Connection[Any], schema: _Schema, n: int)
         "WHERE {mismatch}"
     ).format(
         quiz=_QUIZ,
+        questions=sql.Identifier(questions),
+        answers=sql.Identifier(answers),
         mismatch=sql.SQL(" OR ").join(
             sql.SQL("q.{} IS DISTINCT FROM {}").format(sql.Identifier(c), computed[c])
             for c in stored
@@ -259,7 +266,7 @@ def _voice_memos(header_test: str, condition: sql.Composable) -> sql.Composed:
 def _missing_foreign_keys(conn: psycopg.Connection[Any], schema: _Schema, n: int) -> CheckResult:
     name = "missing_foreign_keys"
     description = "expected links without a validated single-column foreign key"
-    expected = [(t, schema.link(t, c), ref) for t, c, ref in EXPECTED_FOREIGN_KEYS]
+    expected = [(t, schema.current(t, c), ref) for t, c, ref in EXPECTED_FOREIGN_KEYS]
     unchecked = [
         f"{table}.{column} -> {ref}"
         for table, column, ref in expected
