@@ -4,13 +4,13 @@ Reader sessions run the workloads' queries back to back with sampled parameters,
 the app deployed before the step; writer sessions insert quiz attempts and reflections the
 way the app does (a prepared single-row INSERT, at a steady rate) in transactions that are
 rolled back, so that they take the app's locks without adding rows (unless
-``commit_writes``). Every request's start,
-latency and outcome is kept. A sampler reads ``pg_locks`` and ``pg_blocking_pids()`` every
-``sample_ms``: each traffic session waiting for a lock, on what, since when
-(``pg_locks.waitstart``, PostgreSQL 14 and later), and whether the migration's session (the
-one ``watch`` names) is in its way, with the migration statement running then and the lock
-the migration holds or is itself queued for. The traffic runs at rest first, until every
-query and write has a few at-rest latencies: the spread a slowed request is judged by.
+``commit_writes``). Every request's start, latency and outcome is kept. A sampler reads
+``pg_locks`` and ``pg_blocking_pids()`` every ``sample_ms``: each traffic session waiting
+for a lock, on what, since when (``pg_locks.waitstart``, PostgreSQL 14 and later), and
+whether the migration's session (the one ``watch`` names) is in its way, with the
+migration statement running then and the lock the migration holds or is itself queued
+for. The traffic runs at rest first, until every query and write has a few at-rest
+latencies: the spread a slowed request is judged by.
 """
 
 from __future__ import annotations
