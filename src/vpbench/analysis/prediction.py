@@ -458,9 +458,9 @@ def series_tables(runs: Sequence[SeriesRun]) -> list[str]:
 
 def check_rows(runs: Sequence[SeriesRun], production_rows: Mapping[str, float]) -> None:
     """Refuse a production row count for a table no step of the series touched."""
-    touched = {t for run in runs for step in run.steps.values() for t in step.touched}
+    touched = series_tables(runs)
     for table in production_rows:
         if table not in touched:
-            known = ", ".join(sorted(touched)) or "none"
+            known = ", ".join(touched) or "none"
             raise UsageError(f"no step of the series touched table {table!r}; "
                              f"the tables it touched: {known}")  # fmt: skip

@@ -175,7 +175,7 @@ def _table_cost(before: str, after: str, table: str, options: WriteOptions) -> W
         ids = _probe_ids(old, new, table, count, options.seed)
         if not ids:
             return WriteCost(table, None, None, error="no row to copy in both states")
-        fresh = list(itertools.islice(fresh_ids(options.seed), len(ids)))
+        fresh = _first_ids(len(ids), options.seed)
         sides = {"before": old, "after": new}
         inserts = {side: _insert(conn, table, ids, fresh) for side, conn in sides.items()}
         profiles = {side: _profile(conn, table, inserts[side]) for side, conn in sides.items()}
@@ -241,8 +241,12 @@ def app_inserts(
     ids = _probe_ids(also_in or conn, conn, table, count, seed)
     if not ids:
         return None
-    insert = _insert(conn, table, ids, list(itertools.islice(fresh_ids(seed), len(ids))))
+    insert = _insert(conn, table, ids, _first_ids(len(ids), seed))
     return insert.statement, insert.rows
+
+
+def _first_ids(count: int, seed: int) -> list[str]:
+    return list(itertools.islice(fresh_ids(seed), count))
 
 
 def fresh_ids(seed: int) -> Iterator[str]:
