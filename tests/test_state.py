@@ -36,3 +36,28 @@ def test_a_table_is_read_again_exactly_when_its_key_changes(
         assert changed.snapshot == snapshot_tables(conn, APPLICATION_TABLES)
         assert changed.snapshot["videos"] != first.snapshot["videos"]
         assert changed.snapshot["courses"] == first.snapshot["courses"]  # read, same rows
+
+
+def test_a_snapshot_does_not_depend_on_where_a_column_sits(
+    target: ServerTarget, session_prefix: str
+) -> None:
+    """A down that adds a dropped column back puts it last: the same values, the same
+    checksum; its twin, one value changed, a different one."""
+    name = f"{session_prefix}_column_order"
+    seed_database(target, name, get_profile("tiny"), seed=2)
+    with connect(target, name, autocommit=True) as conn:
+        (first,) = snapshot_tables(conn, ("videos",)).values()
+        conn.execute("ALTER TABLE videos ADD COLUMN title_again text")
+        conn.execute("UPDATE videos SET title_again = title")
+        conn.execute("ALTER TABLE videos DROP COLUMN title")
+        conn.execute("ALTER TABLE videos RENAME COLUMN title_again TO title")
+        conn.execute("ALTER TABLE videos ALTER COLUMN title SET NOT NULL")
+        assert conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'videos'::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum DESC LIMIT 1"
+        ).fetchone() == ("title",)
+        (moved,) = snapshot_tables(conn, ("videos",)).values()
+        assert moved == first
+        conn.execute("UPDATE videos SET title = title || '!' WHERE position = 1")
+        (changed,) = snapshot_tables(conn, ("videos",)).values()
+        assert changed.rows == first.rows and changed.checksum != first.checksum

@@ -33,7 +33,15 @@ class TableSnapshot:
     table: str
     rows: int
     checksum: str
-    """sum of each row's md5 (first 60 bits): order-free, and no giant string to build"""
+    """sum of each row's md5 (first 60 bits): free of row order and of column order (a
+    column dropped and added back comes last), and no giant string to build"""
+
+
+_COLUMNS_BY_NAME = """
+SELECT attname FROM pg_attribute
+WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped
+ORDER BY attname
+"""
 
 
 def snapshot_tables(
@@ -42,11 +50,15 @@ def snapshot_tables(
     """Count and checksum each table; identical data gives identical checksums."""
     result: dict[str, TableSnapshot] = {}
     for table in tables:
+        names = [str(r[0]) for r in conn.execute(_COLUMNS_BY_NAME, [table]).fetchall()]
+        row_text = sql.SQL("ROW({})::text").format(
+            sql.SQL(", ").join(sql.Identifier("t", name) for name in names)
+        )
         query = sql.SQL(
             "SELECT count(*), "
-            "coalesce(sum(('x' || left(md5(t::text), 15))::bit(60)::bigint), 0)::text "
+            "coalesce(sum(('x' || left(md5({}), 15))::bit(60)::bigint), 0)::text "
             "FROM {} AS t"
-        ).format(_table(table))
+        ).format(row_text, _table(table))
         row = conn.execute(query).fetchone()
         assert row is not None
         result[table] = TableSnapshot(table, int(row[0]), str(row[1]))
