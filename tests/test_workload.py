@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from vpbench.errors import SamplerError, UnreadableTextError, WorkloadError
+from vpbench.migrations.ledger import LEDGER_SQL, LEDGER_TABLE
 from vpbench.workload.sampling import ParameterStream, load_parameter_pool, load_parameter_pools
 from vpbench.workload.spec import load_workload, load_workloads, parse_sql
 
@@ -19,6 +20,7 @@ MIGRATIONS = (
     "0004_video_page_indexes",
     "0005_quiz_jsonb",
     "0006_computed_scores",
+    "0007_drop_retired_quiz_columns",
 )
 
 VALID = """\
@@ -262,6 +264,37 @@ def test_sampling_is_reproducible_and_skewed(tmp_path: Path, attempts_db: str) -
     assert set(first[0]) == {"user_id", "video_id", "limit"}
     counts = [sum(d["user_id"] == row[0] for d in first) for row in viewer.rows]
     assert counts[0] > counts[1] > counts[2] > 0  # zipf favours the first rows
+
+
+def test_a_source_follows_the_schema_of_the_database_it_runs_on(
+    tmp_path: Path, attempts_db: str
+) -> None:
+    """A source variant replaces the source once its migration is in the database's ledger
+    (a step that renamed the column the base source reads); its twin, the same database
+    without that ledger row, still runs the base source."""
+    text = VALID + (
+        '\n[[params.viewer.variants]]\nfrom = "0002_b"\n'
+        'source = "SELECT user_id, video AS video_id FROM moved ORDER BY n DESC"\n'
+    )
+    workload = load_workload(write(tmp_path, text), ["0001_a", "0002_b"])
+    with psycopg.connect(attempts_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE moved AS SELECT user_id, 'moved-' || video_id AS video, n "
+                     "FROM attempts")  # fmt: skip
+        assert load_parameter_pools(conn, workload)["video_id"].rows[0] == ("u1", "v0")
+        conn.execute(LEDGER_SQL)
+        conn.execute(f"INSERT INTO {LEDGER_TABLE} (id, checksum, title, duration_ms) "
+                     "VALUES ('0002_b', '', '', 0)")  # fmt: skip
+        try:
+            assert load_parameter_pools(conn, workload)["video_id"].rows[0] == ("u1", "moved-v0")
+        finally:
+            conn.execute("DROP SCHEMA vpbench CASCADE")
+    unknown = text.replace('from = "0002_b"\nsource', 'from = "0009_nope"\nsource')
+    with pytest.raises(WorkloadError) as error:
+        load_workload(write(tmp_path, unknown), ["0001_a", "0002_b"])
+    assert str(error.value) == (
+        f"{tmp_path / 'w.toml'}:{VALID.count(chr(10)) + 3}: parameter 'viewer': unknown "
+        "migration '0009_nope' (known: 0001_a, 0002_b)"
+    )
 
 
 def test_sources_that_fail_or_return_nothing(tmp_path: Path, attempts_db: str) -> None:

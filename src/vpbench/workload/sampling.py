@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy.typing as npt
 import psycopg
 
 from vpbench.errors import SamplerError
+from vpbench.migrations.ledger import applied_migrations
 from vpbench.server.target import untracked
 from vpbench.workload.spec import Parameter, Workload
 
@@ -60,12 +61,16 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def load_parameter_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> ParameterPool:
-    """Run the parameter's source (or take its values) and build the sampling pool."""
+def load_parameter_pool(
+    conn: psycopg.Connection[Any], parameter: Parameter, applied: Collection[str] = ()
+) -> ParameterPool:
+    """Run the parameter's source in force once ``applied`` migrations ran (or take its
+    values) and build the sampling pool."""
     where = f"{parameter.path}:{parameter.line}" if parameter.line else parameter.path
+    source = parameter.source_for(applied)
     if parameter.span is not None:
         rows: list[tuple[Any, ...]] = []
-    elif parameter.source is None:
+    elif source is None:
         rows = [(v,) for v in parameter.values or ()]
     else:
         try:
@@ -74,7 +79,7 @@ def load_parameter_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> 
             with conn.transaction():
                 conn.execute(f"SET LOCAL statement_timeout = '{SOURCE_TIMEOUT}'")
                 untracked(conn)
-                cursor = conn.execute(parameter.source)
+                cursor = conn.execute(source)
                 fetched = cursor.fetchmany(parameter.pool)
         except psycopg.Error as exc:
             raise SamplerError(
@@ -106,10 +111,12 @@ def load_parameter_pool(conn: psycopg.Connection[Any], parameter: Parameter) -> 
 def load_parameter_pools(
     conn: psycopg.Connection[Any], workload: Workload
 ) -> dict[str, ParameterPool]:
-    """Every sampler of ``workload``, keyed by the parameter names each provides."""
+    """Every sampler of ``workload``, keyed by the parameter names each provides; a source
+    follows the schema of the database (the variant of the migrations in its ledger)."""
+    applied = applied_migrations(conn)
     pools: dict[str, ParameterPool] = {}
     for parameter in workload.params.values():
-        pool = load_parameter_pool(conn, parameter)
+        pool = load_parameter_pool(conn, parameter, applied)
         for name in parameter.provides:
             pools[name] = pool
     return pools

@@ -58,6 +58,12 @@ class WorkloadInfo(_Strict):
     description: str = ""
 
 
+class SourceVariantSpec(_Strict):
+    from_migration: str = Field(alias="from")
+    source: str
+    description: str = ""
+
+
 class ParamSpec(_Strict):
     source: str | None = None
     values: list[Scalar] | None = Field(default=None, min_length=1)
@@ -67,6 +73,7 @@ class ParamSpec(_Strict):
     distribution: Literal["uniform", "zipf"] = "uniform"
     skew: float = Field(default=1.1, gt=0)
     pool: int = Field(default=100, ge=1)
+    variants: list[SourceVariantSpec] = []
 
     @model_validator(mode="after")
     def _one_kind(self) -> ParamSpec:
@@ -78,6 +85,8 @@ class ParamSpec(_Strict):
             )
         if self.provides is not None and self.source is None:
             raise ValueError("'provides' only applies to a 'source' query")
+        if self.variants and self.source is None:
+            raise ValueError("'variants' only apply to a 'source' query")
         if self.range is not None and self.range[0] > self.range[1]:
             raise ValueError(f"'range' {self.range}: low must not exceed high")
         return self
@@ -138,6 +147,12 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class SourceVariant:
+    from_migration: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Parameter:
     """A sampler: values from a SQL source, a list, or one fixed value."""
 
@@ -152,6 +167,16 @@ class Parameter:
     pool: int
     path: str
     line: int | None
+    variants: tuple[SourceVariant, ...] = ()
+    """sources that replace ``source`` once their migration is applied, in series order"""
+
+    def source_for(self, applied: Collection[str]) -> str | None:
+        """The source in force once ``applied`` migrations ran (latest wins), else the base."""
+        chosen = self.source
+        for variant in self.variants:
+            if variant.from_migration in applied:
+                chosen = variant.source
+        return chosen
 
 
 @dataclass(frozen=True)
@@ -305,6 +330,23 @@ def _check(
     def problem(where: tuple[str | int, ...], message: str) -> None:
         issues.append(Issue(shown, lines.line_of(where), message))
 
+    order = {mid: i for i, mid in enumerate(migration_ids)}
+
+    def known(where: tuple[str | int, ...], owner: str, migration: str) -> bool:
+        if migration not in order:
+            listed = ", ".join(migration_ids) or "none"
+            problem(where, f"{owner}: unknown migration {migration!r} (known: {listed})")
+        return migration in order
+
+    def source_variants(name: str, spec: ParamSpec) -> tuple[SourceVariant, ...]:
+        found = [
+            SourceVariant(v.from_migration, v.source)
+            for i, v in enumerate(spec.variants)
+            if known(("params", name, "variants", i, "from"), f"parameter {name!r}",
+                     v.from_migration)
+        ]  # fmt: skip
+        return tuple(sorted(found, key=lambda v: order[v.from_migration]))
+
     params = {
         name: Parameter(
             name=name,
@@ -321,6 +363,7 @@ def _check(
             pool=p.pool,
             path=shown,
             line=lines.line_of(("params", name)),
+            variants=source_variants(name, p),
         )
         for name, p in spec.params.items()
     }
@@ -357,16 +400,10 @@ def _check(
                         where,
                         f"query {name!r} uses :{used_name}, which no [params] entry provides",
                     )
-        order = {mid: i for i, mid in enumerate(migration_ids)}
         for i, v in enumerate(q.variants):
-            if v.from_migration not in order:
-                known = ", ".join(migration_ids) or "none"
-                problem(
-                    ("queries", name, "variants", i, "from"),
-                    f"query {name!r}: unknown migration {v.from_migration!r} (known: {known})",
-                )
-                continue
-            variants.append(Variant(v.from_migration, parsed[i]))
+            if known(("queries", name, "variants", i, "from"), f"query {name!r}",
+                     v.from_migration):  # fmt: skip
+                variants.append(Variant(v.from_migration, parsed[i]))
         variants.sort(key=lambda v: order[v.from_migration])
         if q.app is not None and (message := _callable_problem(q.app, path)):
             problem(("queries", name, "app"), message)
