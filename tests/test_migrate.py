@@ -494,6 +494,28 @@ def test_a_declared_downtime_needs_a_duration_and_a_why(
     assert migration.max_stall_ms == 1500 and migration.downtime == "booked window"
 
 
+def test_deploy_before_names_a_later_step(tmp_path: Path) -> None:
+    add_migration(tmp_path, "0001_expand", "SELECT 1;")
+    add_migration(tmp_path, "0002_contract", "SELECT 1;")
+    for step, named, what in (
+        ("0001_expand", "0001_expand", "this migration"),
+        ("0002_contract", "0001_expand", "an earlier one"),
+    ):
+        side = tmp_path / step / "migration.toml"
+        side.write_text(f'title = "t"\n\ndeploy_before = "{named}"\n')
+        with pytest.raises(FixtureError) as error:
+            discover_migrations(tmp_path)
+        assert str(error.value) == (
+            f"{side}:3: deploy_before: {named!r} is {what}: it must name a later one"
+        )
+        side.write_text('title = "t"\n')
+    # A later step, or one still to be written (the contract often comes in a later change).
+    for named in ("0002_contract", "0003_to_come"):
+        (tmp_path / "0001_expand" / "migration.toml").write_text(f'deploy_before = "{named}"\n')
+        expand, contract = discover_migrations(tmp_path)
+        assert (expand.deploy_before, contract.deploy_before) == (named, "")
+
+
 @pytest.mark.slow
 def test_cli_migrate_up_under_load_stops_at_a_step_over_budget(
     target: ServerTarget,

@@ -191,7 +191,7 @@ def _under_load_cell(step: StepReport) -> str:
 
 def _old_app_cell(step: StepReport) -> str:
     """The deploy order the old-app check found; red when the break is undeclared."""
-    order = step.old_app.deploy_order
+    order = step.old_app.deploy_advice
     if step.old_app.undeclared:
         return f"[red]{order}\n(undeclared)[/]"
     return order if not step.old_app.old_app_breaks else f"[yellow]{order}[/]"
@@ -212,8 +212,9 @@ def steps_table(result: StepsResult) -> Table:
     table.add_column("step", min_width=min(longest, 30), overflow="fold")
     for label in labels:
         table.add_column(label, justify="right")
-    for column in ("violations", "index size", "inserts", "under load", "old app"):
+    for column in ("violations", "index size", "inserts", "under load"):
         table.add_column(column, justify="right")
+    table.add_column("old app", justify="right", overflow="fold")  # a step id in full
     for column in ("reversible", "checks"):
         table.add_column(column, justify="right")
     for step in result.steps:

@@ -50,6 +50,12 @@ class Migration:
     breaks_old_app: str = ""
     """why the app deployed before this step cannot keep running on its schema (``vpbench
     steps`` finds which of its queries and writes break; undeclared, that fails the step)"""
+    deploy_before: str = ""
+    """a later step (in the series or still to be written) that must not run before the
+    app with this step's new queries is deployed: the contract that drops what the app
+    deployed before this step still uses"""
+    side_file: Path | None = None
+    """the TOML file the fields above came from, where there is one"""
     layout: str = "vpbench folder"
     """where it came from: vpbench folder, numbered SQL pair or alembic revision"""
     files: tuple[Path, Path] | None = None
@@ -123,7 +129,8 @@ def _read_migration(path: Path) -> Migration:
 
 
 SIDE_KEYS = frozenset({"title", "why", "notes", "fixes", "rewrites_table", "transactional",
-                       "changes_results", "max_stall", "downtime", "breaks_old_app"})  # fmt: skip
+                       "changes_results", "max_stall", "downtime", "breaks_old_app",
+                       "deploy_before"})  # fmt: skip
 """what ``migration.toml`` (or a side file beside a revision or a pair) may say (``notes``
 is for its readers)"""
 
@@ -152,6 +159,8 @@ def side_fields(
         "transactional": bool(meta.get("transactional", transactional)),
         "changes_results": tuple(str(q) for q in meta.get("changes_results", [])),
         "breaks_old_app": str(meta.get("breaks_old_app", "")).strip(),
+        "deploy_before": str(meta.get("deploy_before", "")).strip(),
+        "side_file": meta_path if meta else None,
         **_stall_budget(meta, meta_path),
     }
 

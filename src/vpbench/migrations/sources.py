@@ -73,9 +73,11 @@ def discover_migrations(location: MigrationsLocation | None = None) -> tuple[Mig
 
 
 def _checked(migrations: tuple[Migration, ...]) -> tuple[Migration, ...]:
-    """The migrations, once every script is known to run the way its step runs it (a
-    contradiction is refused here, naming its file and line, before anything connects)."""
-    for migration in migrations:
+    """The migrations, once every script is known to run the way its step runs it and
+    no ``deploy_before`` names the step itself or an earlier one (a contradiction is refused
+    here, naming its file and line, before anything connects)."""
+    for index, migration in enumerate(migrations):
+        _check_deploy_before(migration, [m.id for m in migrations[: index + 1]])
         if migration.online:
             continue
         for direction, script in (("up", migration.up_sql), ("down", migration.down_sql)):
@@ -91,6 +93,24 @@ def _checked(migrations: tuple[Migration, ...]) -> tuple[Migration, ...]:
                     line=line,
                 ) from None
     return migrations
+
+
+def _check_deploy_before(migration: Migration, so_far: list[str]) -> None:
+    """A later step, or one the series does not hold yet (the contract that comes after an
+    expand is often written later)."""
+    if migration.deploy_before not in so_far:
+        return
+    side = migration.side_file
+    text = side.read_text(encoding="utf-8") if side else ""
+    line = next((n for n, row in enumerate(text.splitlines(), 1)
+                 if row.lstrip().startswith("deploy_before")), None)  # fmt: skip
+    raise MigrationsFormatError(
+        f"deploy_before: {migration.deploy_before!r} is "
+        + ("this migration" if migration.deploy_before == migration.id else "an earlier one")
+        + ": it must name a later one",
+        path=side or migration.path,
+        line=line,
+    )
 
 
 def detect_layout(path: Path) -> Layout:

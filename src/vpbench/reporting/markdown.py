@@ -283,8 +283,14 @@ def _availability_table(steps: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _deploy_advice(found: dict[str, Any]) -> str:
+    """The deploy order, with the later step the new queries must be deployed before."""
+    later = found.get("deploy_before")
+    return str(found.get("deploy_order", "")) + (f", before `{later}`" if later else "")
+
+
 def _deploy_cell(row: dict[str, Any]) -> str:
-    order = str(row.get("deploy_order", ""))
+    order = _deploy_advice(row)
     if row.get("old_app_undeclared"):
         return f"**{order}, undeclared**"
     return order
@@ -307,13 +313,15 @@ def _old_app_table(steps: list[dict[str, Any]]) -> list[str]:
             refused = ", ".join(found["refused_under_load"])
             breaks += f"<br>refused by the new constraints under load: {refused}"
         needs = "<br>".join(f"`{n}`" for n in found["new_needs_new_schema"]) or "works"
-        lines.append(f"| `{migration['id']}` | {found['deploy_order']} | {breaks} | {needs} |")
+        lines.append(f"| `{migration['id']}` | {_deploy_advice(found)} | {breaks} | {needs} |")
     lines += [
         "",
         "The SQL of the app deployed before each step (its variants in force then) and its "
         "INSERTs, run against the state after it and compared with the new SQL there; and the "
         "new SQL run against the state before it. A step that breaks the old app must say why "
-        "in `migration.toml` (`breaks_old_app`), or its checks fail.",
+        'in `migration.toml` (`breaks_old_app`), or its checks fail. "Before" a later step: '
+        "that step removes what the app deployed before this one still uses "
+        "(`deploy_before`).",
     ]
     return lines
 

@@ -76,6 +76,9 @@ class OldAppCheck:
     ("2642 write error 42804"), other than those a new constraint refused"""
     refused_under_load: tuple[str, ...] = ()
     """its writes a new constraint refused (SQLSTATE class 23)"""
+    deploy_before: str = ""
+    """the later step the app with this step's queries must be deployed before (the
+    migration's ``deploy_before``)"""
 
     @property
     def sql_breaks(self) -> tuple[str, ...]:
@@ -110,6 +113,12 @@ class OldAppCheck:
         return MIGRATE_FIRST if new_needs else ANY_ORDER
 
     @property
+    def deploy_advice(self) -> str:
+        """The deploy order, with the step the new queries must be deployed before."""
+        later = f", before {self.deploy_before}" if self.deploy_before else ""
+        return self.deploy_order + later
+
+    @property
     def undeclared(self) -> bool:
         """The old app breaks and migration.toml does not say so (with the reason)."""
         return bool(self.old_app_breaks) and not self.declared
@@ -117,6 +126,7 @@ class OldAppCheck:
     def to_dict(self) -> dict[str, Any]:
         return {
             "deploy_order": self.deploy_order,
+            "deploy_before": self.deploy_before,
             "declared": self.declared,
             "undeclared": self.undeclared,
             "old_app_breaks": list(self.old_app_breaks),
@@ -137,13 +147,14 @@ def check_old_app(
     applied_after: Sequence[str],
     *,
     declared: str = "",
+    deploy_before: str = "",
     failed: Mapping[str, int] | None = None,
     seed: int = 1,
 ) -> OldAppCheck:
     """Run the old app's SQL and INSERTs on the state after a step, and the new app's SQL
     on the state before it (both connections in autocommit mode; nothing is written).
     ``failed``: the requests that failed while the step was rehearsed under traffic
-    (``Availability.failed``)."""
+    (``Availability.failed``); ``declared`` and ``deploy_before``: what the migration says."""
     queries: list[QueryCompatibility] = []
     for workload in workloads:
         for query in workload.queries.values():
@@ -169,7 +180,7 @@ def check_old_app(
     refused = tuple(f"{n} {key}" for key, n in failures if _integrity(key))
     broke = tuple(f"{n} {key}" for key, n in failures if " error " in key and not _integrity(key))
     return OldAppCheck(tuple(queries), tuple(i for i in inserts if i.result), declared,
-                       broke, refused)  # fmt: skip
+                       broke, refused, deploy_before)  # fmt: skip
 
 
 def _integrity(failure: str) -> bool:

@@ -400,6 +400,7 @@ class _Sides:
         with self._connections() as (old, new):
             return check_old_app(old, new, workloads, self.pools, self.applied_before,
                                  self.applied_after, declared=migration.breaks_old_app,
+                                 deploy_before=migration.deploy_before,
                                  failed=found.failed if found else None,
                                  seed=self.seed)  # fmt: skip
 

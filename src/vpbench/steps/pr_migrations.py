@@ -107,8 +107,8 @@ def migrations_table(steps: Sequence[StepReport]) -> list[str]:
             _blocked_cell(step),
             _slowed_cell(step),
             str(sum(step.availability.failed.values())) if step.availability else "",
-            step.old_app.deploy_order if not step.old_app.undeclared
-            else f"**{step.old_app.deploy_order}**",
+            step.old_app.deploy_advice if not step.old_app.undeclared
+            else f"**{step.old_app.deploy_advice}**",
             "yes" if step.reversible else "**no**",
             human_bytes(index_bytes_added(step), signed=True),
             "<br>".join(_wal_cell(step)),
