@@ -96,7 +96,7 @@ def test_steps_from_a_busy_staging_database_leaves_it_untouched(
         (s.migration.id, s.passed, s.old_app.undeclared, s.available, s.unexpected_changes)
         for s in result.steps
     ]
-    assert len(result.steps) == 6 and result.steps[-1].audit_after.total_violations == 0
+    assert len(result.steps) == 7 and result.steps[-1].audit_after.total_violations == 0
     first = result.steps[0]
     orphans = first.audit_before.check("orphaned_quiz_attempts").violations
     assert orphans > 0 and first.quarantined["quiz_attempts"] == orphans

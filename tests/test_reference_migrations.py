@@ -1,4 +1,4 @@
-"""The six reference migrations on real PostgreSQL: what each up fixes, and that each down
+"""The seven reference migrations on real PostgreSQL: what each up fixes, and that each down
 restores the previous schema and data exactly (quarantined and archived rows included)."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from vpbench.dataset.fixtures import fixtures_dir
 from vpbench.dataset.profiles import DirtyRates, get_profile
 from vpbench.dataset.seed import SeedResult, seed_database
 from vpbench.dataset.snapshot import TableSnapshot, snapshot_tables
+from vpbench.measure.runner import PreparedStatements
 from vpbench.measure.writecost import app_inserts
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.sources import discover_migrations
@@ -39,6 +40,7 @@ MIGRATION_IDS = (
     "0004_video_page_indexes",
     "0005_quiz_jsonb",
     "0006_computed_scores",
+    "0007_drop_retired_quiz_columns",
 )
 
 
@@ -77,7 +79,8 @@ SCHEMA_QUERIES = {
     "obj_description(c.oid, 'pg_class') FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     f"WHERE {_NOT_SYSTEM.format('n.nspname')} ORDER BY 1, 2",
-    # Listed in attnum order: the order of the columns is part of the shape. Some server
+    # Listed by name: a column a down adds back comes last (PostgreSQL cannot put it back
+    # in its place without rewriting the table), and SQL names its columns. Some server
     # builds stamp each column with a "pg_attver=<n>" option that changes on every ALTER;
     # that is the server's bookkeeping, not the schema.
     "columns": "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
@@ -87,7 +90,7 @@ SCHEMA_QUERIES = {
     "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
     f"WHERE {_NOT_SYSTEM.format('n.nspname')} AND c.relkind IN ('r', 'p', 'v', 'm') "
-    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, a.attnum",
+    "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, 3",
     "constraints": "SELECT n.nspname, k.conrelid::regclass::text, k.conname, k.contype, "
     "pg_get_constraintdef(k.oid), k.convalidated FROM pg_constraint k "
     "JOIN pg_namespace n ON n.oid = k.connamespace "
@@ -130,13 +133,14 @@ def assert_same(actual: State, expected: State) -> None:
 MIGRATIONS = {m.id: m for m in discover_migrations(MIGRATIONS_DIR)}
 
 
-def apply(conn: Conn, migration_id: str, direction: str) -> list[str]:
+def apply(conn: Conn, migration_id: str, direction: str, units_run: int | None = None) -> list[str]:
     """Run up.sql or down.sql as the runner does, without its ledger: a transactional step
-    as one transaction, another one statement (or BEGIN block) at a time. Returns the
-    NOTICE messages it raised."""
+    as one transaction, another one statement (or BEGIN block) at a time; only the first
+    ``units_run`` of those, to stop it part-way. Returns the NOTICE messages it raised."""
     migration = MIGRATIONS[migration_id]
     script = migration.up_sql if direction == "up" else migration.down_sql
     units = [split_statements(script)] if migration.transactional else group_transactions(script)
+    units = units[:units_run]
     notices: list[str] = []
 
     def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
@@ -553,6 +557,36 @@ def check_voice_memo_metadata(step: Step) -> None:
     assert parsed == ("parsed", 75, "m4a", 1_572_864)
 
 
+def check_drop_retired_quiz_columns(step: Step) -> None:
+    conn = step.conn
+    # Seeded text spells every link and document as its uuid or jsonb renders it.
+    assert scalar(conn, "SELECT count(*) FROM archive.quiz_attempt_text_columns") == 0
+    assert any(": archived 0 quiz attempt(s) whose text differs" in n for n in step.notices)
+    assert set(column_shapes(conn, "quiz_attempts")) == {
+        *("id", "user_id", "video_uuid", "course_uuid", "questions_json", "answers_json"),
+        *("score", "total", "percentage", "started_at", "completed_at"),
+    }
+    triggers = conn.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'quiz_attempts'::regclass "
+        "AND NOT tgisinternal"
+    ).fetchall()
+    assert triggers == [("quiz_attempts_compute_scores",)]
+    assert step.after.tables["quiz_attempts"] != step.before.tables["quiz_attempts"]
+    assert step.after.tables["quiz_attempts"].rows == step.before.tables["quiz_attempts"].rows
+    # The app deployed before it writes the uuid links and the jsonb only: its INSERT works,
+    # and the scores are still computed from the answers.
+    statement, rows = app_inserts(conn, "quiz_attempts", 1, 1) or (None, [])
+    assert statement is not None and {"video_uuid", "questions_json"} <= set(statement.params)
+    with conn.transaction(force_rollback=True):
+        PreparedStatements().execute(conn, statement, {**rows[0], "score": -1})
+        row = conn.execute(
+            "SELECT questions_json, answers_json, score, total, percentage FROM quiz_attempts "
+            "WHERE id = %s",
+            [rows[0]["id"]],
+        ).fetchone()
+    assert row is not None and tuple(row[2:]) == expected_score(row[0], row[1])
+
+
 STEP_CHECKS: dict[str, Callable[[Step], None]] = {
     "0001_quiz_attempt_links": check_quiz_attempt_links,
     "0002_reflection_links": check_reflection_links,
@@ -560,6 +594,7 @@ STEP_CHECKS: dict[str, Callable[[Step], None]] = {
     "0004_video_page_indexes": check_video_page_indexes,
     "0005_quiz_jsonb": check_quiz_jsonb,
     "0006_computed_scores": check_computed_scores,
+    "0007_drop_retired_quiz_columns": check_drop_retired_quiz_columns,
 }
 
 
@@ -760,7 +795,7 @@ def test_values_the_new_types_would_respell_are_restored(
         ):
             conn.execute(statement.encode(), params)
     fresh = capture(conn)
-    notices = [n for m in MIGRATION_IDS for n in apply(conn, m, "up")]
+    notices = [n for m in through("0006_computed_scores") for n in apply(conn, m, "up")]
 
     # uuid respells ids; the text links, kept beside the uuids, keep the spelling as written.
     raw_ids = {
@@ -804,10 +839,65 @@ def test_values_the_new_types_would_respell_are_restored(
     )
     unparsed = fresh.audit["malformed_voice_metadata"] + 1
     assert any(f": {unparsed} voice memo(s) have a header" in n for n in notices)
+    # The contract archives exactly the spellings its columns took away; down puts them back.
+    apply(conn, "0007_drop_retired_quiz_columns", "up")
+    archived = {
+        attempt: tuple(column is not None for column in columns)
+        for attempt, *columns in conn.execute(
+            "SELECT quiz_attempt_id, video_id, course_id, questions, answers "
+            "FROM archive.quiz_attempt_text_columns"
+        )
+    }
+    assert archived == {
+        upper: (True, False, False, False),
+        braces: (False, True, False, False),
+        pretty: (False, False, True, False),
+        duplicate_key: (False, False, False, True),
+    }
 
     for migration_id in reversed(MIGRATION_IDS):
         apply(conn, migration_id, "down")
     assert_same(capture(conn), fresh)
+
+
+def test_the_contract_stopped_anywhere_is_undone_by_down_and_finished_by_running_it_again(
+    seed: Callable[[DirtyRates], Seeded],
+) -> None:
+    """0007 stopped after its archive trigger, after its sweep, after the switch: down
+    restores the state before it every time, and a run from where it stopped finishes it.
+    A spelling the app writes after the sweep passed its row is archived all the same."""
+    conn = seed(DirtyRates()).conn
+    for migration_id in through("0006_computed_scores"):
+        apply(conn, migration_id, "up")
+    contract = "0007_drop_retired_quiz_columns"
+    attempt = scalar(conn, "SELECT id FROM quiz_attempts ORDER BY id LIMIT 1")
+    units = len(group_transactions(MIGRATIONS[contract].up_sql))
+    for stopped_after in range(1, units):
+        before = capture(conn)
+        apply(conn, contract, "up", stopped_after)
+        apply(conn, contract, "down")
+        assert_same(capture(conn), before)
+    before = capture(conn)
+    apply(conn, contract, "up", 2)  # the sweep is done: the old app writes a spelling
+    conn.execute("UPDATE quiz_attempts SET video_id = upper(video_id) WHERE id = %s", [attempt])
+    with pytest.raises(psycopg.errors.UndefinedColumn):  # stopped after the switch...
+        apply(conn, contract, "up", 3)
+        conn.execute("SELECT video_id FROM quiz_attempts LIMIT 1")
+    notices = apply(conn, contract, "up")  # ...and run again from the start
+    assert any("the text columns are gone already" in n for n in notices)
+    archived = conn.execute(
+        "SELECT quiz_attempt_id, video_id IS NOT NULL, questions IS NULL "
+        "FROM archive.quiz_attempt_text_columns"
+    ).fetchall()
+    assert archived == [(attempt, True, True)]
+    after = capture(conn)
+    apply(conn, contract, "down")
+    upper = scalar(conn, "SELECT video_id FROM quiz_attempts WHERE id = %s", (attempt,))
+    assert upper == upper.upper() != upper.lower()
+    conn.execute("UPDATE quiz_attempts SET video_id = lower(video_id) WHERE id = %s", [attempt])
+    assert_same(capture(conn), before)
+    apply(conn, contract, "up")
+    assert capture(conn).tables == after.tables  # the lowered spelling renders as the uuid
 
 
 def test_a_failed_up_is_undone_by_its_down(seed: Callable[[DirtyRates], Seeded]) -> None:

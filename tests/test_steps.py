@@ -91,11 +91,11 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
         (s.migration.id, s.unexpected_changes, s.reversibility_problems) for s in result.steps
     ]
     ids = [s.migration.id for s in result.steps]
-    assert len(ids) == 6 and ids[0] == "0001_quiz_attempt_links"
+    assert len(ids) == 7 and ids[0] == "0001_quiz_attempt_links"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"{i}.json" for i in ids] + ["summary.json"]
     )
-    first, _, audio, indexes, _, scores = result.steps
+    first, _, audio, indexes, _, scores, contract = result.steps
     orphans = first.audit_before.check("orphaned_quiz_attempts").violations
     assert orphans > 0 and first.audit_after.check("orphaned_quiz_attempts").violations == 0
     assert first.quarantined["quiz_attempts"] == orphans
@@ -113,9 +113,12 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     orders = [s.old_app.deploy_order for s in result.steps]
     # 0005 adds jsonb columns beside the text ones (expand): the app's SQL and its prepared
     # INSERTs keep working, so no reconnect.
-    # Two expands (0001, 0005): the deployed app keeps working across every step; the new
-    # queries of 0001 and 0003 read their new columns.
-    assert orders == [MIGRATE_FIRST, ANY_ORDER, MIGRATE_FIRST, ANY_ORDER, ANY_ORDER, ANY_ORDER]
+    # Two expands (0001, 0005) and their contract (0007): the deployed app keeps working
+    # across every step; the new queries of 0001 and 0003 read their new columns, and the
+    # app with the queries of 0001 and 0005 goes out before the contract drops the text.
+    assert orders == [MIGRATE_FIRST, ANY_ORDER, MIGRATE_FIRST, *[ANY_ORDER] * 4]
+    contracted = [s.old_app.deploy_before for s in result.steps]
+    assert contracted == [contract.migration.id, "", "", "", contract.migration.id, "", ""]
     assert not any(s.old_app.old_app_breaks or s.old_app.declared for s in result.steps)
     # No step declares downtime, and none stalled the app under its traffic.
     assert all(s.availability and s.availability.passed for s in result.steps)
@@ -139,7 +142,7 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert databases(target, f"{name}__%") == []  # backups dropped
 
     summary = json.loads(result.summary_path.read_text())
-    assert summary["kind"] == "steps-summary" and len(summary["steps"]) == 6
+    assert summary["kind"] == "steps-summary" and len(summary["steps"]) == 7
     spent = summary["time"]["phases"]
     assert sum(row["seconds"] for row in spent) == pytest.approx(summary["seconds"])
     assert 0 < summary["time"]["harness_share"] < 1

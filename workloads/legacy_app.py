@@ -1,8 +1,9 @@
 """What the old app did to render the video page: fetch broadly, then filter, sort, join and
 compute in Python. ``vpbench run`` times it beside the SQL-level ``video_page`` scenario.
 
-It reads whatever schema state the database is in (text or uuid ids, JSON text or jsonb,
-stored or computed scores, metadata in text or in columns), like the app had to.
+It reads whatever schema state the database is in (text ids, uuid links beside them or
+alone; JSON as text, jsonb beside it or alone; stored or computed scores; metadata in text
+or in columns), like the app had to.
 """
 
 from __future__ import annotations
@@ -23,15 +24,24 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def _typed(attempt: dict[str, Any], column: str, typed: str) -> Any:
+    """The typed column that supersedes ``column`` where the schema has one, else ``column``."""
+    return attempt[typed] if typed in attempt else attempt[column]
+
+
+def _link(attempt: dict[str, Any], name: str) -> str:
+    """A quiz attempt's ``video``/``course`` link as text, from its uuid column if any."""
+    return str(_typed(attempt, f"{name}_id", f"{name}_uuid"))
+
+
 def _score(attempt: dict[str, Any]) -> tuple[int, int, float]:
     """Stored score/total/percentage, or computed from the answers once they are not stored."""
     if attempt.get("score") is not None:
         return attempt["score"], attempt["total"], float(attempt["percentage"])
-    questions = _json(attempt["questions"])
+    questions = _json(_typed(attempt, "questions", "questions_json"))
     correct = {q["id"]: q["correct"] for q in questions}
-    score = sum(
-        1 for a in _json(attempt["answers"]) if correct.get(a["question_id"]) == a["choice"]
-    )
+    answers = _json(_typed(attempt, "answers", "answers_json"))
+    score = sum(1 for a in answers if correct.get(a["question_id"]) == a["choice"])
     total = len(questions)
     return score, total, round(100 * score / total, 2) if total else 0.0
 
@@ -65,16 +75,16 @@ def render_video_page(conn: Connection[Any], params: dict[str, Any]) -> dict[str
 
     attempts = cur.execute("SELECT * FROM quiz_attempts WHERE user_id = %s", [user_id]).fetchall()
     mine = sorted(
-        (a for a in attempts if str(a["video_id"]) == video_id),
+        (a for a in attempts if _link(a, "video") == video_id),
         key=lambda a: a["completed_at"],
         reverse=True,
     )[:20]
     course_videos = {str(v["id"]) for v in siblings}
     best: dict[str, float] = {}
     for attempt in attempts:
-        if str(attempt["course_id"]) == str(video["course_id"]):
+        if _link(attempt, "course") == str(video["course_id"]):
             percentage = _score(attempt)[2]
-            key = str(attempt["video_id"])
+            key = _link(attempt, "video")
             best[key] = max(best.get(key, 0.0), percentage)
 
     reflections = cur.execute("SELECT * FROM reflections WHERE user_id = %s", [user_id]).fetchall()
