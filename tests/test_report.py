@@ -198,6 +198,26 @@ def test_a_schema_2_step_is_upgraded_on_read(vpbench: Runner, tmp_path: Path) ->
     assert_png(tmp_path / "report" / "timeline-0001_quiz_attempt_links.png")
 
 
+def test_the_deploy_order_names_the_step_to_deploy_before(vpbench: Runner, tmp_path: Path) -> None:
+    """An expand's deploy_before reads "..., before `STEP`" in the series table and the
+    old-app table; its twin, the same run without it, names no step."""
+    for later in ("0007_drop_retired_quiz_columns", ""):
+        folder = tmp_path / (later or "none")
+        folder.mkdir()
+        step = json.loads((STEPS_V2 / "0001_quiz_attempt_links.json").read_text())
+        step["checks"]["old_app"]["deploy_before"] = later
+        (folder / "0001_quiz_attempt_links.json").write_text(json.dumps(step))
+        summary = json.loads((STEPS_V2 / "summary.json").read_text())
+        summary["steps"][0]["deploy_before"] = later
+        (folder / "summary.json").write_text(json.dumps(summary))
+        code, out, err = vpbench("report", folder, "--out", folder / "report")
+        assert code == 0, out + err
+        report = (folder / "report" / "report.md").read_text()
+        named = "breaks the old app, before `0007_drop_retired_quiz_columns`"
+        assert report.count(named) == (2 if later else 0)
+        assert report.count("breaks the old app") >= 2
+
+
 def test_report_of_two_runs(vpbench: Runner, tmp_path: Path) -> None:
     code, _, _ = vpbench("report", LEGACY, MIGRATED, "--out", tmp_path / "r")
     assert code == 0
