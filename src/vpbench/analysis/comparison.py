@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from vpbench.analysis.drift import Drift, estimate_drift
 from vpbench.analysis.session_verdicts import SessionVerdicts, judge_session_pair
 from vpbench.analysis.verdicts import (
     DEFAULT_ALPHA,
@@ -22,6 +23,7 @@ from vpbench.analysis.verdicts import (
     Judgement,
     Threshold,
     judge,
+    statistic_ratio,
 )
 from vpbench.errors import IncomparableError, ResultsFormatError, UsageError
 from vpbench.results.documents import read_shaped
@@ -112,6 +114,8 @@ class Comparison:
     rows: tuple[EntryComparison, ...]
     confounder: str | None = None
     """maintenance between runs collected apart that deterministic signals cannot see past"""
+    drift: Drift | None = None
+    """runs collected apart: the machine's drift, read off the entries that did not change"""
 
     def regressions(self) -> tuple[EntryComparison, ...]:
         return tuple(r for r in self.rows if r.judgement.verdict == "slower")
@@ -142,6 +146,7 @@ class Comparison:
             "threshold": str(self.threshold),
             "alpha": self.alpha,
             "confounder": self.confounder,
+            "drift": self.drift.to_dict() if self.drift else None,
             "verdicts": counts,
             "rows": [r.to_dict() for r in self.rows],
         }
@@ -265,6 +270,7 @@ def compare_sides(
             hint="compare runs of the same workload",
         )
     confounder = None if paired_session else maintenance_between(base, new)
+    drift = None if paired_session else _drift(base, new, common, threshold, seed)
     rows = []
     for name in common:
         old, cur = base.entries[name], new.entries[name]
@@ -272,6 +278,7 @@ def compare_sides(
         plan_changed = _plan_changed(old, cur)
         old_buffers, new_buffers = _buffers(old), _buffers(cur)
         ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
+        relative = drift.estimate if drift and name not in drift.entries else None
         stored = (
             new.verdicts.stored(
                 name, old.samples_ns, cur.samples_ns, old.rounds, (threshold, alpha, seed)
@@ -301,6 +308,7 @@ def compare_sides(
                 plan_changed=plan_changed,
                 buffers_ratio=ratio,
                 confounder=confounder,
+                drift=relative,
                 seed=seed,
             )
         rows.append(
@@ -318,7 +326,23 @@ def compare_sides(
                 cur.target_ms if cur.target_ms is not None else old.target_ms,
             )
         )
-    return Comparison(base, new, paired_session, threshold, alpha, tuple(rows), confounder)
+    return Comparison(base, new, paired_session, threshold, alpha, tuple(rows), confounder,
+                      drift)  # fmt: skip
+
+
+def _drift(base: Side, new: Side, common: Sequence[str], threshold: Threshold, seed: int) -> Drift:
+    """The drift from the entries that did the same work in both runs: the same plans, and
+    shared buffers within the threshold."""
+    up = 1 + threshold.fraction
+    unchanged = {}
+    for name in common:
+        old, cur = base.entries[name], new.entries[name]
+        old_buffers, new_buffers = _buffers(old), _buffers(cur)
+        if _plan_changed(old, cur) is not False or not (old_buffers and new_buffers):
+            continue
+        if 1 / up <= new_buffers / old_buffers <= up:
+            unchanged[name] = statistic_ratio(_samples(old), _samples(cur), threshold.statistic)
+    return estimate_drift(unchanged, seed=seed)
 
 
 def _samples(entry: EntryShape) -> np.ndarray[Any, np.dtype[np.float64]]:

@@ -93,6 +93,12 @@ def _statistic_of(statistic: Statistic, samples: FloatArray) -> float:
     return float(_STATISTICS[statistic](samples, -1))
 
 
+def statistic_ratio(base: npt.ArrayLike, new: npt.ArrayLike, statistic: Statistic) -> float:
+    """statistic(new) / statistic(base), without an interval; NaN when a side is empty."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _statistic_of(statistic, _samples(new)) / _statistic_of(statistic, _samples(base))
+
+
 @dataclass(frozen=True)
 class RatioEstimate:
     """statistic(new) / statistic(base) with its bootstrap confidence interval."""
@@ -230,6 +236,7 @@ def judge(
     plan_changed: bool | None = None,
     buffers_ratio: float | None = None,
     confounder: str | None = None,
+    drift: RatioEstimate | None = None,
     seed: int = 0,
     resamples: int = 2000,
 ) -> Judgement:
@@ -250,13 +257,25 @@ def judge(
       verdict is *inconclusive*. ``confounder`` names something else that changed plans and
       buffers between the runs (``"VACUUM or ANALYZE of public.reflections"``): the
       deterministic signals then confirm nothing and the verdict is *inconclusive* too.
+      ``drift`` is the machine's drift between the runs (``vpbench.analysis.drift``): the
+      ratio is then the change beyond it (``new`` divided by the drift, the interval widened
+      by the drift's own), so a uniformly faster machine cannot pass for a faster query.
     - *unchanged* when the whole interval lies within [1/(1+f), 1+f]; else *inconclusive*.
     - Empty input is *inconclusive* with a NaN ratio.
     """
     base_ms, new_ms = _samples(base), _samples(new)
+    if drift is not None:
+        new_ms = new_ms / drift.ratio
     estimate = bootstrap_ratio(
         base_ms, new_ms, statistic=threshold.statistic, resamples=resamples, seed=seed
     )
+    if drift is not None:
+        estimate = RatioEstimate(
+            estimate.ratio,
+            estimate.low * drift.ratio / drift.high,
+            estimate.high * drift.ratio / drift.low,
+            estimate.confidence,
+        )
     p_value = mann_whitney_p(base_ms, new_ms)
     mde = minimum_detectable_effect(estimate, threshold)
     if base_ms.size == 0 or new_ms.size == 0:
@@ -264,6 +283,8 @@ def judge(
     up, down = 1 + threshold.fraction, 1 / (1 + threshold.fraction)
     signals = _signals(plan_changed, buffers_ratio)
     summary = _summary(threshold.statistic, estimate, p_value, signals)
+    if drift is not None:
+        summary += f", relative to the machine's drift {drift.ratio:.2f}x"
     timing = _timing_verdict(estimate, p_value, threshold, alpha)
     if timing is not None:
         if paired_session:

@@ -47,6 +47,8 @@ def comparison_table(comparison: Comparison) -> Table:
     )
     if comparison.confounder:
         caption += f". Between the runs: {comparison.confounder}"
+    if comparison.drift:
+        caption += f". {comparison.drift.note}"
     table = Table(
         title=f"{comparison.new.label} vs {comparison.base.label}"
         + (" (paired session)" if comparison.paired_session else " (runs collected apart)"),

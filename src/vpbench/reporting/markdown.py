@@ -572,7 +572,8 @@ def _comparison_report(comparison: Comparison, out: Path) -> str:
         f"Verdicts need the whole 95% interval beyond {comparison.threshold} and p < "
         f"{comparison.alpha}; *sees*: the smallest change this comparison could have "
         "detected (80% power)."
-        + (f" Between the runs: {comparison.confounder}." if comparison.confounder else ""),
+        + (f" Between the runs: {comparison.confounder}." if comparison.confounder else "")
+        + (f" {comparison.drift.note}." if comparison.drift else ""),
         "",
     ]
     lines += [
