@@ -313,7 +313,7 @@ def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
         assert conn.execute("SELECT to_regclass('vpbench.migrations')").fetchone() == (None,)
     with psycopg.connect(target.for_database(f"{session_prefix}_nightly")) as conn:
         applied = conn.execute("SELECT count(*) FROM vpbench.migrations").fetchone()
-        assert applied == (6,)
+        assert applied == (7,)
     assert (out / "compare" / "report.md").is_file() and (out / "run" / "report.md").is_file()
     trend = (out / "trend" / "trend.md").read_text()
     assert trend.startswith("**2 runs,") and (out / "trend" / "trend.png").is_file()
