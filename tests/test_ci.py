@@ -15,6 +15,7 @@ from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.results.documents import read_document
 from vpbench.server.target import ServerTarget
+from vpbench.steps.nightly import chained_ratio, last_passed, stored_nights
 from vpbench.steps.pull_request import MARKER
 
 PROBE_WORKLOAD = """\
@@ -286,37 +287,59 @@ def test_a_ref_without_the_migrations_folder_is_one_line(
 
 
 @pytest.mark.slow
-def test_nightly_compares_with_the_previous_night_and_draws_the_trend(
-    target: ServerTarget, session_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_nightly_is_paired_against_the_last_night_that_passed(
+    target: ServerTarget,
+    session_prefix: str,
+    repo: dict[str, str | Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    history, out = tmp_path / "history", tmp_path / "nightly"
-    arguments = [
-        "ci", "nightly", "--profile", "tiny", "--repeat", "5", "--explain", "1",
-        "--history", str(history), "--out", str(out),
-        "--dsn", target.for_database(f"{session_prefix}_nightly"),
-    ]  # fmt: skip
-    # The second night starts from a copy of a seeded database, as from a team's staging.
+    """Night 1 (the base commit) against itself, night 2 (a commit that changes nothing
+    measurable, from a copy of staging) against night 1, night 3 (a function made slower,
+    the plan unchanged) against night 2: only night 3 has a verdict, paired, with its
+    interval; a night that failed is no one's base; the ratio chains across nights."""
+    root, history, out = Path(repo["root"]), tmp_path / "history", tmp_path / "nightly"
     source = f"{session_prefix}_nightly_src"
     seed_database(target, source, get_profile("tiny"), seed=1)
-    nights: list[tuple[int, str, list[str]]] = [
-        (1, "first night: nothing to compare with", []),
-        (2, "(runs collected", ["--from", source]),
-    ]
-    for night, expected, start in nights:
+
+    def night(ref: str, *extra: str) -> tuple[int, str]:
+        git(root, "checkout", "-q", ref)
         with pytest.raises(SystemExit) as exit_info:
-            main([*arguments, "--label", f"night-{night}", *start])
+            main([
+                "ci", "nightly", "--repo", str(root), "--migrations-path", "migrations",
+                "--profile", "tiny", "--rounds", "3", "--max-rounds", "3", "--repeat", "3",
+                "--history", str(history), "--out", str(out),
+                "--dsn", target.for_database(f"{session_prefix}_nightly"), *extra,
+            ])  # fmt: skip
         captured = capsys.readouterr()
-        assert exit_info.value.code == 0, captured.err
-        assert expected in captured.out.replace("\n", " ")
-    assert len(list(history.glob("*.json"))) == 2
+        code = exit_info.value.code
+        return (code if isinstance(code, int) else 1), captured.out + captured.err
+
+    code, said = night(str(repo["base"]))
+    assert code == 0 and "first night: measured against itself" in said, said
+    code, said = night("main", "--from", source)
+    assert code == 0 and "(paired session)" in said, said
+    code, said = night(str(repo["slow"]))
+    assert code == 1 and "probe" in said and "regression" in said, said
+    first, second, third = stored_nights(history)
+    assert (first.base, second.base, third.base) == (None, first.id, second.id)
+    assert (first.passed, second.passed, third.passed) == (True, True, False)
+    assert last_passed(history) == second  # a failed night is no one's base
+    verdicts = [
+        read_document(n.path)["verdicts"]["entries"]["probe"] for n in (first, second, third)
+    ]
+    # The first night against itself and the unchanged second read no change.
+    assert {verdicts[0]["verdict"], verdicts[1]["verdict"]} <= {"unchanged", "inconclusive"}
+    assert verdicts[2]["verdict"] == "slower" and verdicts[2]["ci_low"] > 1  # its interval
+    assert verdicts[2]["ratio"] > 3  # 5 ms of sleep on a sub-millisecond query
+    chained = chained_ratio(history, "probe", first.id, third.id)
+    assert chained == pytest.approx(verdicts[1]["ratio"] * verdicts[2]["ratio"])
+    assert chained_ratio(history, "probe", third.id, first.id) is None  # not a later night
     with psycopg.connect(target.for_database(source)) as conn:  # only read
         assert conn.execute("SELECT to_regclass('vpbench.migrations')").fetchone() == (None,)
-    with psycopg.connect(target.for_database(f"{session_prefix}_nightly")) as conn:
-        applied = conn.execute("SELECT count(*) FROM vpbench.migrations").fetchone()
-        assert applied == (7,)
-    assert (out / "compare" / "report.md").is_file() and (out / "run" / "report.md").is_file()
+    assert (out / "compare" / "report.md").is_file()
     trend = (out / "trend" / "trend.md").read_text()
-    assert trend.startswith("**2 runs,") and (out / "trend" / "trend.png").is_file()
+    assert trend.startswith("**3 runs,") and (out / "trend" / "trend.png").is_file()
 
 
 @pytest.mark.slow

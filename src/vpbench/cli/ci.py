@@ -11,13 +11,12 @@ import click
 
 from vpbench.cli._common import (
     FAIL_ON,
+    F,
     TableRows,
-    count_option,
     db_option,
     dsn_option,
     err,
     fail_on_option,
-    migrations_option,
     out,
     out_dir_option,
     paired_options,
@@ -28,19 +27,30 @@ from vpbench.cli._common import (
     start_from_options,
     threshold_option,
     wide,
-    workload_files_option,
 )
 from vpbench.cli.compare import comparison_table
-from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.errors import CheckFailedError, UsageError
 from vpbench.measure.metadata import git_commit
-from vpbench.measure.runner import RunOptions
-from vpbench.migrations.sources import MigrationsLocation
 from vpbench.steps.pr_migrations import MIGRATION_CHECKS
 
 if TYPE_CHECKING:
     from vpbench.analysis.verdicts import Threshold
+
+
+def repository_options(command: F) -> F:
+    """--repo, --migrations-path and --workloads-path: where the commits are read."""
+    for option in reversed([
+        click.option("--repo", default=".", show_default=True,
+                     type=click.Path(file_okay=False, exists=True, path_type=Path),
+                     help="The git repository (the head, unless named: its working tree)."),
+        click.option("--migrations-path", default="fixtures/migrations", show_default=True,
+                     help="Migrations folder inside the repository."),
+        click.option("--workloads-path", default="workloads", show_default=True,
+                     help="Folder of workload files (*.toml) inside the repository."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -51,17 +61,7 @@ def ci() -> None:
 @ci.command("pr")
 @click.option("--base", required=True, metavar="REF", help="Base commit (e.g. the PR's base).")
 @click.option("--head", metavar="REF", help="Head commit (default: the working tree).")
-@click.option(
-    "--repo",
-    default=".",
-    show_default=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The git repository.",
-)
-@click.option("--migrations-path", default="fixtures/migrations", show_default=True,
-              help="Migrations folder inside the repository.")  # fmt: skip
-@click.option("--workloads-path", default="workloads", show_default=True,
-              help="Folder of workload files (*.toml) inside the repository.")  # fmt: skip
+@repository_options
 @profile_options("small")
 @start_from_options
 @paired_options(budget="60s")
@@ -143,37 +143,38 @@ def ci_pr(
 
 
 @ci.command("nightly")
+@repository_options
 @profile_options("medium")
 @start_from_options
-@workload_files_option
-@migrations_option
-@count_option("--repeat", 30, minimum=1, help="Timed executions per entry.")
-@count_option("--explain", 5, minimum=0, help="EXPLAIN (ANALYZE, BUFFERS) executions.",
-              dest="explain_runs")  # fmt: skip
+@paired_options(budget="60s")
 @click.option("--label", help="Name of tonight's run (default: nightly-<commit or date>).")
 @click.option(
     "--history",
     default="results/history",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of the nights' run files (kept between nights).",
+    help="Folder of the nights' documents (kept between nights).",
 )
 @out_dir_option("results/nightly")
 @fail_on_option(
-    "Exit 1 on a regression against the previous night, a target breach, either, never.",
+    "Exit 1 on a regression against the last night that passed, a target breach, either, never.",
     never=True,
 )
 @db_option
 @dsn_option
 def ci_nightly(
+    repo: Path,
+    migrations_path: str,
+    workloads_path: str,
     profile: str,
     seed_value: int,
     from_database: str | None,
     from_dump: Path | None,
-    workload_paths: tuple[Path, ...],
-    migrations_dir: MigrationsLocation | None,
+    rounds: int,
+    min_rounds: int,
+    max_rounds: int,
     repeat: int,
-    explain_runs: int,
+    budget_ms: int,
     label: str | None,
     history: Path,
     out_dir: Path,
@@ -181,38 +182,39 @@ def ci_nightly(
     dbname: str | None,
     dsn: str | None,
 ) -> None:
-    """Seed, migrate to the head of the series, run the workloads into the history, compare
-    with the previous night and draw the trend."""
+    """Tonight's head against the commit of the last night that passed: both rebuilt from
+    the same data, measured pair by pair in one session; the night goes into the history,
+    and the trend is drawn."""
     from vpbench.steps.nightly import run_nightly
+    from vpbench.steps.pull_request import Layout
 
     target, dbname = resolve_database(dsn, dbname)
     result = run_nightly(
         target,
         dbname,
+        repo=repo,
+        layout=Layout(migrations_path, workloads_path),
         profile=get_profile(profile),
         seed=seed_value,
-        workload_paths=list(workload_paths) or default_workload_paths(),
-        options=RunOptions(repeat=repeat, explain=explain_runs, seed=seed_value),
+        options=paired_session(rounds, min_rounds, max_rounds, repeat, budget_ms, seed_value),
         history=history,
         out_dir=out_dir,
-        label=label or _nightly_label(),
-        migrations_dir=migrations_dir,
+        label=label or _nightly_label(repo),
         start_from=start_from(from_database, from_dump),
+        say=lambda message: err.print(message, highlight=False),
     )
-    out.print(f"tonight: {result.run}", highlight=False)
-    if result.comparison is not None:
-        wide(comparison_table(result.comparison))
-    else:
-        out.print("first night: nothing to compare with", highlight=False)
+    out.print(f"tonight: {result.night}", highlight=False)
+    wide(comparison_table(result.comparison))
+    if result.base is None:
+        out.print("first night: measured against itself (it reads zero)", highlight=False)
     out.print(f"report: {result.report}\ntrend: {result.trend.markdown}", highlight=False)
-    failure = None
-    if result.comparison is not None and fail_on != "none":
-        failure = result.comparison.failure(fail_on)
+    failure = result.comparison.failure(fail_on) if fail_on != "none" else None
     if failure:
-        raise CheckFailedError(f"tonight against the previous night: {failure}")
+        base = result.base.id if result.base else "itself"
+        raise CheckFailedError(f"tonight against night {base}: {failure}")
 
 
-def _nightly_label() -> str:
+def _nightly_label(repo: Path) -> str:
     """``nightly-<commit>`` in a git checkout, else ``nightly-<date>`` (also without git)."""
-    commit = git_commit()
+    commit = git_commit(repo)
     return f"nightly-{commit[:7]}" if commit else f"nightly-{datetime.now(UTC):%Y%m%d}"

@@ -17,7 +17,7 @@ from vpbench.cli.data import audit, seed
 from vpbench.cli.db import db
 from vpbench.cli.migrate import migrate
 from vpbench.cli.predict import predict
-from vpbench.cli.report import report, trend
+from vpbench.cli.report import publish, report, trend
 from vpbench.cli.run import run
 from vpbench.cli.steps import steps
 from vpbench.errors import BadInputError, CheckFailedError, InterruptError, VpbenchError
@@ -46,6 +46,7 @@ cli.add_command(compare)
 cli.add_command(ab)
 cli.add_command(report)
 cli.add_command(trend)
+cli.add_command(publish)
 cli.add_command(ci)
 
 

@@ -1,4 +1,5 @@
-"""``vpbench report`` and ``vpbench trend``: Markdown, charts and the nightly trend."""
+"""``vpbench report``, ``vpbench trend`` and ``vpbench publish``: Markdown, charts, the
+nightly trend and the history as a site to browse."""
 
 from __future__ import annotations
 
@@ -43,3 +44,19 @@ def trend(history: Path, out_dir: Path) -> None:
     result = build_trend(history, out_dir)
     flagged = sum(len(points) for points in result.change_points.values())
     out.print(f"trend: {result.markdown} ({flagged} change point(s)); chart: {result.chart}")
+
+
+@click.command()
+@click.argument("history", metavar="HISTORY_DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--repository", metavar="URL",
+              help="Web address commits link to, e.g. https://github.com/org/app (default: "
+              "GitHub Actions' repository, else origin's).")  # fmt: skip
+def publish(history: Path, out_dir: Path, repository: str | None) -> None:
+    """The nightly history as a static site: index.html, assets and a page per night."""
+    from vpbench.reporting.dashboard import publish as publish_site
+
+    site = publish_site(history, out_dir, repository=repository)
+    for line in site.unreadable:
+        out.print(f"[yellow]left out: {line}[/]")
+    out.print(f"site: {site.index} ({site.nights} night(s), {site.entries} queries and scenarios)")

@@ -62,10 +62,12 @@ def run_ab(
     migrations_dir: MigrationsLocation | None = None,
     label: str | None = None,
     side_labels: tuple[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> AbOutcome:
     """Measure both sides with the same parameters (pools drawn from A) and write one
     ``ab`` document; ``vpbench compare`` on it judges B against A as a paired session.
-    The sides are labelled by database (or ``host:port/db``) unless ``side_labels``."""
+    The sides are labelled by database (or ``host:port/db``) unless ``side_labels``;
+    ``metadata`` adds to (or overrides) what the document's metadata records."""
     workloads = load_workloads(workload_paths, known_migration_ids(migrations_dir))
     with results_folder(out_dir):
         (conn_a, label_a), (conn_b, label_b) = (resolve_side(target, a, "--a"),
@@ -76,14 +78,14 @@ def run_ab(
             applied_a = applied_migrations(conn)
             check_prepared(conn, workloads, applied_a)
             pools = load_workload_pools(conn, workloads)
-            metadata = collect_metadata(
+            recorded = collect_metadata(
                 conn,
                 server=label_a,
                 label=label,
                 options=asdict(options),
                 workload_paths=[str(p) for p in workload_paths],
                 applied_migrations=applied_a,
-            )
+            ) | (metadata or {})
         with open_connection(conn_b, autocommit=True, source="--b") as conn:
             applied_b = applied_migrations(conn)
             check_prepared(conn, workloads, applied_b)
@@ -95,7 +97,7 @@ def run_ab(
         document: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "kind": KIND_AB,
-            "metadata": metadata | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
+            "metadata": recorded | {"b_server": label_b, "b_applied_migrations": list(applied_b)},
             "labels": {"before": label_a, "after": label_b},
             "session": {"rounds": session.rounds, "seconds": session.seconds},
             "before": [e.to_document() for e in session.before],

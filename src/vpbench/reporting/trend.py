@@ -22,16 +22,21 @@ class TrendResult:
 
 
 def p95_history(history: Path) -> pd.DataFrame:
-    """One row per (run, query): run label (date or commit), p95 and target, oldest first."""
+    """One row per (night, query): night label (date or commit), p95 and target, oldest
+    first. A night is a run, or a paired nightly session (its "after" side: tonight)."""
     frames = load(history)
-    runs = frames.runs[frames.runs["kind"] == "run"].sort_values("timestamp")
+    nights = (frames.runs["kind"] == "run") | frames.runs["nightly"]
+    runs = frames.runs[nights].sort_values("timestamp")
     if runs.empty:
         raise ResultsFormatError("no run results in the history folder", path=history)
     labels = {
         r.run: f"{str(r.timestamp)[:10]} {str(r.git_commit or '')[:7]}".strip()
         for r in runs.itertuples()
     }
+    tonight = {r.run: r.after_label for r in runs.itertuples() if r.after_label is not None}
     entries = frames.entries[frames.entries["run"].isin(labels)]
+    pairs = zip(entries["run"], entries["state"], strict=True)
+    entries = entries[[tonight.get(run) in (None, state) for run, state in pairs]]
     order = {run: i for i, run in enumerate(runs["run"])}
     table = entries.assign(order=entries["run"].map(order), run_label=entries["run"].map(labels))
     table = table.sort_values(["order", "name"])

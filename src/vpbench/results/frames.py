@@ -68,6 +68,10 @@ def load(path_or_dir: str | Path) -> RunFrames:
                 "server_version": meta.get("postgres", {}).get("server_version"),
                 "profile": meta.get("seed", {}).get("profile"),
                 "migrations": ",".join(meta.get("applied_migrations", [])),
+                "nightly": "nightly" in meta,
+                "after_label": (document.get("labels") or {}).get("after", "after")
+                if document["kind"] != KIND_RUN
+                else None,
             }
         )
         for state, group in _entry_groups(document):
