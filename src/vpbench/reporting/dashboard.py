@@ -24,7 +24,7 @@ from typing import Any
 from vpbench.analysis.changepoint import detect_change_points
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.errors import ResultsFormatError, VpbenchError
-from vpbench.results.documents import KIND_AB, KIND_RUN, read_document, results_folder
+from vpbench.results.documents import KIND_AB, history_documents, results_folder
 
 ASSETS = ("dashboard.js", "dashboard.css")
 
@@ -80,16 +80,8 @@ def read_history(history: Path) -> History:
     and left out. Refuses a missing folder, or one with no readable night."""
     if not history.is_dir():
         raise ResultsFormatError("no such history folder", path=history)
-    nights, unreadable = [], []
-    for path in sorted(history.glob("*.json")):
-        try:
-            document = read_document(path)
-        except VpbenchError as exc:
-            unreadable.append(f"{path.name}: {exc.message}")
-            continue
-        kind = document.get("kind")
-        if kind == KIND_RUN or (kind == KIND_AB and "nightly" in document["metadata"]):
-            nights.append(Night(path, document))
+    documents, unreadable = history_documents(history)
+    nights = [Night(path, document) for path, document in documents]
     if not nights:
         why = f" ({unreadable[0]})" if unreadable else ""
         raise ResultsFormatError(f"no readable nightly run in the history{why}", path=history)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vpbench.errors import ResultsFormatError, UsageError
+from vpbench.errors import ResultsFormatError, UsageError, VpbenchError
 from vpbench.migrations.touched import touched_tables
 from vpbench.results.shapes import Shape, check_kind, check_shape
 
@@ -97,6 +97,23 @@ def write_document(document: dict[str, Any], path: Path) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def history_documents(history: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """The nights kept in a history folder, in file-name order (names start with a UTC
+    stamp): run documents, and the paired sessions ``ci nightly`` writes (``ab`` with
+    ``metadata.nightly``); and one line per file that cannot be read (its name and why)."""
+    nights, unreadable = [], []
+    for path in sorted(history.glob("*.json")) if history.is_dir() else []:
+        try:
+            document = read_document(path)
+        except VpbenchError as exc:
+            unreadable.append(f"{path.name}: {exc.message}")
+            continue
+        kind = document.get("kind")
+        if kind == KIND_RUN or (kind == KIND_AB and "nightly" in document["metadata"]):
+            nights.append((path, document))
+    return nights, unreadable
 
 
 def read_document(path: Path) -> dict[str, Any]:

@@ -20,13 +20,13 @@ from typing import Any
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.dataset.profiles import Profile
-from vpbench.errors import ResultsFormatError, VpbenchError
+from vpbench.errors import ResultsFormatError
 from vpbench.measure.ab import run_ab
 from vpbench.measure.interleave import PairedOptions
 from vpbench.measure.metadata import git_commit
 from vpbench.reporting.markdown import comparison_report
 from vpbench.reporting.trend import TrendResult, build_trend
-from vpbench.results.documents import KIND_AB, KIND_RUN, read_document, results_folder
+from vpbench.results.documents import KIND_AB, history_documents, results_folder
 from vpbench.server.backup import copy_database
 from vpbench.server.maintenance import run_checkpoint
 from vpbench.server.source_copy import StartFrom
@@ -41,12 +41,14 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class StoredNight:
     """A night kept in the history: its document, the commit it measured, the night it was
-    judged against (None: measured alone or against itself) and whether it passed."""
+    judged against (None: measured alone or against itself), whether it passed, and the
+    paired ratio of each entry it judged (against that night)."""
 
     path: Path
     commit: str
     base: str | None
     passed: bool
+    ratios: dict[str, float]
 
     @property
     def id(self) -> str:
@@ -125,22 +127,19 @@ def run_nightly(
 def stored_nights(history: Path) -> list[StoredNight]:
     """The nights in ``history``, oldest first (file names start with a UTC stamp); the
     documents that cannot be read are skipped (``vpbench publish`` names them)."""
-    if not history.is_dir():
-        return []
     nights = []
-    for path in sorted(history.glob("*.json")):
-        try:
-            document = read_document(path)
-        except VpbenchError:
+    for path, document in history_documents(history)[0]:
+        commit = str(document["metadata"].get("git_commit") or "")
+        if document["kind"] != KIND_AB:  # a run: an unpaired night, as before
+            if commit:
+                nights.append(StoredNight(path, commit, None, True, {}))
             continue
-        commit = str(document.get("metadata", {}).get("git_commit") or "")
-        if document.get("kind") == KIND_RUN and commit:  # an unpaired night, as before
-            nights.append(StoredNight(path, commit, None, True))
-        elif document.get("kind") == KIND_AB and "nightly" in document["metadata"]:
-            base = document["metadata"]["nightly"].get("base_night")
-            slower = [name for name, judged in (document.get("verdicts") or {}).get(
-                "entries", {}).items() if judged.get("verdict") == "slower"]  # fmt: skip
-            nights.append(StoredNight(path, commit, base, not slower))
+        judged: dict[str, Any] = (document.get("verdicts") or {}).get("entries", {})
+        ratios = {name: float(j["ratio"]) for name, j in judged.items()
+                  if j.get("ratio") is not None and math.isfinite(float(j["ratio"]))}  # fmt: skip
+        passed = not any(j.get("verdict") == "slower" for j in judged.values())
+        base = document["metadata"]["nightly"].get("base_night")
+        nights.append(StoredNight(path, commit, base, passed, ratios))
     return nights
 
 
@@ -156,20 +155,11 @@ def chained_ratio(history: Path, entry: str, since: str, until: str) -> float | 
     nights = {night.id: night for night in stored_nights(history)}
     ratio, current = 1.0, nights.get(until)
     while current is not None and current.id != since:
-        if current.base is None:
+        if current.base is None or entry not in current.ratios:
             return None
-        verdict = _stored_verdict(current.path, entry)
-        if verdict is None:
-            return None
-        ratio *= verdict
+        ratio *= current.ratios[entry]
         current = nights.get(current.base)
     return ratio if current is not None else None
-
-
-def _stored_verdict(path: Path, entry: str) -> float | None:
-    judged: dict[str, Any] = (read_document(path).get("verdicts") or {}).get("entries", {})
-    ratio = (judged.get(entry) or {}).get("ratio")
-    return float(ratio) if ratio is not None and math.isfinite(float(ratio)) else None
 
 
 def _short(commit: str) -> str:
