@@ -8,10 +8,10 @@ fingerprints and shared buffers — and a difference seen only in noisy timing i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -270,14 +270,14 @@ def compare_sides(
             hint="compare runs of the same workload",
         )
     confounder = None if paired_session else maintenance_between(base, new)
-    drift = None if paired_session else _drift(base, new, common, threshold, seed)
+    signals = {name: _Signals.of(base.entries[name], new.entries[name]) for name in common}
+    drift = None if paired_session else _drift(base, new, signals, threshold, seed)
     rows = []
     for name in common:
         old, cur = base.entries[name], new.entries[name]
         old_ms, new_ms = _samples(old), _samples(cur)
-        plan_changed = _plan_changed(old, cur)
-        old_buffers, new_buffers = _buffers(old), _buffers(cur)
-        ratio = new_buffers / old_buffers if old_buffers and new_buffers else None
+        plan_changed, old_buffers, new_buffers = signals[name]
+        ratio = signals[name].buffers_ratio
         relative = drift.estimate if drift and name not in drift.entries else None
         stored = (
             new.verdicts.stored(
@@ -330,18 +330,38 @@ def compare_sides(
                       drift)  # fmt: skip
 
 
-def _drift(base: Side, new: Side, common: Sequence[str], threshold: Threshold, seed: int) -> Drift:
+class _Signals(NamedTuple):
+    """An entry's deterministic signals between the two sides."""
+
+    plan_changed: bool | None
+    old_buffers: float | None
+    new_buffers: float | None
+
+    @classmethod
+    def of(cls, old: EntryShape, new: EntryShape) -> _Signals:
+        return cls(_plan_changed(old, new), _buffers(old), _buffers(new))
+
+    @property
+    def buffers_ratio(self) -> float | None:
+        """new / base shared buffers; None when either is unknown (or zero)."""
+        return (
+            self.new_buffers / self.old_buffers if self.old_buffers and self.new_buffers else None
+        )
+
+
+def _drift(
+    base: Side, new: Side, signals: Mapping[str, _Signals], threshold: Threshold, seed: int
+) -> Drift:
     """The drift from the entries that did the same work in both runs: the same plans, and
     shared buffers within the threshold."""
     up = 1 + threshold.fraction
-    unchanged = {}
-    for name in common:
-        old, cur = base.entries[name], new.entries[name]
-        old_buffers, new_buffers = _buffers(old), _buffers(cur)
-        if _plan_changed(old, cur) is not False or not (old_buffers and new_buffers):
-            continue
-        if 1 / up <= new_buffers / old_buffers <= up:
-            unchanged[name] = statistic_ratio(_samples(old), _samples(cur), threshold.statistic)
+    unchanged = {
+        name: statistic_ratio(_samples(base.entries[name]), _samples(new.entries[name]),
+                              threshold.statistic)
+        for name, found in signals.items()
+        if found.plan_changed is False
+        and found.buffers_ratio is not None and 1 / up <= found.buffers_ratio <= up
+    }  # fmt: skip
     return estimate_drift(unchanged, seed=seed)
 
 
