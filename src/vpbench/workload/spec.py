@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pglast import parser
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -146,6 +146,21 @@ class Variant:
     sql: SqlText
 
 
+T = TypeVar("T")
+
+
+def _in_force(
+    base: T, variants: Iterable[tuple[str, T]], applied: Collection[str]
+) -> tuple[str | None, T]:
+    """The variant (migration id, value) of the latest applied migration, ``variants`` being
+    in series order; else ``(None, base)``."""
+    chosen: tuple[str | None, T] = (None, base)
+    for migration, value in variants:
+        if migration in applied:
+            chosen = (migration, value)
+    return chosen
+
+
 @dataclass(frozen=True)
 class SourceVariant:
     from_migration: str
@@ -172,11 +187,8 @@ class Parameter:
 
     def source_for(self, applied: Collection[str]) -> str | None:
         """The source in force once ``applied`` migrations ran (latest wins), else the base."""
-        chosen = self.source
-        for variant in self.variants:
-            if variant.from_migration in applied:
-                chosen = variant.source
-        return chosen
+        variants = [(v.from_migration, v.source) for v in self.variants]
+        return _in_force(self.source, variants, applied)[1]
 
 
 @dataclass(frozen=True)
@@ -192,11 +204,7 @@ class Query:
 
     def sql_for(self, applied: Collection[str]) -> tuple[str | None, SqlText]:
         """The variant in force once ``applied`` migrations ran (latest wins), else the base."""
-        chosen: tuple[str | None, SqlText] = (None, self.sql)
-        for variant in self.variants:
-            if variant.from_migration in applied:
-                chosen = (variant.from_migration, variant.sql)
-        return chosen
+        return _in_force(self.sql, [(v.from_migration, v.sql) for v in self.variants], applied)
 
 
 @dataclass(frozen=True)
