@@ -1,14 +1,17 @@
 """``vpbench predict`` proven on a larger size: the reference series run at small sizes, its
 costs predicted at a larger one, then measured there.
 
-    python bench/predict.py [--fit tiny,small,medium] [--against large] [--out DIR]
+    python bench/predict.py [--fit tiny,small,medium] [--against large] [--out DIR] [--at-rest]
 
 Runs ``steps --profile P`` for each profile (on the server ``VPBENCH_DSN`` names, else the
 embedded one; a profile whose folder already holds a summary is reused), with the paired
 rounds cut to the minimum: a prediction reads what ``up`` cost, not the query latencies.
 Then predicts every step's figures at the sizes of the ``--against`` run and prints, per
 step and figure, what was measured at each size, the prediction with its 95 % interval,
-the value measured there and the error. The goal: every step's duration and longest lock
+the value measured there and the error. ``--at-rest`` skips the live-traffic rehearsal of
+every ``up`` (no stall figures; the durations and lock holds are those of the ``up`` at
+rest), which makes ``large`` affordable: under traffic its ``up``s take several times
+longer. The goal: every step's duration and longest lock
 hold inside its interval and within ±35 %.
 """
 
@@ -31,14 +34,14 @@ LEAN = ["--rounds", "2", "--min-rounds", "2", "--max-rounds", "2", "--repeat", "
 GOAL = 0.35
 
 
-def run_profile(profile: str, out: Path) -> float | None:
-    """``steps --profile`` into ``out`` (None: reused); its wall seconds."""
+def run_profile(profile: str, out: Path, extra: list[str]) -> float | None:
+    """``steps --profile`` into ``out`` with ``extra`` options (None: reused); its wall seconds."""
     if (out / "summary.json").is_file():
         return None
     env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     began = time.perf_counter()
     command = [sys.executable, "-m", "vpbench", "steps", "--profile", profile,
-               "--db", f"bench_predict_{profile}", "--out", str(out), *LEAN]  # fmt: skip
+               "--db", f"bench_predict_{profile}", "--out", str(out), *LEAN, *extra]  # fmt: skip
     with (out.parent / f"{profile}.log").open("w") as log:
         done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode not in (0, 1):
@@ -56,11 +59,13 @@ def main() -> None:
     parser.add_argument("--fit", default="tiny,small,medium")
     parser.add_argument("--against", default="large")
     parser.add_argument("--out", type=Path, default=Path("results/bench-predict"))
+    parser.add_argument("--at-rest", action="store_true", help="no live-traffic rehearsals")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     profiles = [*options.fit.split(","), options.against]
     for profile in profiles:
-        seconds = run_profile(profile, options.out / profile)
+        extra = ["--no-traffic"] if options.at_rest else []
+        seconds = run_profile(profile, options.out / profile, extra)
         print(f"{profile}: " + ("reused" if seconds is None else f"{seconds:.0f} s"), flush=True)
     fitted = [read_series_run(options.out / p) for p in options.fit.split(",")]
     measured = read_series_run(options.out / options.against)
