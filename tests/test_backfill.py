@@ -1,7 +1,7 @@
 """The reference series' batched backfills on a live table (0003_voice_memo_metadata,
 0005_quiz_jsonb): stopped with Ctrl-C part-way, a step's down.sql restores the state before
 it and running it again ends with every row done once; the rows the app commits while it
-runs are done by its trigger.
+runs are done by its trigger, and so is a stored row the app updates before its batch.
 
 A backfill is held at a chosen row, not timed: a trigger of the test's own makes the batch
 that updates that row wait for an advisory lock the test holds, so "part-way" is the same
@@ -209,6 +209,44 @@ BACKFILLS = {b.step: b for b in (QUIZ_LINKS, LINKS, METADATA, JSONB, SCORES)}
 
 
 @dataclass(frozen=True)
+class AppUpdate:
+    """The deployed app's update of one stored row, leaving what the step derives as it
+    was (its completion time, say)."""
+
+    rows: str
+    """before the step: rows the step will repair, not quarantine (``SELECT id::text ...``)"""
+    update: str
+    """the app's UPDATE of the row ``%s``"""
+    prepare: str = ""
+    """run on the row (``%s``) before the step: makes it one the step has to change"""
+
+
+ATTEMPT_COMPLETED = "UPDATE quiz_attempts SET completed_at = '2001-02-03 04:05:06+00' WHERE id = %s"
+APP_UPDATES = {
+    QUIZ_LINKS.step: AppUpdate(
+        "SELECT q.id::text FROM quiz_attempts q JOIN videos v ON v.id::text = q.video_id "
+        "JOIN courses c ON c.id::text = q.course_id JOIN users u ON u.id = q.user_id",
+        ATTEMPT_COMPLETED,
+    ),
+    LINKS.step: AppUpdate(
+        "SELECT r.id::text FROM reflections r JOIN videos v ON v.id = r.video_id "
+        "JOIN users u ON u.id = r.user_id WHERE r.course_id IS NULL",
+        "UPDATE reflections SET content = 'edited by the deployed app' WHERE id = %s",
+    ),
+    METADATA.step: AppUpdate(
+        "SELECT id::text FROM reflections WHERE kind = 'voice'",
+        "UPDATE reflections SET created_at = '2001-02-03 04:05:06+00' WHERE id = %s",
+    ),
+    JSONB.step: AppUpdate(JSONB.todo, ATTEMPT_COMPLETED),
+    SCORES.step: AppUpdate(
+        SCORES.todo,
+        ATTEMPT_COMPLETED,
+        prepare="UPDATE quiz_attempts SET score = score + 1 WHERE id = %s",
+    ),
+}
+
+
+@dataclass(frozen=True)
 class Legacy:
     name: str
     conn: Conn
@@ -405,3 +443,49 @@ def test_what_the_app_commits_while_the_backfill_runs_is_done_by_its_trigger(
     assert any(r.outcome == "ok" for r in writes), writes
     assert all(r.outcome == "ok" or (r.sqlstate or "").startswith("23") for r in writes), writes
     backfill.check(conn)  # the rows written before, during and after the held batch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", BACKFILLS)
+def test_the_deployed_app_updates_a_row_before_the_backfill_reaches_it(
+    target: ServerTarget, legacy: Callable[[Backfill], Legacy], step: str
+) -> None:
+    """The step's new CHECK holds every row the app writes; a stored row the batches have
+    not reached yet is done by the write itself, so the deployed app's update goes through,
+    and down.sql after the whole step leaves the app's change and nothing else."""
+    backfill, app = BACKFILLS[step], APP_UPDATES[step]
+    held = legacy(backfill)
+    conn = held.conn
+    row = max(backfill.ids(conn, app.rows))
+    assert row > held.held_row  # not reached while the test holds the batch of the held row
+    if app.prepare:
+        conn.execute(app.prepare.encode(), [row])
+    with conn.transaction(force_rollback=True):
+        conn.execute(app.update.encode(), [row])
+        expected = capture(conn)  # the state before the step, with the app's change
+    (migration,) = [m for m in discover_migrations() if m.id == step]
+    failed: list[BaseException] = []
+
+    def up(migrating: Conn) -> None:
+        try:
+            apply_step(migrating, migration, "up")
+        except BaseException as error:  # reported by the test's thread below
+            failed.append(error)
+
+    with psycopg.connect(target.for_database(held.name), autocommit=True) as migrating:
+        migrating.execute("SELECT set_config('backfill.batch_rows', '20', false)")
+        with backfill_held(target, held) as release:
+            rehearsal = threading.Thread(target=up, args=(migrating,))
+            rehearsal.start()
+            try:
+                wait_until_held(conn)
+                assert row in backfill.ids(conn, backfill.undone)
+                conn.execute(app.update.encode(), [row])  # the deployed app: no error
+                assert row in backfill.ids(conn, backfill.done)
+            finally:
+                release()
+                rehearsal.join(timeout=120)
+    assert not failed, failed
+    backfill.check(conn)
+    apply_step(conn, migration, "down")
+    assert_same(capture(conn), expected)
