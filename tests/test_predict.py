@@ -17,7 +17,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from test_steps import HEADER_WORKLOAD, QUICK, add_migration
-from vpbench.analysis.prediction import predict_series, read_series_run
+from vpbench.analysis.prediction import SeriesRun, predict_series, read_series_run
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.results.documents import read_shaped
@@ -124,7 +124,8 @@ def test_the_budget_verdict_flips_with_the_budget(
     assert f"{REWRITE} at 50.0M quiz_attempts: " in said
     assert re.search(r"(ACCESS EXCLUSIVE on quiz_attempts|longest stall of the app) for ~[\d.]+ "
                      r"(min|h) \[[\d.]+, [\d.]+\] \((\d+x the largest run|more WAL than "
-                     r"max_wal_size \(\w+\), which no run wrote): a lower bound\) — "
+                     r"max_wal_size \(\w+\), which no run wrote): a lower bound"
+                     r"(; bounded: [^)]*)?\) — "
                      r"over its 10.0 s budget \(its max_stall\)", said)  # fmt: skip
     assert f"1 step(s) predicted over their stall budget: {REWRITE}" in captured.err
     report = (tmp_path / "report" / "report.md").read_text()
@@ -261,6 +262,49 @@ def test_a_stall_the_apps_statement_timeout_ended_is_not_fitted(
     untouched = [read_series_run(runs["4k"]), read_series_run(runs["32k"])]
     stall = predict_series(untouched, {"quiz_attempts": 1e6}, "test").steps[0].figures
     assert next(f for f in stall if f.key == "stall").predicted is not None
+
+
+def _with_stall(run: Path, folder: Path, stall_ms: float) -> SeriesRun:
+    """A copy of ``run`` whose catalog-only step made a read wait ``stall_ms`` in the lock
+    queue of its ALTER TABLE."""
+    shutil.copytree(run, folder)
+    path = folder / f"{CATALOG_ONLY}.json"
+    document = json.loads(path.read_text())
+    wait = {"kind": "read", "name": "video_header", "ms": stall_ms, "low_ms": stall_ms - 25,
+            "high_ms": stall_ms + 25, "waited_for": "AccessShareLock on reflections",
+            "migration_holds": None, "statement": "ALTER TABLE reflections ADD COLUMN mood text",
+            "migration_waits": "AccessExclusiveLock on reflections"}  # fmt: skip
+    document["availability"]["blocked"] = {"read": wait, "write": None}
+    path.write_text(json.dumps(document))
+    return read_series_run(folder)
+
+
+def test_a_stall_is_predicted_no_longer_than_the_lock_queue_lets_a_request_wait(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A request waits on a migration at most its lock_timeout (half the 1 s budget under
+    traffic) plus the longest blocking hold: a stall that grew with the rows at the fitted
+    sizes, within that sum there, is capped by it at production size."""
+    fitted = [
+        _with_stall(runs["4k"], tmp_path / "4k", 100),
+        _with_stall(runs["32k"], tmp_path / "32k", 450),
+    ]
+    catalog = predict_series(fitted, {"reflections": 1e9}, "test").steps[1]
+    figures = {f.key: f for f in catalog.figures}
+    stall, hold = figures["stall"], figures["lock AccessExclusiveLock on reflections"]
+    assert stall.predicted is not None and hold.predicted is not None
+    assert stall.predicted.high == pytest.approx(
+        0.5 + 0.05 + hold.predicted.high
+    )  # LIGHT_TRAFFIC samples every 50 ms
+    assert stall.bound.startswith("at most the lock_timeout and the sampler's period, 0.55 s,")
+    assert catalog.verdict == "within"
+    # the twin: a stall longer than the lock queue allows at one size (something else made
+    # the app wait): the fit stands, past the budget
+    fitted[1] = _with_stall(runs["32k"], tmp_path / "32k-long", 900)
+    catalog = predict_series(fitted, {"reflections": 1e9}, "test").steps[1]
+    stall = next(f for f in catalog.figures if f.key == "stall")
+    assert stall.predicted is not None and stall.predicted.high > 1 and not stall.bound
+    assert catalog.verdict in ("over", "may exceed")
 
 
 def test_more_wal_than_max_wal_size_makes_a_prediction_a_lower_bound(

@@ -19,6 +19,7 @@ from typing import Literal
 from vpbench.analysis.growth import Noise, Point, Predicted, plausible_fits, pooled_noise
 from vpbench.analysis.growth import predict as predict_growth
 from vpbench.errors import UsageError
+from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy
 from vpbench.migrations.touched import blocks_the_app, lock_mode, lock_relation
 from vpbench.results.documents import read_shaped
 from vpbench.results.shapes import StepShape, SummaryShape
@@ -150,6 +151,8 @@ class FigurePrediction:
     """why it is not predicted"""
     beyond: str = ""
     """what happens at the predicted size that no run saw, making it a lower bound"""
+    bound: str = ""
+    """what caps the interval where the fit alone would reach further"""
 
     @property
     def error(self) -> float | None:
@@ -267,7 +270,9 @@ def predict_series(
         )
         at_size = {f.key: f.value for f in measured_figures(there) if not f.cut} if there else {}
         budget = _budget(largest, max_stall_ms)
-        steps.append(_step(largest, series[m], size, noise, budget, at_size))
+        found = _step(largest, series[m], size, noise, budget, at_size)
+        figures = _with_lock_wait_bound([run.steps[m] for run in runs], found.figures)
+        steps.append(replace(found, figures=figures))
     return SeriesPrediction(tuple(runs), production, tuple(steps), noise)
 
 
@@ -362,6 +367,50 @@ def _with_checkpoints(
         return figures  # a run saw it already: its fit knows
     why = f"more WAL than max_wal_size ({setting}), which no run wrote: a lower bound"
     return tuple(replace(f, beyond=why) if f.unit == "s" or f.key == "wal" else f for f in figures)
+
+
+def _with_lock_wait_bound(
+    runs: Sequence[StepShape], figures: tuple[FigurePrediction, ...]
+) -> tuple[FigurePrediction, ...]:
+    """``figures``, the stall's interval stopped where the lock queue stops a wait: a request
+    of the app waits behind a lock the migration is queued for at most its lock_timeout,
+    then behind a lock it holds at most that hold, so never longer than the lock_timeout
+    plus the longest blocking hold predicted (and the lock sampler's period). Applied only
+    where every run's stall stayed within that sum at its size: a stall from anything else
+    (a row lock held by a long transaction, say) leaves the fit as it is."""
+    stall = next((f for f in figures if f.key == "stall" and f.predicted is not None), None)
+    holds = [f.predicted for f in figures if f.key.startswith("lock ")]
+    if stall is None or stall.predicted is None or None in holds:
+        return figures
+    limits = [_lock_wait_limit_s(step) for step in runs]
+    for step, limit in zip(runs, limits, strict=True):
+        measured = {f.key: f.value for f in measured_figures(step)}
+        held = max((v for k, v in measured.items() if k.startswith("lock ")), default=0.0)
+        if limit is None or measured.get("stall", 0.0) > limit + held:
+            return figures
+    limit = max(x for x in limits if x is not None)
+    held = max((p.high for p in holds if p is not None), default=0.0)
+    bound = limit + held
+    p = stall.predicted
+    if p.high <= bound:
+        return figures
+    clipped = replace(p, value=min(p.value, bound), low=min(p.low, bound), high=bound)
+    why = (f"at most the lock_timeout and the sampler's period, {limit:.2f} s, plus the "
+           f"longest blocking hold, {held:.2f} s")  # fmt: skip
+    return tuple(replace(f, predicted=clipped, bound=why) if f is stall else f for f in figures)
+
+
+def _lock_wait_limit_s(step: StepShape) -> float | None:
+    """The lock_timeout ``step`` was rehearsed under traffic with (at most half its stall
+    budget) plus the lock sampler's period; None when it was not rehearsed."""
+    options = step.metadata.options
+    traffic = options.get("traffic")
+    if not traffic:
+        return None
+    budget = step.migration.max_stall_ms or options.get("max_stall_ms") or DEFAULT_BUDGET_MS
+    timeout_ms = (options.get("locks") or {}).get("timeout_ms", DEFAULT_LOCKS.timeout_ms)
+    locks = LockPolicy(timeout_ms=int(timeout_ms))
+    return (locks.within(float(budget)).timeout_ms + float(traffic.get("sample_ms", 0))) / 1000
 
 
 _UNITS = {"kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}

@@ -23,7 +23,8 @@ def predicted_text(found: FigurePrediction) -> str:
         return found.note
     show = elapsed_interval if found.unit == "s" else bytes_interval
     text = show(p.value, p.low, p.high)
-    return f"{text} ({found.caveat})" if found.caveat else text
+    said = "; ".join(c for c in (found.caveat, found.bound and f"bounded: {found.bound}") if c)
+    return f"{text} ({said})" if said else text
 
 
 def measured_text(found: FigurePrediction) -> str:
