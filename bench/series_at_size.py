@@ -1,0 +1,125 @@
+"""The reference series applied one step at a time on a seeded size, as ``steps`` applies
+it at rest (each ``up`` on a settled database), without the rest of its checks: per step
+the wall time, the longest hold of each lock that blocks the app, and the WAL written; then
+the final state's queries measured with ``vpbench run``. ``steps --profile large`` would
+take hours (its backups, audits, paired rounds and down checks, on 10M-row tables); this is
+the part a prediction and the issue's series table need.
+
+    python bench/series_at_size.py --profile large [--fit DIR ...] [--out DIR]
+
+With ``--fit`` (``steps`` results folders of the series at smaller sizes, e.g.
+``bench/predict.py --at-rest``'s), each step's duration and lock holds are predicted
+before it runs, at the rows it finds (``count(*)`` of the tables it touched at those
+sizes), and printed beside what it then measures, with the error. Runs on the server
+``VPBENCH_DSN`` names, else the embedded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from vpbench.analysis.prediction import FigurePrediction, predict_series, read_series_run
+from vpbench.dataset.profiles import get_profile
+from vpbench.dataset.seed import seed_database
+from vpbench.migrations.apply import apply_step
+from vpbench.migrations.ledger import ensure_ledger
+from vpbench.migrations.sources import discover_migrations
+from vpbench.migrations.touched import blocks_the_app, lock_relation
+from vpbench.reporting.prediction_report import predicted_text
+from vpbench.reporting.units import elapsed, human_bytes
+from vpbench.server.maintenance import settle
+from vpbench.server.target import resolve_target
+
+APP_TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
+
+
+def rows_now(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """Every app table's rows, counted."""
+    return {
+        table: float(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(table))).fetchone()[0])  # type: ignore[index]
+        for table in APP_TABLES
+    }  # fmt: skip
+
+
+def measured_holds(holds: Any) -> dict[str, float]:
+    """``lock <lock>`` -> its longest hold in seconds, of the locks that block the app on
+    its tables (the keys a prediction uses)."""
+    found: dict[str, float] = {}
+    for hold in holds:
+        if blocks_the_app(hold.lock) and lock_relation(hold.lock) in APP_TABLES:
+            key = f"lock {hold.lock}"
+            found[key] = max(found.get(key, 0.0), hold.until_s - hold.from_s)
+    return found
+
+
+def judged(found: FigurePrediction, value: float) -> str:
+    """The prediction, the value measured and the error."""
+    if found.predicted is None:
+        return f"{found.label}: {found.note}; measured {value:.3f}"
+    inside = "inside" if found.predicted.contains(value) else "OUTSIDE"
+    error = found.predicted.value / value - 1 if value else float("nan")
+    return (f"{found.label}: predicted {predicted_text(found)}, measured {elapsed(value)} "
+            f"({error:+.0%}, {inside})")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="large")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fit", type=Path, nargs="*", default=[])
+    parser.add_argument("--out", type=Path, default=Path("results/bench-series-at-size"))
+    options = parser.parse_args()
+    options.out.mkdir(parents=True, exist_ok=True)
+    target = resolve_target()
+    name = f"bench_series_{options.profile}"
+    began = time.perf_counter()
+    seed_database(target, name, get_profile(options.profile), seed=options.seed, force=True)
+    print(f"seeded {options.profile} in {time.perf_counter() - began:.0f} s", flush=True)
+    fitted = [read_series_run(folder) for folder in options.fit]
+    rows: list[dict[str, Any]] = []
+    with psycopg.connect(target.for_database(name), autocommit=True) as conn:
+        ensure_ledger(conn)
+        for migration in discover_migrations():
+            settle(conn, checkpoint=True)
+            counted = rows_now(conn)
+            predicted = {
+                f.key: f
+                for step in (predict_series(fitted, counted, "counted").steps if fitted else ())
+                if step.migration == migration.id
+                for f in step.figures
+            }
+            wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+            applied = apply_step(conn, migration, "up")
+            wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", [wal_before]
+                               ).fetchone()[0]  # type: ignore[index]  # fmt: skip
+            measured = {"duration": applied.seconds} | measured_holds(applied.lock_holds)
+            print(f"{migration.id}: {elapsed(applied.seconds)}, WAL {human_bytes(float(wal))}",
+                  flush=True)  # fmt: skip
+            for key, value in measured.items():
+                if key in predicted:
+                    print(f"  {judged(predicted[key], value)}", flush=True)
+            rows.append({"migration": migration.id, "rows": counted, "seconds": applied.seconds,
+                         "wal_bytes": float(wal), "measured": measured,
+                         "predicted": {k: [f.predicted.value, f.predicted.low, f.predicted.high]
+                                       for k, f in predicted.items() if f.predicted}})  # fmt: skip
+            (options.out / "series.json").write_text(json.dumps(rows, indent=1))
+        settle(conn, checkpoint=True)
+    command = [sys.executable, "-m", "vpbench", "run", "--dsn", target.for_database(name),
+               "--label", f"final-{options.profile}", "--out", str(options.out)]  # fmt: skip
+    subprocess.run(command, check=True)
+    total = sum(r["seconds"] for r in rows)
+    print(f"series: {elapsed(total)} of migrate up in all", flush=True)
+
+
+if __name__ == "__main__":
+    main()
