@@ -327,6 +327,28 @@ def test_more_wal_than_max_wal_size_makes_a_prediction_a_lower_bound(
     assert all(not f.caveat for f in small.figures)
 
 
+def test_wal_past_max_wal_size_stays_a_lower_bound_where_a_run_wrote_as_much(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Where a run already wrote more WAL than max_wal_size, its times know the checkpoints
+    inside the step, but its WAL does not: the full-page images repeat with each of them."""
+    edited = tmp_path / "32k"
+    shutil.copytree(runs["32k"], edited)
+    step = edited / f"{REWRITE}.json"
+    document = json.loads(step.read_text())
+    document["up_wal_bytes"] = 1.5 * 2**30  # as if it had written 1.5 GB
+    step.write_text(json.dumps(document))
+    fitted = [read_series_run(runs["4k"]), read_series_run(edited)]
+    figures = {f.key: f for f in predict_series(fitted, {"quiz_attempts": 3e5}, "test")
+               .steps[0].figures}  # fmt: skip
+    assert re.match(r"more WAL than max_wal_size \(\w+\): each checkpoint", figures["wal"].caveat)
+    assert not figures["duration"].caveat
+    # the twin: a size it predicts below max_wal_size
+    figures = {f.key: f for f in predict_series(fitted, {"quiz_attempts": 5e3}, "test")
+               .steps[0].figures}  # fmt: skip
+    assert not figures["wal"].caveat
+
+
 def test_a_run_stopped_before_its_summary_gives_the_steps_it_finished(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
