@@ -359,7 +359,7 @@ def _with_checkpoints(
     write more WAL than ``max_wal_size`` and no run did: checkpoints then start inside the
     step, and every page it touches again writes a full-page image again. Where a run did,
     its times know it, but not its WAL: the images repeat with every checkpoint the step
-    spans, for pages all over a table that grows too, faster than any fit of the runs (on
+    spans, for pages all over indexes that grow too, faster than any fit of the runs (on
     ``large``, 0001 and 0005 wrote 1.7x and 1.9x the WAL fitted on medium and smaller)."""
     setting = str(step.metadata.postgres.settings.get("max_wal_size") or "")
     limit = _setting_bytes(setting)
