@@ -21,20 +21,25 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from vpbench.analysis.prediction import FigurePrediction, predict_series, read_series_run
+from vpbench.analysis.prediction import (
+    FigurePrediction,
+    longest_blocking_holds,
+    predict_series,
+    read_series_run,
+)
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
 from vpbench.migrations.apply import apply_step
 from vpbench.migrations.ledger import ensure_ledger
 from vpbench.migrations.sources import discover_migrations
-from vpbench.migrations.touched import blocks_the_app, lock_relation
-from vpbench.reporting.prediction_report import predicted_text
+from vpbench.reporting.prediction_report import error_text, predicted_text, value_text
 from vpbench.reporting.units import elapsed, human_bytes
 from vpbench.server.maintenance import settle
 from vpbench.server.target import resolve_target
@@ -51,25 +56,11 @@ def rows_now(conn: psycopg.Connection[Any]) -> dict[str, float]:
     }  # fmt: skip
 
 
-def measured_holds(holds: Any) -> dict[str, float]:
-    """``lock <lock>`` -> its longest hold in seconds, of the locks that block the app on
-    its tables (the keys a prediction uses)."""
-    found: dict[str, float] = {}
-    for hold in holds:
-        if blocks_the_app(hold.lock) and lock_relation(hold.lock) in APP_TABLES:
-            key = f"lock {hold.lock}"
-            found[key] = max(found.get(key, 0.0), hold.until_s - hold.from_s)
-    return found
-
-
 def judged(found: FigurePrediction, value: float) -> str:
     """The prediction, the value measured and the error."""
-    if found.predicted is None:
-        return f"{found.label}: {found.note}; measured {value:.3f}"
-    inside = "inside" if found.predicted.contains(value) else "OUTSIDE"
-    error = found.predicted.value / value - 1 if value else float("nan")
-    return (f"{found.label}: predicted {predicted_text(found)}, measured {elapsed(value)} "
-            f"({error:+.0%}, {inside})")  # fmt: skip
+    measured = replace(found, measured=value)
+    return (f"{found.label}: predicted {predicted_text(found)}, measured "
+            f"{error_text(measured) or value_text(found, value)}")  # fmt: skip
 
 
 def main() -> None:
@@ -102,7 +93,8 @@ def main() -> None:
             applied = apply_step(conn, migration, "up")
             wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", [wal_before]
                                ).fetchone()[0]  # type: ignore[index]  # fmt: skip
-            measured = {"duration": applied.seconds} | measured_holds(applied.lock_holds)
+            holds = longest_blocking_holds(applied.lock_holds, APP_TABLES)
+            measured = {"duration": applied.seconds} | {f"lock {k}": v for k, v in holds.items()}
             print(f"{migration.id}: {elapsed(applied.seconds)}, WAL {human_bytes(float(wal))}",
                   flush=True)  # fmt: skip
             for key, value in measured.items():

@@ -11,10 +11,10 @@ tables. A step whose predicted stall or blocking lock exceeds its stall budget i
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from vpbench.analysis.growth import Noise, Point, Predicted, plausible_fits, pooled_noise
 from vpbench.analysis.growth import predict as predict_growth
@@ -65,15 +65,32 @@ class Measured:
     may wait, which its statement_timeout ends)"""
 
 
+class Held(Protocol):
+    """A lock a step held: as ``apply_step`` observed it, or as its document stores it."""
+
+    @property
+    def lock(self) -> str: ...
+    @property
+    def from_s(self) -> float: ...
+    @property
+    def until_s(self) -> float: ...
+
+
+def longest_blocking_holds(holds: Iterable[Held], tables: Container[str]) -> dict[str, float]:
+    """Lock -> its longest hold in seconds, of the locks in ``holds`` that block the app,
+    on ``tables`` (those the step touched: the app uses none the step made; an index's
+    lock comes with its table's)."""
+    held: dict[str, float] = {}
+    for hold in holds:
+        if blocks_the_app(hold.lock) and lock_relation(hold.lock) in tables:
+            held[hold.lock] = max(held.get(hold.lock, 0.0), hold.until_s - hold.from_s)
+    return held
+
+
 def measured_figures(step: StepShape) -> list[Measured]:
     """The figures of ``step``'s document that a prediction fits."""
     figures = [Measured("duration", "duration at rest", "s", step.up_seconds, False)]
-    held: dict[str, float] = {}
-    for hold in step.lock_holds:
-        # on the tables it touched: the app uses none the step made; an index's lock comes
-        # with its table's
-        if blocks_the_app(hold.lock) and lock_relation(hold.lock) in step.touched:
-            held[hold.lock] = max(held.get(hold.lock, 0.0), hold.until_s - hold.from_s)
+    held = longest_blocking_holds(step.lock_holds, step.touched)
     figures += [
         Measured(f"lock {lock}", f"{lock_mode(lock)} on {lock_relation(lock)}", "s", s, True)
         for lock, s in sorted(held.items())
