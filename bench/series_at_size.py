@@ -5,7 +5,12 @@ the final state's queries measured with ``vpbench run``. ``steps --profile large
 take hours (its backups, audits, paired rounds and down checks, on 10M-row tables); this is
 the part a prediction and the issue's series table need.
 
-    python bench/series_at_size.py --profile large [--fit DIR ...] [--out DIR]
+    python bench/series_at_size.py --profile large [--fit DIR ...] [--out DIR] [--under-load]
+
+With ``--under-load`` each ``up`` runs under the app's live traffic, as ``migrate up
+--under-load`` runs it (lock_timeout at most half the stall budget), and the longest wait of
+a read and of a write on the migration's locks, the failed requests and the verdict against
+the budget are recorded beside its duration.
 
 With ``--fit`` (``steps`` results folders of the series at smaller sizes, e.g.
 ``bench/predict.py --at-rest``'s), each step's duration and lock holds are predicted
@@ -29,20 +34,26 @@ import psycopg
 from psycopg import sql
 
 from vpbench.analysis.prediction import (
+    DEFAULT_BUDGET_MS,
     FigurePrediction,
     longest_blocking_holds,
     predict_series,
     read_series_run,
 )
+from vpbench.dataset.fixtures import default_workload_paths
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
-from vpbench.migrations.apply import apply_step
+from vpbench.measure.availability import describe_availability
+from vpbench.migrations.apply import StepApplied, apply_step
+from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ensure_ledger
+from vpbench.migrations.locking import DEFAULT_LOCKS
 from vpbench.migrations.sources import discover_migrations
 from vpbench.reporting.prediction_report import error_text, predicted_text, value_text
 from vpbench.reporting.units import elapsed, human_bytes
 from vpbench.server.maintenance import settle
-from vpbench.server.target import resolve_target
+from vpbench.server.target import ServerTarget, resolve_target
+from vpbench.steps.rehearsal import apply_under_traffic
 
 APP_TABLES = ("users", "courses", "videos", "quiz_attempts", "reflections")
 
@@ -63,12 +74,36 @@ def judged(found: FigurePrediction, value: float) -> str:
             f"{error_text(measured) or value_text(found, value)}")  # fmt: skip
 
 
+def apply(
+    conn: psycopg.Connection[Any],
+    target: ServerTarget,
+    name: str,
+    migration: Migration,
+    under_load: bool,
+) -> tuple[StepApplied, dict[str, Any]]:
+    """``up`` of ``migration``, at rest or under the app's traffic; with the traffic, what
+    the app saw of it."""
+    if not under_load:
+        return apply_step(conn, migration, "up"), {}
+    applied, found = apply_under_traffic(
+        target, name, conn, migration, discover_migrations(), DEFAULT_LOCKS,
+        default_workload_paths(), DEFAULT_BUDGET_MS,
+    )  # fmt: skip
+    print(f"  {describe_availability(found)}", flush=True)
+    return applied, {
+        "blocked_ms": found.blocked_ms, "blocked_requests": found.blocked_requests,
+        "failed": found.failed, "requests": found.requests, "passed": found.passed,
+        "budget_ms": found.budget_ms, "failure": found.failure,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="large")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fit", type=Path, nargs="*", default=[])
     parser.add_argument("--out", type=Path, default=Path("results/bench-series-at-size"))
+    parser.add_argument("--under-load", action="store_true")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     target = resolve_target()
@@ -90,18 +125,20 @@ def main() -> None:
                 for f in step.figures
             }
             wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-            applied = apply_step(conn, migration, "up")
+            applied, app = apply(conn, target, name, migration, options.under_load)
             wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", [wal_before]
                                ).fetchone()[0]  # type: ignore[index]  # fmt: skip
             holds = longest_blocking_holds(applied.lock_holds, APP_TABLES)
             measured = {"duration": applied.seconds} | {f"lock {k}": v for k, v in holds.items()}
+            if app:
+                measured["stall"] = max(app["blocked_ms"].values()) / 1000
             print(f"{migration.id}: {elapsed(applied.seconds)}, WAL {human_bytes(float(wal))}",
                   flush=True)  # fmt: skip
             for key, value in measured.items():
                 if key in predicted:
                     print(f"  {judged(predicted[key], value)}", flush=True)
             rows.append({"migration": migration.id, "rows": counted, "seconds": applied.seconds,
-                         "wal_bytes": float(wal), "measured": measured,
+                         "wal_bytes": float(wal), "measured": measured, "under_load": app,
                          "predicted": {k: [f.predicted.value, f.predicted.low, f.predicted.high]
                                        for k, f in predicted.items() if f.predicted}})  # fmt: skip
             (options.out / "series.json").write_text(json.dumps(rows, indent=1))
