@@ -300,6 +300,16 @@ def test_nightly_is_paired_against_the_last_night_that_passed(
     interval; a night that failed is no one's base; the ratio chains across nights."""
     root, history, out = Path(repo["root"]), tmp_path / "history", tmp_path / "nightly"
     source = f"{session_prefix}_nightly_src"
+    # An application-layer version, measured each night like the rest (untracked: the same
+    # file on every commit checked out).
+    (root / "workloads" / "probe_app.py").write_text(
+        "def probe(conn, params):\n"
+        "    conn.execute('SELECT probe() FROM videos WHERE id = %s::uuid',\n"
+        "                 [params['video']]).fetchall()\n"
+    )
+    (root / "workloads" / "probe_app.toml").write_text(
+        PROBE_WORKLOAD.replace("queries.probe", "queries.probe_app") + 'app = "probe_app:probe"\n'
+    )
     seed_database(target, source, get_profile("tiny"), seed=1)
 
     def night(ref: str, *extra: str) -> tuple[int, str]:
@@ -332,6 +342,10 @@ def test_nightly_is_paired_against_the_last_night_that_passed(
     assert {verdicts[0]["verdict"], verdicts[1]["verdict"]} <= {"unchanged", "inconclusive"}
     assert verdicts[2]["verdict"] == "slower" and verdicts[2]["ci_low"] > 1  # its interval
     assert verdicts[2]["ratio"] > 3  # 5 ms of sleep on a sub-millisecond query
+    app = [read_document(n.path)["verdicts"]["entries"]["probe_app[app]"]
+           for n in (first, second, third)]  # fmt: skip
+    assert {app[0]["verdict"], app[1]["verdict"]} <= {"unchanged", "inconclusive"}
+    assert app[2]["verdict"] == "slower" and app[2]["ci_low"] > 1, str(app)
     chained = chained_ratio(history, "probe", first.id, third.id)
     assert chained == pytest.approx(verdicts[1]["ratio"] * verdicts[2]["ratio"])
     assert chained_ratio(history, "probe", third.id, first.id) is None  # not a later night

@@ -93,3 +93,27 @@ def test_a_pair_of_a_second_or_more_runs_once_a_round_and_explains_once(
     fast = _session(target, tmp_path, "SELECT 1", replace(options, round_ms=0))
     (before,) = fast.before
     assert len(before.samples_ns) == 6 and len(before.explains) == 3
+
+
+def test_an_application_layer_version_is_paired_only_when_asked(
+    target: ServerTarget, tmp_path: Path
+) -> None:
+    """With app_layer the app's Python runs pair by pair like the queries, as
+    ``one[app]`` on both sides with the same rounds and no plan; without it (the twin) the
+    session leaves it out."""
+    (tmp_path / "one_app.py").write_text(
+        "def one(conn, params):\n    conn.execute('SELECT 1').fetchall()\n"
+    )
+    workload = tmp_path / "one.toml"
+    workload.write_text('[queries.one]\nsql = "SELECT 1"\napp = "one_app:one"\n')
+    (loaded,) = load_workloads([workload], ())
+    options = PairedOptions(rounds=2, min_rounds=2, max_rounds=2, repeat=2, round_ms=0)
+    paired = [measure_paired(target.conninfo, target.conninfo, [loaded], {loaded.name: {}},
+                             (), (), replace(options, app_layer=app_layer))
+              for app_layer in (True, False)]  # fmt: skip
+    assert [e.name for e in paired[0].before] == ["one", "one[app]"]
+    before, after = paired[0].before[1], paired[0].after[1]
+    assert (before.kind, before.variant, before.status) == ("app", "one_app:one", "ok")
+    assert len(before.samples_ns) == len(after.samples_ns) == 4
+    assert before.rounds == after.rounds == (0, 0, 1, 1) and before.plan is None
+    assert [e.name for e in paired[1].before] == ["one"]

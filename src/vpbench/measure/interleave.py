@@ -48,7 +48,7 @@ from vpbench.measure.runner import (
 )
 from vpbench.server.target import error_message
 from vpbench.workload.sampling import ParameterPool, ParameterStream
-from vpbench.workload.spec import Query, Scenario, SqlText, Workload
+from vpbench.workload.spec import AppCallable, Query, Scenario, SqlText, Workload, resolve_callable
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ class PairedOptions:
     verdict at a 5% threshold, see ``vpbench.analysis.verdicts.PRECISE``)"""
     budget_seconds: float = 60.0
     """no round starts after this, once every entry had ``min_rounds`` rounds"""
+    app_layer: bool = False
+    """also measure the application-layer versions (``video_page[app]``), pair by pair like
+    the rest: the same Python on both sides, each on its own schema"""
 
 
 @dataclass(frozen=True)
@@ -207,26 +210,33 @@ class _Track:
 
 
 class _PairedEntry:
-    """One query or scenario as each side runs it (each side its own variants)."""
+    """One query or scenario as each side runs it (each side its own variants); with
+    ``app``, its application-layer version (the same callable on both sides)."""
 
     def __init__(
-        self, item: Query | Scenario, members: Sequence[Query], applied: dict[str, Sequence[str]]
+        self,
+        item: Query | Scenario,
+        members: Sequence[Query],
+        applied: dict[str, Sequence[str]],
+        app: AppCallable | None = None,
     ) -> None:
-        self.name = item.name
+        self.name = f"{item.name}[app]" if app else item.name
+        self.app = app
         self.tracks: dict[str, _Track] = {}
         needed: set[str] = set()
         for state, migrations in applied.items():
             chosen = [(q.name, *q.sql_for(migrations)) for q in members]
             needed |= {p for _, _, sql in chosen for p in sql.params}
             variants = [f"{name}@{variant}" for name, variant, _ in chosen if variant]
-            kind = "query" if isinstance(item, Query) else "scenario"
+            kind = "app" if app else "query" if isinstance(item, Query) else "scenario"
             base = EntryResult(
-                item.name, kind, item.workload, item.path, item.target_ms, 1,
-                variant=(chosen[0][1] if kind == "query" else ", ".join(variants) or None),
+                self.name, kind, item.workload, item.path, item.target_ms, 1,
+                variant=(item.app if app else chosen[0][1] if kind == "query"
+                         else ", ".join(variants) or None),
                 sql=chosen[0][2].source if kind == "query" else None,
             )  # fmt: skip
             self.tracks[state] = _Track(base, [(name, sql) for name, _, sql in chosen])
-            self.tracks[state].members = {name: [] for name, _, _ in chosen}
+            self.tracks[state].members = {} if app else {name: [] for name, _, _ in chosen}
         self.needed = sorted(needed)
         self.rounds: list[int] = []
 
@@ -239,6 +249,9 @@ class _PairedEntry:
         members: dict[str, int] = {}
         began = time.perf_counter_ns()
         try:
+            if self.app is not None:
+                self.app(side.conn, params)
+                return time.perf_counter_ns() - began, members
             for name, sql in self.tracks[state].chosen:
                 start = time.perf_counter_ns()
                 side.statements.execute(side.conn, sql, params)
@@ -248,6 +261,9 @@ class _PairedEntry:
         return time.perf_counter_ns() - began, members
 
     def explain(self, side: _Side, state: str, params: dict[str, Any]) -> None:
+        """EXPLAIN each member once (an application-layer version has no plan of its own)."""
+        if self.app is not None:
+            return
         track = self.tracks[state]
         runs = []
         for name, sql in track.chosen:
@@ -271,7 +287,7 @@ def measure_paired(
     before_round: Callable[[], None] | None = None,
 ) -> PairedSession:
     """Measure every query and scenario of ``workloads`` on both databases, pair by pair
-    (application-layer versions are not part of a paired session). ``before_round`` runs
+    (their application-layer versions too with ``options.app_layer``). ``before_round`` runs
     before each round's sessions open (``vpbench.server.buffers.buffer_evictor``)."""
     began = time.perf_counter()
     conninfo = {"before": before, "after": after}
@@ -284,7 +300,11 @@ def measure_paired(
         items += [
             (s, [workload.queries[n] for n in s.queries]) for s in workload.scenarios.values()
         ]
-        entries += [(_PairedEntry(i, m, applied), pools[workload.name]) for i, m in items]
+        for item, members in items:
+            entries.append((_PairedEntry(item, members, applied), pools[workload.name]))
+            if options.app_layer and item.app:
+                app = resolve_callable(item.app, item.path)
+                entries.append((_PairedEntry(item, members, applied, app), pools[workload.name]))
     active = list(range(len(entries)))
     rounds = 0
     with separate_cores() as core:

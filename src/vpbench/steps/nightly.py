@@ -6,7 +6,9 @@ measured pair by pair in one session with tonight's workloads. So every nightly 
 a paired one, with its interval and the smallest change it could see, whatever the machine
 did between the nights; and a chain of nights (each judged against its base) gives the
 ratio from any night to any later one. The first night is measured against itself: it
-reads zero, and is the base of the next.
+reads zero, and is the base of the next. A night measures what ``vpbench run`` measures,
+the application-layer versions included, so that no entry's history stops when the nights
+became paired.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +111,8 @@ def run_nightly(
                 run_checkpoint(conn)  # both states' pages written now, not while timing
             say("measuring the base and tonight pair by pair in one session")
             outcome = run_ab(
-                target, names[0], names[1], workloads, options, out_dir=history,
+                target, names[0], names[1], workloads, replace(options, app_layer=True),
+                out_dir=history,
                 migrations_dir=head_series, label=label,
                 side_labels=(f"night {base.id}" if base else f"{_short(head)} (itself)",
                              f"tonight {_short(head)}"),
