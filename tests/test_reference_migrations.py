@@ -368,6 +368,14 @@ def check_video_page_indexes(step: Step) -> None:
     for index, text in queries:
         query = sql.SQL(text).format(user=user, video=video, course=course)
         assert index in plan_indexes(conn, query), text
+    # A user's best attempt at a video of a course is one probe, not a read of every
+    # attempt: percentage is the course index's last key (course_progress's variant).
+    best = sql.SQL(
+        "EXPLAIN SELECT max(percentage) FROM quiz_attempts "
+        "WHERE user_id = {} AND course_uuid = {} AND video_uuid = {}"
+    ).format(user, course, video)
+    plan = "\n".join(str(line) for (line,) in conn.execute(best))
+    assert "Index Only Scan Backward using quiz_attempts_user_course_idx" in plan, plan
     row = conn.execute(
         "SELECT user_id, course_id FROM reflections WHERE kind = 'voice' LIMIT 1"
     ).fetchone()

@@ -359,10 +359,10 @@ def test_reference_workloads_after_every_migration(
     assert not outcome.failures, [(e.name, e.error) for e in outcome.failures]
     by_name = {e.name: e for e in outcome.entries}
     assert outcome.metadata["applied_migrations"] == [m.id for m in migrations]
-    assert by_name["course_progress"].variant == "0001_quiz_attempt_links"
+    assert by_name["course_progress"].variant == "0004_video_page_indexes"
     assert by_name["long_memos_in_course"].variant == "0003_voice_memo_metadata"
     assert by_name["video_header"].variant is None
-    assert "course_progress@0001_quiz_attempt_links" in (by_name["video_page"].variant or "")
+    assert "course_progress@0004_video_page_indexes" in (by_name["video_page"].variant or "")
     indexes = by_name["memos_for_video"].plan_summaries["memos_for_video"].indexes_used
     assert indexes  # the voice-memo queries now use an index
     assert by_name["video_page[app]"].status == "ok"
