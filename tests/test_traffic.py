@@ -177,6 +177,29 @@ def test_a_cpu_heavy_step_slows_the_app_but_blocks_nothing(legacy: str, tmp_path
     assert "slowed reads p99" in describe_availability(found)
 
 
+@pytest.mark.slow
+def test_a_batch_holding_row_locks_blocks_the_apps_updates_not_its_inserts(
+    legacy: str, tmp_path: Path
+) -> None:
+    """A backfill batch that changes every stored attempt and keeps its transaction open
+    for 2 s: the app's UPDATE of a stored row (the writers save rows as an ORM does) waits
+    for the batch's row locks, named; reads and inserts go on. The twin, the same step
+    changing no stored row, blocks nothing."""
+    batch = "UPDATE quiz_attempts SET completed_at = completed_at{};\nSELECT pg_sleep(2);\n"
+    _, record = _under_load(legacy, tmp_path / "all", batch.format(""))
+    found = availability(record, budget_ms=1000)
+    assert not found.passed and found.blocked_ms["write"] >= 1000, describe_availability(found)
+    write = found.blocked["write"]
+    assert write is not None and write.name == "quiz_attempts update"
+    assert write.waited_for == "ShareLock on transactionid", write
+    assert write.statement == "SELECT pg_sleep(2)"
+    assert found.blocked["read"] is None
+    blocked = {r.name for r in record.requests if r.kind == "write" and r.ms >= 1000}
+    assert blocked == {"quiz_attempts update"}  # inserts take no row lock of the batch
+    _, calm = _under_load(legacy, tmp_path / "none", batch.format(" WHERE false"))
+    assert availability(calm, budget_ms=1000).passed
+
+
 @contextmanager
 def _read_holding_the_table(conninfo: str, hold_s: float) -> Iterator[None]:
     """A long read of quiz_attempts (ACCESS SHARE, in a transaction of its own) that ends

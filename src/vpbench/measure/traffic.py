@@ -1,10 +1,12 @@
 """Live traffic while a migration runs, and who blocked whom.
 
 Reader sessions run the workloads' queries back to back with sampled parameters, the SQL of
-the app deployed before the step; writer sessions insert quiz attempts and reflections the
-way the app does (a prepared single-row INSERT, at a steady rate) in transactions that are
-rolled back, so that they take the app's locks without adding rows (unless
-``commit_writes``). Every request's start, latency and outcome is kept. A sampler reads
+the app deployed before the step; writer sessions write quiz attempts and reflections the
+way the app does, at a steady rate, in turn a prepared single-row INSERT and an UPDATE of
+a stored row (every column the app knows set to the values it read, as an ORM saves a
+row), in transactions that are rolled back, so that they take the app's locks (row locks
+included: a backfill's batch holds those of the rows it changes) without changing the data
+(unless ``commit_writes``). Every request's start, latency and outcome is kept. A sampler reads
 ``pg_locks`` and ``pg_blocking_pids()`` every ``sample_ms``: each traffic session waiting
 for a lock, on what, since when (``pg_locks.waitstart``, PostgreSQL 14 and later), and
 whether the migration's session (the one ``watch`` names) is in its way, with the
@@ -29,7 +31,7 @@ from typing import Any
 import psycopg
 
 from vpbench.measure.runner import PreparedStatements, open_session
-from vpbench.measure.writecost import WRITE_TABLES, app_inserts, fresh_ids
+from vpbench.measure.writecost import WRITE_TABLES, app_inserts, app_updates, fresh_ids
 from vpbench.migrations.apply import StepApplied, apply_step
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
@@ -83,8 +85,9 @@ class TrafficOptions:
     """statement_timeout of every request"""
     seed: int = 1
     commit_writes: bool = False
-    """the writers commit their rows, each with a new id, instead of rolling them back: the
-    rows the app writes while a step runs, for checks of what the step makes of them"""
+    """the writers commit their writes (each inserted row with a new id) instead of rolling
+    them back: the rows the app writes while a step runs, for checks of what the step makes
+    of them"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -240,7 +243,8 @@ class LiveTraffic:
         self.pools, self.applied = pools, applied
         self._shared = _Shared(time.perf_counter())
         self._write_tables: set[str] = set()
-        """tables the writers insert into (known once they have started)"""
+        """what the writers write, ``quiz_attempts`` and ``quiz_attempts update`` (known once
+        they have started)"""
 
     @contextmanager
     def running(self) -> Iterator[LiveTraffic]:
@@ -325,6 +329,9 @@ class LiveTraffic:
 
     def _connect(self, session: str) -> psycopg.Connection[Any]:
         conn = open_session(self.conninfo, self.options.timeout_ms, f"{APPLICATION} {session}")
+        # psycopg prepares a query it has run five times, and then answers a rollback with
+        # DEALLOCATE ALL, which would drop the app's prepared writes too.
+        conn.prepare_threshold = None
         with self._shared.lock:
             self._shared.connections.append(conn)
         return conn
@@ -367,32 +374,38 @@ class LiveTraffic:
     def _write(self, number: int) -> None:
         shared, session = self._shared, f"write {number}"
         with self._connect(session) as conn:
-            inserts = [
-                (table, found)
+            seed = self.options.seed + number
+            writes = [
+                (name, found)
                 for table in WRITE_TABLES
-                if (found := app_inserts(conn, table, 200, self.options.seed + number))
+                for name, found in (
+                    (table, app_inserts(conn, table, 200, seed)),
+                    (f"{table} update", app_updates(conn, table, 200, seed)),
+                )
+                if found
             ]
             with shared.lock:
-                self._write_tables.update(table for table, _ in inserts)
-            if not inserts:
+                self._write_tables.update(name for name, _ in writes)
+            if not writes:
                 return
             statements = PreparedStatements()
-            new_ids = fresh_ids(self.options.seed + number)
+            new_ids = fresh_ids(seed)
             interval = max(self.options.writers, 1) / self.options.writes_per_s
             due = time.perf_counter()
             for count in itertools.count():
                 if shared.stop.wait(max(0.0, due - time.perf_counter())):
                     return
                 due += interval
-                table, (sql, rows) = inserts[count % len(inserts)]
-                row = rows[(count // len(inserts)) % len(rows)]
-                insert: Callable[[], object]
+                name, (sql, rows) = writes[count % len(writes)]
+                row = rows[(count // len(writes)) % len(rows)]
+                write: Callable[[], object]
                 if self.options.commit_writes:
-                    row = {**row, "id": next(new_ids)}
-                    insert = partial(statements.execute, conn, sql, row)  # autocommit
+                    if not name.endswith(" update"):
+                        row = {**row, "id": next(new_ids)}
+                    write = partial(statements.execute, conn, sql, row)  # autocommit
                 else:
-                    insert = partial(_rolled_back, conn, statements, sql, row)
-                self._timed(shared, session, "write", table, conn, insert)
+                    write = partial(_rolled_back, conn, statements, sql, row)
+                self._timed(shared, session, "write", name, conn, write)
                 if conn.closed:
                     return
 

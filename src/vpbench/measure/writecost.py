@@ -245,6 +245,24 @@ def app_inserts(
     return insert.statement, insert.rows
 
 
+def app_updates(
+    conn: psycopg.Connection[Any], table: str, count: int, seed: int
+) -> tuple[SqlText, list[dict[str, Any]]] | None:
+    """The app's prepared single-row UPDATE of ``table`` on this schema, as an ORM saves a
+    row it has read (every column it knows set to the values read, found by id), and
+    ``count`` stored rows for it; None when the table is missing or empty."""
+    if not _exists(conn, table):
+        return None
+    ids = _probe_ids(conn, conn, table, count, seed)
+    if not ids:
+        return None
+    stored = _insert(conn, table, ids, ids)  # the rows as read, each keeping its id
+    columns = [c for c in stored.statement.params if c != "id"]
+    assigned = ", ".join(f"{_quoted(c)} = ${n}" for n, c in enumerate(columns, start=1))
+    prepared = f"UPDATE {_quoted(table)} SET {assigned} WHERE id = ${len(columns) + 1}"
+    return SqlText(prepared, prepared, (*columns, "id"), prepared), stored.rows
+
+
 def _first_ids(count: int, seed: int) -> list[str]:
     return list(itertools.islice(fresh_ids(seed), count))
 
