@@ -26,6 +26,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ def apply(
     target: ServerTarget,
     name: str,
     migration: Migration,
+    migrations: Sequence[Migration],
     under_load: bool,
 ) -> tuple[StepApplied, dict[str, Any]]:
     """``up`` of ``migration``, at rest or under the app's traffic; with the traffic, what
@@ -86,7 +88,7 @@ def apply(
     if not under_load:
         return apply_step(conn, migration, "up"), {}
     applied, found = apply_under_traffic(
-        target, name, conn, migration, discover_migrations(), DEFAULT_LOCKS,
+        target, name, conn, migration, migrations, DEFAULT_LOCKS,
         default_workload_paths(), DEFAULT_BUDGET_MS,
     )  # fmt: skip
     print(f"  {describe_availability(found)}", flush=True)
@@ -115,7 +117,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with psycopg.connect(target.for_database(name), autocommit=True) as conn:
         ensure_ledger(conn)
-        for migration in discover_migrations():
+        migrations = discover_migrations()
+        for migration in migrations:
             settle(conn, checkpoint=True)
             counted = rows_now(conn)
             predicted = {
@@ -125,7 +128,7 @@ def main() -> None:
                 for f in step.figures
             }
             wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-            applied, app = apply(conn, target, name, migration, options.under_load)
+            applied, app = apply(conn, target, name, migration, migrations, options.under_load)
             wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", [wal_before]
                                ).fetchone()[0]  # type: ignore[index]  # fmt: skip
             holds = longest_blocking_holds(applied.lock_holds, APP_TABLES)

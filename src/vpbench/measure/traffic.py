@@ -242,7 +242,7 @@ class LiveTraffic:
         ]
         self.pools, self.applied = pools, applied
         self._shared = _Shared(time.perf_counter())
-        self._write_tables: set[str] = set()
+        self._writes: set[str] = set()
         """what the writers write, ``quiz_attempts`` and ``quiz_attempts update`` (known once
         they have started)"""
 
@@ -285,7 +285,7 @@ class LiveTraffic:
         options, shared = self.options, self._shared
         time.sleep(options.baseline_s)
         expected = {("read", query.name) for _, query in self.queries} if options.readers else set()
-        expected |= {("write", table) for table in self._write_tables}
+        expected |= {("write", name) for name in self._writes}
         deadline = time.perf_counter() + max(0.0, options.baseline_max_s - options.baseline_s)
         while time.perf_counter() < deadline and not shared.stop.is_set():
             done = shared.at_rest()
@@ -385,7 +385,7 @@ class LiveTraffic:
                 if found
             ]
             with shared.lock:
-                self._write_tables.update(name for name, _ in writes)
+                self._writes.update(name for name, _ in writes)
             if not writes:
                 return
             statements = PreparedStatements()

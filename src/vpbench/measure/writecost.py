@@ -256,11 +256,11 @@ def app_updates(
     ids = _probe_ids(conn, conn, table, count, seed)
     if not ids:
         return None
-    stored = _insert(conn, table, ids, ids)  # the rows as read, each keeping its id
-    columns = [c for c in stored.statement.params if c != "id"]
+    written, rows = _stored_rows(conn, table, ids)
+    columns = [c for c in written if c != "id"]
     assigned = ", ".join(f"{_quoted(c)} = ${n}" for n, c in enumerate(columns, start=1))
     prepared = f"UPDATE {_quoted(table)} SET {assigned} WHERE id = ${len(columns) + 1}"
-    return SqlText(prepared, prepared, (*columns, "id"), prepared), stored.rows
+    return SqlText(prepared, prepared, (*columns, "id"), prepared), rows
 
 
 def _first_ids(count: int, seed: int) -> list[str]:
@@ -277,7 +277,7 @@ def fresh_ids(seed: int) -> Iterator[str]:
 def _insert(conn: psycopg.Connection[Any], table: str, ids: list[str], fresh: list[str]) -> _Insert:
     """The app's INSERT on this side's columns, and the probe rows' values as text (the
     server casts them to each column's type, as it does for the app's parameters)."""
-    columns = [r[0] for r in conn.execute(_COLUMNS, [table]).fetchall()]
+    columns, stored = _stored_rows(conn, table, ids)
     head = f"INSERT INTO {_quoted(table)} ({', '.join(map(_quoted, columns))}) VALUES"
     numbered = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
     prepared = f"{head} ({numbered})"
@@ -285,16 +285,21 @@ def _insert(conn: psycopg.Connection[Any], table: str, ids: list[str], fresh: li
     explain = (
         f"EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) {head} ({', '.join(['%s'] * len(columns))})"
     )
+    rows = [values | {"id": new_id} for values, new_id in zip(stored, fresh, strict=True)]
+    return _Insert(statement, explain, rows)
+
+
+def _stored_rows(
+    conn: psycopg.Connection[Any], table: str, ids: list[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The columns the app writes on this side, and the rows ``ids`` with their values as
+    text, in the order of ``ids``."""
+    columns = [r[0] for r in conn.execute(_COLUMNS, [table]).fetchall()]
     texts = sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(c)) for c in ["id", *columns]
     )
     found = {r[0]: r[1:] for r in conn.execute(_by_id(conn, table, texts), [ids]).fetchall()}
-    rows = []
-    for source, new_id in zip(ids, fresh, strict=True):
-        values = dict(zip(columns, found[source], strict=True))
-        values["id"] = new_id
-        rows.append(values)
-    return _Insert(statement, explain, rows)
+    return columns, [dict(zip(columns, found[i], strict=True)) for i in ids]
 
 
 def _quoted(name: str) -> str:
