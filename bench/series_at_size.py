@@ -5,12 +5,15 @@ the final state's queries measured with ``vpbench run``. ``steps --profile large
 take hours (its backups, audits, paired rounds and down checks, on 10M-row tables); this is
 the part a prediction and the issue's series table need.
 
-    python bench/series_at_size.py --profile large [--fit DIR ...] [--out DIR] [--under-load]
+    python bench/series_at_size.py --profile large [--fit DIR ...] [--out DIR]
+        [--under-load | --under-load-from MIGRATION]
 
 With ``--under-load`` each ``up`` runs under the app's live traffic, as ``migrate up
 --under-load`` runs it (lock_timeout at most half the stall budget), and the longest wait of
 a read and of a write on the migration's locks, the failed requests and the verdict against
-the budget are recorded beside its duration.
+the budget are recorded beside its duration. ``--under-load-from 0005_...`` applies the
+steps before that one at rest (their figures are then the at-rest ones) and the rest under
+the traffic, for when the whole series under traffic would not fit in one sitting.
 
 With ``--fit`` (``steps`` results folders of the series at smaller sizes, e.g.
 ``bench/predict.py --at-rest``'s), each step's duration and lock holds are predicted
@@ -105,8 +108,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fit", type=Path, nargs="*", default=[])
     parser.add_argument("--out", type=Path, default=Path("results/bench-series-at-size"))
-    parser.add_argument("--under-load", action="store_true")
+    loads = parser.add_mutually_exclusive_group()
+    loads.add_argument("--under-load", action="store_true")
+    loads.add_argument("--under-load-from", metavar="MIGRATION")
     options = parser.parse_args()
+    migrations = discover_migrations()
+    ids = [migration.id for migration in migrations]
+    if options.under_load_from is not None and options.under_load_from not in ids:
+        parser.error(f"--under-load-from: no migration {options.under_load_from!r} "
+                     f"(the series: {', '.join(ids)})")  # fmt: skip
+    first_loaded = 0 if options.under_load else (
+        ids.index(options.under_load_from) if options.under_load_from else len(ids))  # fmt: skip
     options.out.mkdir(parents=True, exist_ok=True)
     target = resolve_target()
     name = f"bench_series_{options.profile}"
@@ -117,8 +129,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with psycopg.connect(target.for_database(name), autocommit=True) as conn:
         ensure_ledger(conn)
-        migrations = discover_migrations()
-        for migration in migrations:
+        for index, migration in enumerate(migrations):
             settle(conn, checkpoint=True)
             counted = rows_now(conn)
             predicted = {
@@ -128,7 +139,7 @@ def main() -> None:
                 for f in step.figures
             }
             wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-            applied, app = apply(conn, target, name, migration, migrations, options.under_load)
+            applied, app = apply(conn, target, name, migration, migrations, index >= first_loaded)
             wal = conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", [wal_before]
                                ).fetchone()[0]  # type: ignore[index]  # fmt: skip
             holds = longest_blocking_holds(applied.lock_holds, APP_TABLES)
