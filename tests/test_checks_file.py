@@ -72,6 +72,9 @@ def test_generic_checks_find_what_any_schema_can_get_wrong(
         # The twin: each finding fixed, each check reads zero.
         conn.execute("ALTER TABLE child VALIDATE CONSTRAINT child_parent_fkey")
         conn.execute("DROP INDEX child_parent_idx")
+        # a partial index cannot find every child of a deleted parent: still unindexed
+        conn.execute("CREATE INDEX child_some_parents_idx ON child (parent_id) WHERE id > 1")
+        assert generic(conn)["unindexed_foreign_keys"] == (1, ("child.child_parent_fkey",))
         conn.execute("CREATE INDEX child_parent_id_idx ON child (parent_id, id)")
         conn.execute("ALTER TABLE log ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY "
                      "PRIMARY KEY")  # fmt: skip

@@ -124,7 +124,15 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert all(s.availability and s.availability.passed for s in result.steps)
     assert not any(s.migration.max_stall_ms for s in result.steps)
     gains = {g.index.split(".")[1]: g for g in index_gains(indexes)}
-    assert gains["quiz_attempts_video_idx"].pure_cost  # kept for ON DELETE CASCADE
+    # kept for ON DELETE CASCADE: no query reads it, yet it is not pure cost
+    cascade = gains["quiz_attempts_video_idx"]
+    assert not cascade.used_by and not cascade.pure_cost
+    assert cascade.foreign_keys == ("quiz_attempts_video_uuid_fkey",)
+    assert gains["quiz_attempts_user_video_completed_idx"].foreign_keys == (
+        "quiz_attempts_user_id_fkey",
+    )
+    # partial (voice memos only): a delete in videos cannot find every reflection by it
+    assert gains["reflections_voice_video_created_idx"].foreign_keys == ()
     assert "quiz_attempts_for_video" in {
         u.query for u in gains["quiz_attempts_user_video_completed_idx"].used_by
     }
@@ -169,7 +177,8 @@ def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_pat
     assert "### Under live traffic" in report and "### Where the time went" in report
     assert "### The old app on the new schema" in report
     assert "### Which index gave the gain" in report
-    assert re.search(r"`public.quiz_attempts_video_idx` \| [^|]+ \| \*\*pure cost\*\*", report)
+    assert re.search(r"`public.quiz_attempts_video_idx` \| [^|]+ \| no workload query; serves "
+                     r"the foreign key `quiz_attempts_video_uuid_fkey`", report)  # fmt: skip
     timeline = tmp_path / "report" / "timeline-0001_quiz_attempt_links.png"
     assert "(timeline-0001_quiz_attempt_links.png)" in report
     assert timeline.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and timeline.stat().st_size > 10_000
@@ -368,10 +377,12 @@ def test_the_old_app_on_the_new_schema_and_which_index_gave_the_gain(
     used = gains["public.reflections_created_idx"]
     assert [u.query for u in used.used_by] == ["recent_reflections"] and not used.pure_cost
     assert used.bytes > 0 and used.write is not None and used.write.table == "reflections"
-    assert gains["public.videos_duration_idx"].pure_cost  # nothing reads it
+    assert gains["public.videos_duration_idx"].pure_cost  # nothing reads it, serves no key
+    assert gains["public.videos_duration_idx"].foreign_keys == ()
     assert index_gains(added) == ()  # the twin: a step without an index has none
     report = build_report([tmp_path / "out"], tmp_path / "report").read_text()
     assert "the page reads the renamed column" in report and "**not declared**" in report
+    assert re.search(r"`public.videos_duration_idx` \| [^|]+ \| \*\*pure cost\*\*", report)
 
 
 def test_requests_that_failed_under_load_count_unless_a_constraint_refused_them(

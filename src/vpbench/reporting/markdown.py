@@ -346,7 +346,7 @@ def _index_table(steps: list[dict[str, Any]]) -> list[str]:
             insert += f" (shared by the step's {index['sharing_write_cost']} new indexes)"
         lines.append(
             f"| `{step}` | `{index['index']}` | {human_bytes(index['bytes'])} | "
-            f"{used or '**pure cost**: no workload query uses it'} | {insert} |"
+            f"{used or _unused(index.get('foreign_keys', []))} | {insert} |"
         )
     lines += [
         "",
@@ -354,6 +354,15 @@ def _index_table(steps: list[dict[str, Any]]) -> list[str]:
         "cost is measured per table, so the indexes a step adds to one table share it.",
     ]
     return lines
+
+
+def _unused(foreign_keys: list[str]) -> str:
+    """What an index no workload query uses is for: a foreign key, or nothing."""
+    if not foreign_keys:
+        return "**pure cost**: no workload query uses it"
+    keys = ", ".join(f"`{key}`" for key in foreign_keys)
+    return (f"no workload query; serves the foreign key {keys} (a delete in the parent "
+            "finds the referencing rows by it)")  # fmt: skip
 
 
 def _verdict_text(judgement: dict[str, Any]) -> str:

@@ -243,6 +243,7 @@ class IndexGainShape(_Open):
     used_by: list[JudgedQueryShape]
     insert_wal_bytes: tuple[float, float] | None = None
     sharing_write_cost: int
+    foreign_keys: list[str] = Field(default_factory=list)
 
 
 class AuditCheckShape(_Open):

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from vpbench.dataset.generic_checks import FOREIGN_KEY_LEADS_INDEX
 from vpbench.migrations.statements import keywords
 from vpbench.workload.sampling import ParameterPool, ParameterStream
 from vpbench.workload.spec import Query, SqlText
@@ -36,6 +37,9 @@ class RelationSize:
     table: str
     """the table an index belongs to (the relation itself for a table)"""
     bytes: int
+    foreign_keys: tuple[str, ...] = ()
+    """for an index, the foreign keys of its table whose columns lead it: a delete or key
+    update in their parent finds the referencing rows by it"""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class RelationCost:
     table_bytes_after: int
     table: str = ""
     """the table an index belongs to (the relation itself for a table), qualified"""
+    foreign_keys: tuple[str, ...] = ()
+    """for an index, the foreign keys it serves (see ``RelationSize``)"""
 
     @property
     def added_bytes(self) -> int:
@@ -63,16 +69,21 @@ def relation_sizes(conn: psycopg.Connection[Any]) -> dict[str, RelationSize]:
     """Tables and indexes of the application's schemas, by qualified name."""
     rows = conn.execute(
         "SELECT n.nspname, c.relname, c.relkind, coalesce(t.relname, c.relname), "
-        "pg_relation_size(c.oid) FROM pg_class c "
+        "pg_relation_size(c.oid), coalesce(fk.names, '{}') FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
         "LEFT JOIN pg_class t ON t.oid = i.indrelid "
+        "LEFT JOIN LATERAL (SELECT array_agg(k.conname::text ORDER BY k.conname) AS names "
+        "FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = i.indrelid "
+        f"AND {FOREIGN_KEY_LEADS_INDEX}) fk ON true "
         "WHERE c.relkind IN ('r', 'i', 'm', 'p') AND n.nspname !~ '^pg_' "
         "AND n.nspname NOT IN ('information_schema', 'vpbench')"
     ).fetchall()
     kinds = {"r": "table", "p": "table", "m": "table", "i": "index"}
     return {
-        f"{r[0]}.{r[1]}": RelationSize(r[0], r[1], kinds[r[2]], f"{r[0]}.{r[3]}", int(r[4]))
+        f"{r[0]}.{r[1]}": RelationSize(
+            r[0], r[1], kinds[r[2]], f"{r[0]}.{r[3]}", int(r[4]), tuple(r[5])
+        )
         for r in rows
     }
 
@@ -89,7 +100,8 @@ def relation_costs(
         assert known is not None
         table_after = after[known.table].bytes if known.table in after else 0
         costs.append(RelationCost(name, known.kind, old.bytes if old else 0,
-                                  new.bytes if new else 0, table_after, known.table))  # fmt: skip
+                                  new.bytes if new else 0, table_after, known.table,
+                                  known.foreign_keys))  # fmt: skip
     return tuple(costs)
 
 

@@ -1,6 +1,7 @@
 """Which index gave the gain: for every index a step adds, the workload queries whose plans
 after the step use it, each one's paired verdict, the index's bytes and the measured cost
-of an insert into its table. An index no workload query uses is pure cost.
+of an insert into its table. An index no workload query uses is pure cost, unless it
+serves a foreign key (a delete in the parent finds the referencing rows by it).
 
 The insert cost is measured per table, not per index: where a step adds several indexes to
 one table, they share that cost, and the report says how many share it.
@@ -36,10 +37,12 @@ class IndexGain:
     """inserts into its table, before against after"""
     sharing_write_cost: int
     """how many indexes this step added to the same table (they share ``write``)"""
+    foreign_keys: tuple[str, ...] = ()
+    """the foreign keys whose columns lead it"""
 
     @property
     def pure_cost(self) -> bool:
-        return not self.used_by
+        return not self.used_by and not self.foreign_keys
 
     def to_dict(self) -> dict[str, Any]:
         wal = self.write.wal_change if self.write else None
@@ -58,6 +61,7 @@ class IndexGain:
                 else None
             ),
             "sharing_write_cost": self.sharing_write_cost,
+            "foreign_keys": list(self.foreign_keys),
         }
 
 
@@ -84,7 +88,6 @@ def index_gains(step: StepReport) -> tuple[IndexGain, ...]:
             and any(name in s.indexes_used for s in entry.plan_summaries.values())
         )
         write = writes.get(cost.table.split(".", 1)[-1])
-        gains.append(
-            IndexGain(cost.name, cost.table, cost.bytes_after, used_by, write, sharing[cost.table])
-        )
+        gains.append(IndexGain(cost.name, cost.table, cost.bytes_after, used_by, write,
+                               sharing[cost.table], cost.foreign_keys))  # fmt: skip
     return tuple(gains)
