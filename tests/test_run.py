@@ -14,8 +14,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from rich.console import Console
 
 from conftest import interruptible
+from vpbench.cli._render import run_table
 from vpbench.cli.main import main
 from vpbench.dataset.profiles import get_profile
 from vpbench.dataset.seed import seed_database
@@ -113,6 +115,13 @@ def test_reference_workloads_on_the_legacy_database(
             "recent_voice_memos",
         }
     )
+
+    # The table the CLI prints names the app-layer version as such (not as rich markup).
+    console = Console(record=True, width=250)
+    console.print(run_table(outcome))
+    names = [line.split("│")[1].strip() for line in console.export_text().splitlines()
+             if line.startswith("│") and line.split("│")[1].strip()]  # fmt: skip
+    assert names.count("video_page") == 1 and names.count("video_page[app]") == 1
 
     document = read_document(outcome.path)
     assert document["schema_version"] == SCHEMA_VERSION

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.markup import escape
 from rich.table import Table
 
 from vpbench.dataset.audit_result import AuditReport
@@ -102,7 +103,7 @@ def run_table(outcome: RunOutcome) -> Table:
         worst = [s.worst_node for s in entry.plan_summaries.values() if s.worst_node]
         worst_node = max(worst, key=lambda w: w.exclusive_ms) if worst else None
         cells = [
-            entry.name,
+            escape(entry.name),  # an app-layer version is "name[app]", not markup
             f"{len(entry.samples_ns)}{'*' if entry.budget_stopped else ''}",
             milliseconds(latency.p50_ms if latency else None),
             milliseconds(latency.p95_ms if latency else None),
