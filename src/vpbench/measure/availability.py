@@ -211,6 +211,12 @@ def availability(
     )
 
 
+def refused_by_constraint(failure: str) -> bool:
+    """``write error 23514`` (a key of ``Availability.failed``): a constraint refused the
+    row (SQLSTATE class 23), the data's fault rather than the step's."""
+    return failure.rsplit(" ", 1)[-1].startswith("23")
+
+
 def describe_availability(found: Availability) -> str:
     """One line: the longest lock waits against the budget, how much the rest slowed down,
     and what the worst wait waited for."""

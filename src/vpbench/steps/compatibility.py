@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from vpbench.measure.availability import refused_by_constraint
 from vpbench.measure.runner import PreparedStatements
 from vpbench.measure.writecost import WRITE_TABLES, app_inserts
 from vpbench.steps.checks import compare_results
@@ -177,15 +178,12 @@ def check_old_app(
         InsertCompatibility(table, _inserts(before, after, table, seed)) for table in WRITE_TABLES
     )
     failures = sorted((failed or {}).items())
-    refused = tuple(f"{n} {key}" for key, n in failures if _integrity(key))
-    broke = tuple(f"{n} {key}" for key, n in failures if " error " in key and not _integrity(key))
+    refused = tuple(f"{n} {key}" for key, n in failures if refused_by_constraint(key))
+    broke = tuple(
+        f"{n} {key}" for key, n in failures if " error " in key and not refused_by_constraint(key)
+    )
     return OldAppCheck(tuple(queries), tuple(i for i in inserts if i.result), declared,
                        broke, refused, deploy_before)  # fmt: skip
-
-
-def _integrity(failure: str) -> bool:
-    """``write error 23514``: a constraint refused the row (SQLSTATE class 23)."""
-    return failure.rsplit(" ", 1)[-1].startswith("23")
 
 
 def _runs(
