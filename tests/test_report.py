@@ -218,6 +218,30 @@ def test_the_deploy_order_names_the_step_to_deploy_before(vpbench: Runner, tmp_p
         assert report.count("breaks the old app") >= 2
 
 
+def test_writes_a_new_constraint_refused_are_told_apart_from_failures(
+    vpbench: Runner, tmp_path: Path
+) -> None:
+    """Under live traffic, the writer's copies of rows a step now forbids are refused (class
+    23): the report counts them in brackets, beside the requests that failed for another
+    reason; its twin, the run as stored, has no refusal and no brackets."""
+    failed = {"read error 42883": 12, "write error 42804": 9}
+    for refused in ({"write error 23503": 1367, "write error 23514": 2}, {}):
+        folder = tmp_path / ("refused" if refused else "as-stored")
+        folder.mkdir()
+        step = json.loads((STEPS_V2 / "0001_quiz_attempt_links.json").read_text())
+        step["availability"]["failed"] = failed | refused
+        (folder / "0001_quiz_attempt_links.json").write_text(json.dumps(step))
+        (folder / "summary.json").write_text((STEPS_V2 / "summary.json").read_text())
+        code, out, err = vpbench("report", folder, "--out", folder / "report")
+        assert code == 0, out + err
+        report = (folder / "report" / "report.md").read_text()
+        table = report[report.index("### Under live traffic") :]
+        row = next(line for line in table.splitlines() if line.startswith("| `0001_quiz"))
+        cell = "| 21 (1,369 refused) |" if refused else "| 21 |"
+        assert cell in row, row
+        assert ("refused)" in row) is bool(refused)
+
+
 def test_report_of_two_runs(vpbench: Runner, tmp_path: Path) -> None:
     code, _, _ = vpbench("report", LEGACY, MIGRATED, "--out", tmp_path / "r")
     assert code == 0

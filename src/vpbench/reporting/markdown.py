@@ -18,6 +18,7 @@ import pandas as pd
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Threshold
+from vpbench.measure.availability import refused_by_constraint
 from vpbench.reporting import charts
 from vpbench.reporting.provenance import describe_data
 from vpbench.reporting.run_report import run_report
@@ -169,6 +170,13 @@ def _timeline(document: dict[str, Any], out: Path) -> list[str]:
     return [f"![the app's requests while {document['migration']['id']} ran]({name})", ""]
 
 
+def _failed_cell(failed: dict[str, int]) -> str:
+    """Failed requests, and in brackets those a new constraint refused."""
+    refused = sum(n for key, n in failed.items() if refused_by_constraint(key))
+    others = sum(failed.values()) - refused
+    return f"{others:,} ({refused:,} refused)" if refused else f"{others:,}"
+
+
 def _blocked_cell(found: dict[str, Any], kind: str) -> str:
     """The longest lock wait of one kind on the migration, with its resolution."""
     blocked = found["blocked"][kind]
@@ -250,13 +258,16 @@ def _availability_table(steps: list[dict[str, Any]]) -> list[str]:
             f"| `{document['migration']['id']}` | {_blocked_cell(found, 'read')} | "
             f"{_blocked_cell(found, 'write')} | {budget} | "
             f"{_slowed_cell(found['slowed'].get('read'))} | "
-            f"{_slowed_cell(found['slowed'].get('write'))} | {sum(found['failed'].values())} | "
+            f"{_slowed_cell(found['slowed'].get('write'))} | {_failed_cell(found['failed'])} | "
             f"{cause} |"
         )
     lines += [
         "",
         "Each step's `up` rehearsed on a copy of the state before it while reader sessions ran "
-        "the workload and a writer inserted like the app. *Blocked*: the longest time a request "
+        "the workload and a writer inserted and updated rows like the app. *Failed*: requests "
+        "that failed; in brackets, writes a new constraint refused (SQLSTATE class 23: the "
+        "writer replays rows the step now forbids), not counted against the step. "
+        "*Blocked*: the longest time a request "
         "waited for a lock the migration was in the way of (± half a sampling period); this is "
         "what the stall budget judges. *Slowed*: the p99 of the other requests' latencies "
         "(each relative to its query's at-rest median) under load against at rest, with its 95% "
