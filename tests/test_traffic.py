@@ -127,6 +127,25 @@ def test_an_exclusive_lock_blocks_reads_and_writes_and_is_named(
     assert max(row[4] for row in found.timeline) >= 2000
 
 
+@pytest.mark.slow
+def test_a_wait_names_the_migration_statement_not_the_probes_between_statements(
+    legacy: str, tmp_path: Path
+) -> None:
+    """Between two statements of a step vpbench reads, on the migration's own session, the
+    locks and files each statement added; the server shows those probes as the session's
+    query. A wait for the step's lock names the step's statement it began last, whichever
+    moment the sampler looked (on the code before, most samples here named a probe)."""
+    up = "ALTER TABLE quiz_attempts ADD COLUMN probe integer;\n" + "SELECT 1;\n" * 1000
+    applied, record = _under_load(legacy, tmp_path, up)
+    blamed = [w for w in record.waits if w.by_migration]
+    assert len(blamed) >= 20, "the app's writes waited for the step's lock for a while"
+    statements = {"ALTER TABLE quiz_attempts ADD COLUMN probe integer", "SELECT 1"}
+    assert {w.statement for w in blamed} <= statements
+    (held,) = [h for h in record.held if h.lock == "AccessExclusiveLock on quiz_attempts"]
+    assert held.statement in statements
+    assert len(applied.statements) == 1001
+
+
 def test_a_concurrent_index_build_does_not_block_writes(legacy: str, tmp_path: Path) -> None:
     """The twin: the same traffic around CREATE INDEX CONCURRENTLY stays within budget."""
     up = "CREATE INDEX CONCURRENTLY probe_idx ON quiz_attempts (video_id, completed_at);\n"

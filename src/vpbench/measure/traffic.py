@@ -184,6 +184,8 @@ class _Shared:
     waits: list[Wait] = field(default_factory=list)
     sampled_s: list[float] = field(default_factory=list)
     migration_pid: int | None = None
+    migration_statement: str | None = None
+    """the migration statement last started, as the migration reports it"""
     migration_s: list[float] = field(default_factory=list)
     connections: list[psycopg.Connection[Any]] = field(default_factory=list)
     held: dict[str, list[Any]] = field(default_factory=dict)
@@ -277,7 +279,12 @@ class LiveTraffic:
             yield
         finally:
             shared.migration_s.append(shared.now())
-            shared.migration_pid = None
+            shared.migration_pid = shared.migration_statement = None
+
+    def migration_runs(self, statement: str) -> None:
+        """The migration has started ``statement`` (its first line): waits name it, not
+        what the server shows the session running between statements (vpbench's probes)."""
+        self._shared.migration_statement = statement
 
     def wait_for_baseline(self) -> None:
         """Let the traffic run at rest for ``baseline_s``, then until every query and write
@@ -446,13 +453,14 @@ class LiveTraffic:
 
     @staticmethod
     def _sample_once(conn: psycopg.Connection[Any], shared: _Shared, query: str) -> None:
-        at, pid = shared.now(), shared.migration_pid
+        at, pid, reported = shared.now(), shared.migration_pid, shared.migration_statement
         waiting = conn.execute(query).fetchall()
         statement, held, items, queued = None, {}, [], {}
         if pid is not None:
             row = conn.execute(_MIGRATION, [pid]).fetchone()
             if row is not None:
-                statement = (row[0] or "").strip().splitlines()[0][:80] if row[0] else None
+                shown = (row[0] or "").strip().splitlines()[0][:80] if row[0] else None
+                statement = reported or shown  # an alembic project's online run reports none
                 items = [tuple(item.split("=", 1)) for item in row[1]]
                 held = dict(items)
                 queued = dict(tuple(item.split("=", 1)) for item in row[2])
@@ -493,6 +501,6 @@ def apply_under_load(
     with traffic.running():
         traffic.wait_for_baseline()
         with traffic.watch(conn):
-            applied = apply_step(conn, migration, direction, locks)
+            applied = apply_step(conn, migration, direction, locks, traffic.migration_runs)
         traffic.drain()
     return applied, traffic.record()

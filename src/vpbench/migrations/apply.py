@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -192,10 +192,19 @@ def check_target(target: str, ids: Sequence[str], *, base_allowed: bool) -> None
 
 class _StatementLog:
     """What each statement of one attempt did: its time, the locks it added, the files it
-    replaced (read on the migration's own connection, between statements)."""
+    replaced (read on the migration's own connection, between statements). ``on_statement``
+    hears each statement's first line as it starts: the probes in between are not the
+    migration's, though the server shows them as its session's query."""
 
-    def __init__(self, conn: psycopg.Connection[Any], script: str, began: float) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        script: str,
+        began: float,
+        on_statement: Callable[[str], None] | None = None,
+    ) -> None:
         self.conn, self.script, self.began = conn, script, began
+        self.on_statement = on_statement
         self.runs: list[StatementRun] = []
         self.locks = self._locks()
         self.files = self._files()
@@ -211,6 +220,9 @@ class _StatementLog:
             "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
         ).fetchone()
         lock_timeout, statement_timeout = row if row else ("", "")
+        text = statement.strip().splitlines()[0][:80]
+        if self.on_statement is not None:
+            self.on_statement(text)
         started = time.perf_counter()
         self.conn.execute(statement)
         seconds = time.perf_counter() - started
@@ -223,7 +235,7 @@ class _StatementLog:
         self.runs.append(
             StatementRun(
                 line=self.script[:offset].count("\n") + 1,
-                text=statement.strip().splitlines()[0][:80],
+                text=text,
                 started_s=started - self.began,
                 seconds=seconds,
                 locks=tuple(sorted(locks - self.locks)),
@@ -246,15 +258,17 @@ def apply_step(
     migration: Migration,
     direction: str,
     locks: LockPolicy = DEFAULT_LOCKS,
+    on_statement: Callable[[str], None] | None = None,
 ) -> StepApplied:
     """Run ``up`` or ``down`` of one migration and update the ledger in the same transaction
     (``conn`` must be in autocommit mode), every statement under ``locks.timeout_ms`` of
     ``lock_timeout`` (a ``CONCURRENTLY`` one under ``locks.timeout_for(concurrent=True)``);
     a lock timeout retries the step (the statement, for a
     non-transactional one; never a ``CONCURRENTLY`` one, whose failure leaves an invalid
-    index behind), and each retry is recorded."""
+    index behind), and each retry is recorded. ``on_statement`` hears the first line of each
+    statement as it starts (not of an alembic project's online run)."""
     with _notices_logged(conn, migration.id):
-        return _apply(conn, migration, direction, locks)
+        return _apply(conn, migration, direction, locks, on_statement)
 
 
 @contextmanager
@@ -275,7 +289,11 @@ def _notices_logged(conn: psycopg.Connection[Any], migration_id: str) -> Iterato
 
 
 def _apply(
-    conn: psycopg.Connection[Any], migration: Migration, direction: str, locks: LockPolicy
+    conn: psycopg.Connection[Any],
+    migration: Migration,
+    direction: str,
+    locks: LockPolicy,
+    on_statement: Callable[[str], None] | None,
 ) -> StepApplied:
     script = migration.up_sql if direction == "up" else migration.down_sql
     began = time.perf_counter()
@@ -298,7 +316,7 @@ def _apply(
             try:
                 with conn.transaction():
                     conn.execute(timeout.replace("SET", "SET LOCAL", 1))
-                    observed[:] = [_StatementLog(conn, script, began)]
+                    observed[:] = [_StatementLog(conn, script, began, on_statement)]
                     # Statement by statement, so a failure names the statement that failed.
                     for statement, start in split_statements(script):
                         offset = start
@@ -310,7 +328,7 @@ def _apply(
         with_lock_retries(whole_step, locks, retries)
     else:
         conn.execute(timeout)
-        observed.append(_StatementLog(conn, script, began))
+        observed.append(_StatementLog(conn, script, began, on_statement))
         try:
             for unit in group_transactions(script):  # its shape was checked on discovery
 
