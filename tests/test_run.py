@@ -412,8 +412,10 @@ def test_single_client_throughput_leaves_out_the_warm_up(
 
 
 def test_run_without_workload_files_measures_the_reference_ones(
-    target: ServerTarget, legacy_db: str, tmp_path: Path
+    target: ServerTarget, legacy_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Both reference workloads; the progress bar of the app-layer entry is named
+    ``video_page[app]`` (its name was read as markup and shown as a second ``video_page``)."""
     out = tmp_path / "out"
     arguments = ["run", "--db", legacy_db, "--dsn", target.conninfo, "--out", str(out)]
     with pytest.raises(SystemExit) as exit_info:
@@ -422,6 +424,7 @@ def test_run_without_workload_files_measures_the_reference_ones(
     (result,) = out.iterdir()  # --no-report: the run file alone
     workloads = {entry["workload"] for entry in read_document(result)["entries"]}
     assert workloads == {"video_page", "voice_memos"}
+    assert "video_page[app]" in capsys.readouterr().err
 
 
 BUDGETED = """\

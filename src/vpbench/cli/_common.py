@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
@@ -404,7 +405,7 @@ def progress_bars(banner: str) -> Iterator[Callable[[str, int, int], None]]:
             err.print(banner, highlight=False)
             progress.start()
         if table not in tasks:
-            tasks[table] = progress.add_task(table, total=total)
+            tasks[table] = progress.add_task(escape(table), total=total)  # "name[app]"
         progress.update(tasks[table], completed=done)
 
     try:
