@@ -35,6 +35,7 @@ from vpbench.measure.writecost import WRITE_TABLES, app_inserts, app_updates, fr
 from vpbench.migrations.apply import StepApplied, apply_step
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.locking import LockPolicy
+from vpbench.migrations.statements import first_line
 from vpbench.server.target import open_connection
 from vpbench.workload.sampling import ParameterPool, ParameterStream
 from vpbench.workload.spec import SqlText, Workload
@@ -459,8 +460,8 @@ class LiveTraffic:
         if pid is not None:
             row = conn.execute(_MIGRATION, [pid]).fetchone()
             if row is not None:
-                shown = (row[0] or "").strip().splitlines()[0][:80] if row[0] else None
-                statement = reported or shown  # an alembic project's online run reports none
+                # an alembic project's online run reports none: the session's query then
+                statement = reported or first_line(row[0] or "") or None
                 items = [tuple(item.split("=", 1)) for item in row[1]]
                 held = dict(items)
                 queued = dict(tuple(item.split("=", 1)) for item in row[2])

@@ -25,7 +25,12 @@ from vpbench.migrations.alembic_online import run_online
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import ledger, record_step
 from vpbench.migrations.locking import DEFAULT_LOCKS, LockPolicy, LockRetry, with_lock_retries
-from vpbench.migrations.statements import group_transactions, keywords, split_statements
+from vpbench.migrations.statements import (
+    first_line,
+    group_transactions,
+    keywords,
+    split_statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +225,7 @@ class _StatementLog:
             "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
         ).fetchone()
         lock_timeout, statement_timeout = row if row else ("", "")
-        text = statement.strip().splitlines()[0][:80]
+        text = first_line(statement)
         if self.on_statement is not None:
             self.on_statement(text)
         started = time.perf_counter()

@@ -8,6 +8,13 @@ from pathlib import Path
 from vpbench.errors import MigrationsFormatError, read_text_file
 
 
+def first_line(statement: str) -> str:
+    """How a statement is named in reports: its first line, at most 80 characters (empty
+    for a blank one)."""
+    lines = statement.strip().splitlines()
+    return lines[0][:80] if lines else ""
+
+
 def keywords(statement: str) -> list[str]:
     """The SQL keywords of ``statement`` in order, as PostgreSQL's scanner reads them
     (``BEGIN``, ``CONCURRENTLY``): never a word inside a comment, a string or a quoted
