@@ -7,8 +7,6 @@ or committed as it is.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,17 @@ import pandas as pd
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Threshold
-from vpbench.measure.availability import refused_by_constraint
 from vpbench.reporting import charts
+from vpbench.reporting.comparison_report import comparison_markdown, comparison_table
 from vpbench.reporting.provenance import describe_data
 from vpbench.reporting.run_report import run_report
-from vpbench.reporting.units import detectable, duration, human_bytes, milliseconds, ratio
+from vpbench.reporting.traffic_tables import (
+    availability_table,
+    deploy_cell,
+    old_app_table,
+    timeline_chart,
+)
+from vpbench.reporting.units import human_bytes, ratio, short_ms
 from vpbench.results.documents import KIND_RUN, ensure_writable, read_document, results_folder
 
 REPORT = "report.md"
@@ -55,19 +59,13 @@ def build_report(
 def comparison_report(comparison: Comparison, out_dir: Path) -> Path:
     """The before/after report of a comparison already judged (its charts beside it)."""
     ensure_writable(out_dir)
-    return _write(out_dir, _comparison_report(comparison, out_dir))
+    return _write(out_dir, comparison_markdown(comparison, out_dir))
 
 
 def _write(out_dir: Path, text: str) -> Path:
     path = out_dir / REPORT
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _ms(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 def _p(samples: list[int], q: int) -> float | None:
@@ -107,7 +105,7 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
             f"{before:,} → {after:,}",
             human_bytes(row["index_bytes_added"], signed=True),
             "<br>".join(_write_cell(w) for w in row.get("writes", [])),
-            _deploy_cell(row),
+            deploy_cell(row),
             "yes" if row["reversible"] else "**no**",
             "pass" if row["passed"] else "**FAIL**",
         ]
@@ -124,10 +122,10 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         lines += ["", "Run online by alembic, on vpbench's connection (their statements are not "
                   "observed one by one): " + "; ".join(f"`{m['id']}`: {m['online']}"
                                                        for m in online) + "."]  # fmt: skip
-    lines += _availability_table(steps)
+    lines += availability_table(steps)
     lines += _audit_tables(steps)
     lines += _time_table(summary)
-    lines += _old_app_table(steps)
+    lines += old_app_table(steps)
     lines += _index_table(steps)
     lines += ["", "### What the series taught", ""]
     lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in summary["answers"].items()]
@@ -145,60 +143,9 @@ def _steps_report(folder: Path, out: Path, threshold: Threshold, alpha: float) -
         comparison = compare_sides(base, new, paired_session=True, threshold=threshold, alpha=alpha)
         lines += [f"### `{document['migration']['id']}` — {document['migration']['title']}", ""]
         lines += [document["migration"]["why"].strip(), ""]
-        lines += [*_comparison_table(comparison), ""]
-        lines += _timeline(document, out)
+        lines += [*comparison_table(comparison), ""]
+        lines += timeline_chart(document, out)
     return "\n".join(lines)
-
-
-def _timeline(document: dict[str, Any], out: Path) -> list[str]:
-    """The step's requests over time while ``up`` ran under traffic, as a chart."""
-    found = document.get("availability")
-    if not found or not found.get("timeline"):
-        return []
-
-    requests = pd.DataFrame(
-        found["timeline"], columns=["kind", "start_s", "ms", "outcome", "blocked_ms"]
-    )
-    statements = pd.DataFrame(
-        found.get("statements") or [], columns=["line", "text", "started_s", "seconds"]
-    )
-    name = f"timeline-{document['migration']['id']}.png"
-    charts.traffic_timeline_chart(
-        requests, statements, out / name, budget_ms=found["budget_ms"],
-        title=f"{document['migration']['id']} under live traffic",
-    )  # fmt: skip
-    return [f"![the app's requests while {document['migration']['id']} ran]({name})", ""]
-
-
-def _failed_cell(failed: dict[str, int]) -> str:
-    """Failed requests, and in brackets those a new constraint refused."""
-    refused = sum(n for key, n in failed.items() if refused_by_constraint(key))
-    others = sum(failed.values()) - refused
-    return f"{others:,} ({refused:,} refused)" if refused else f"{others:,}"
-
-
-def _blocked_cell(found: dict[str, Any], kind: str) -> str:
-    """The longest lock wait of one kind on the migration, with its resolution."""
-    blocked = found["blocked"][kind]
-    if blocked is None:
-        return "n/a" if found.get("stall_ms") else "0 s"
-    half = (blocked["high_ms"] - blocked["low_ms"]) / 2
-    return f"{blocked['ms'] / 1000:.2f} s ±{milliseconds(half)}"
-
-
-def _slowed_cell(slowed: dict[str, Any] | None) -> str:
-    """p99 under load against at rest, relative to each query's at-rest median."""
-    if not slowed or slowed.get("ratio") is None:
-        return "n/a"
-    text = f"{slowed['ratio']:.2f}x"
-    if slowed.get("low") is not None:
-        text += f" [{slowed['low']:.2f}, {slowed['high']:.2f}]"
-    if slowed.get("slowest"):
-        text += (
-            f"<br>slowest: {slowed['slowest']} {duration(slowed['slowest_ms'])} "
-            f"(p99 at rest {duration(slowed['slowest_at_rest_p99_ms'])})"
-        )
-    return text
 
 
 def _time_table(summary: dict[str, Any]) -> list[str]:
@@ -216,123 +163,6 @@ def _time_table(summary: dict[str, Any]) -> list[str]:
         "The harness's own share (all but the migrations' `up` and `down` and the paired rounds): "
         f"{spent['harness_share']:.0%}."
         + (f" Peak extra disk of a step: {human_bytes(peak)}." if peak is not None else ""),
-    ]
-    return lines
-
-
-def _availability_table(steps: list[dict[str, Any]]) -> list[str]:
-    """Per step rehearsed under live traffic: the longest lock waits on the migration against
-    its budget, how much the app slowed without one, failed requests, and what the worst
-    wait waited for."""
-    rehearsed = [d for d in steps if d.get("availability")]
-    if not rehearsed:
-        return []
-    lines = ["", "### Under live traffic", ""]
-    lines += [
-        "| step | reads blocked | writes blocked | budget | reads slowed (p99) "
-        "| writes slowed (p99) | failed requests | longest wait |"
-    ]
-    lines += ["|---|---:|---:|---:|---|---|---:|---|"]
-    legacy = False
-    for document in rehearsed:
-        found = document["availability"]
-        worst = max(
-            (b for b in found["blocked"].values() if b), key=lambda b: b["ms"], default=None
-        )
-        cause = ""
-        if worst and worst.get("waited_for"):
-            cause = f"{worst['kind']} {worst['name']} waited for {worst['waited_for']}"
-            if worst.get("migration_waits"):  # a lock queue: the migration waited too
-                cause += f" behind the migration's queued {worst['migration_waits']}"
-            elif worst.get("migration_holds"):
-                cause += f" (held: {worst['migration_holds']})"
-            if worst.get("statement"):
-                cause += f" during `{worst['statement']}`"
-        if found.get("stall_ms"):  # a schema 2 document: stalls not told apart
-            legacy = True
-            cause = "stalled " + ", ".join(
-                f"{kind}s {ms / 1000:.2f} s" for kind, ms in found["stall_ms"].items()
-            )
-        budget = f"{found['budget_ms'] / 1000:g} s" + ("" if found["passed"] else " **over**")
-        lines.append(
-            f"| `{document['migration']['id']}` | {_blocked_cell(found, 'read')} | "
-            f"{_blocked_cell(found, 'write')} | {budget} | "
-            f"{_slowed_cell(found['slowed'].get('read'))} | "
-            f"{_slowed_cell(found['slowed'].get('write'))} | {_failed_cell(found['failed'])} | "
-            f"{cause} |"
-        )
-    lines += [
-        "",
-        "Each step's `up` rehearsed on a copy of the state before it while reader sessions ran "
-        "the workload and a writer inserted and updated rows like the app. *Failed*: requests "
-        "that failed; in brackets, writes a new constraint refused (SQLSTATE class 23: the "
-        "writer replays rows the step now forbids), not counted against the step. "
-        "*Blocked*: the longest time a request "
-        "waited for a lock the migration was in the way of (± half a sampling period); this is "
-        "what the stall budget judges. *Slowed*: the p99 of the other requests' latencies "
-        "(each relative to its query's at-rest median) under load against at rest, with its 95% "
-        "interval: CPU and disk shared with the migration, reported and not judged.",
-    ]
-    if legacy:
-        lines += [
-            "",
-            "*n/a*: a document written before lock waits and contention were told apart; its "
-            "stall (latency beyond the at-rest p99 of its kind, for whatever reason) is shown "
-            "instead.",
-        ]
-    declared = [d["migration"] for d in rehearsed if d["migration"].get("downtime")]
-    if declared:
-        lines += [
-            "",
-            "Downtime the steps declare (`max_stall` and `downtime` in `migration.toml`):",
-            "",
-        ]
-        lines += [
-            f"- `{m['id']}` ({m['max_stall_ms'] / 1000:g} s): {m['downtime'].strip()}"
-            for m in declared
-        ]
-    return lines
-
-
-def _deploy_advice(found: dict[str, Any]) -> str:
-    """The deploy order, with the later step the new queries must be deployed before."""
-    later = found.get("deploy_before")
-    return str(found.get("deploy_order", "")) + (f", before `{later}`" if later else "")
-
-
-def _deploy_cell(row: dict[str, Any]) -> str:
-    order = _deploy_advice(row)
-    if row.get("old_app_undeclared"):
-        return f"**{order}, undeclared**"
-    return order
-
-
-def _old_app_table(steps: list[dict[str, Any]]) -> list[str]:
-    """Per step: the deploy order its old-app check found, and what of the old app breaks."""
-    checked = [(d["migration"], d["checks"]["old_app"]) for d in steps if "old_app" in d["checks"]]
-    if not checked:
-        return []
-    lines = ["", "### The old app on the new schema", ""]
-    lines += ["| step | deploy order | what of the old app breaks | new SQL on the old schema |"]
-    lines += ["|---|---|---|---|"]
-    for migration, found in checked:
-        breaks = "<br>".join(f"`{b}`" for b in found["old_app_breaks"]) or "nothing"
-        if found["old_app_breaks"]:
-            declared = found["declared"]
-            breaks += f"<br>declared: {declared}" if declared else "<br>**not declared**"
-        if found.get("refused_under_load"):
-            refused = ", ".join(found["refused_under_load"])
-            breaks += f"<br>refused by the new constraints under load: {refused}"
-        needs = "<br>".join(f"`{n}`" for n in found["new_needs_new_schema"]) or "works"
-        lines.append(f"| `{migration['id']}` | {_deploy_advice(found)} | {breaks} | {needs} |")
-    lines += [
-        "",
-        "The SQL of the app deployed before each step (its variants in force then) and its "
-        "INSERTs, run against the state after it and compared with the new SQL there; and the "
-        "new SQL run against the state before it. A step that breaks the old app must say why "
-        'in `migration.toml` (`breaks_old_app`), or its checks fail. "Before" a later step: '
-        "that step removes what the app deployed before this one still uses "
-        "(`deploy_before`).",
     ]
     return lines
 
@@ -391,7 +221,7 @@ def _interval(judgement: dict[str, Any]) -> str:
 
 
 def _headline_cell(headline: dict[str, Any]) -> str:
-    cell = f"{_ms(headline['before_p95_ms'])} → {_ms(headline['after_p95_ms'])} ms"
+    cell = f"{short_ms(headline['before_p95_ms'])} → {short_ms(headline['after_p95_ms'])} ms"
     judgement = headline.get("judgement")
     if judgement:
         seen = f", sees ±{judgement['mde']:.0%}" if judgement.get("mde") is not None else ""
@@ -503,8 +333,8 @@ def _steps_headline(summary: dict[str, Any], latency: pd.DataFrame) -> str:
         met = "" if pd.isna(target) else (" ✅" if last["p95_ms"] <= target else " ❌")
         if not pd.isna(target):
             parts.append(
-                f"{series} p95 {_ms(first['p95_ms'])} → {_ms(last['p95_ms'])} ms "
-                f"(target {_ms(target)} ms{met})"
+                f"{series} p95 {short_ms(first['p95_ms'])} → {short_ms(last['p95_ms'])} ms "
+                f"(target {short_ms(target)} ms{met})"
             )
     answers = summary["answers"]
     broke = answers["what_broke"]
@@ -515,92 +345,3 @@ def _steps_headline(summary: dict[str, Any], latency: pd.DataFrame) -> str:
         + f". Biggest win: {answers['biggest_gain']}. Regressions: "
         f"{answers.get('regressions', 'n/a')}. {status[0].upper()}{status[1:]}."
     )
-
-
-# -- comparisons -----------------------------------------------------------------------
-
-
-def _comparison_table(comparison: Comparison) -> list[str]:
-    lines = [
-        "| query | p50 before → after (ms) | p95 before → after (ms) | ratio [95% CI] | "
-        "verdict | sees | plan changed | buffers | target |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in comparison.rows:
-        estimate = row.judgement.estimate
-        target = ""
-        if row.target_ms is not None:
-            mark = {True: "✅", False: "❌", None: ""}
-            target = (
-                f"{_ms(row.target_ms)} ms {mark[row.target_met_base]}→{mark[row.target_met_new]}"
-            )
-        verdict: str = row.judgement.verdict
-        if verdict in ("slower", "faster"):
-            verdict = f"**{verdict}**"
-        lines.append(
-            f"| `{row.name}` | {_ms(row.base_p50_ms)} → {_ms(row.new_p50_ms)} | "
-            f"{_ms(row.base_p95_ms)} → {_ms(row.new_p95_ms)} | {ratio(estimate.ratio)} "
-            f"[{ratio(estimate.low)}, {ratio(estimate.high)}] | {verdict} | "
-            f"{detectable(row.judgement)} | "
-            f"{'yes' if row.plan_changed else 'no' if row.plan_changed is False else '-'} | "
-            f"{_ms(row.base_buffers)} → {_ms(row.new_buffers)} | {target} |"
-        )
-    return lines
-
-
-def _comparison_report(comparison: Comparison, out: Path) -> str:
-    rows = pd.DataFrame([r.to_dict() for r in comparison.rows])
-    charts.before_after_chart(rows, out / "before-after.png")
-    samples = pd.DataFrame(
-        [
-            {"name": name, "run": side.label, "latency_ms": ns / 1e6}
-            for side in (comparison.base, comparison.new)
-            for name, entry in side.entries.items()
-            if name in set(rows["name"])
-            for ns in entry.samples_ns
-        ]
-    )
-    charts.distribution_chart(samples, out / "distribution.png")
-    with_target = [r for r in comparison.rows if r.target_ms is not None]
-    met = sum(r.target_met_new is True for r in with_target)
-    faster = [r for r in comparison.rows if r.judgement.verdict == "faster"]
-    best = min(faster, key=lambda r: r.judgement.estimate.ratio, default=None)
-    regressions = comparison.regressions()
-    headline = (
-        f"**{comparison.new.label} vs {comparison.base.label}:** {met}/{len(with_target)} "
-        "targets met"
-        + (
-            f"; biggest win `{best.name}` {1 / best.judgement.estimate.ratio:.1f}x faster"
-            if best
-            else "; no significant speed-up"
-        )
-        + (
-            f"; **regressions: {', '.join(f'`{r.name}`' for r in regressions)}**"
-            if regressions
-            else "; no regression"
-        )
-        + (
-            " (measured in one interleaved session)"
-            if comparison.paired_session
-            else " (runs collected apart: timing-only changes are inconclusive)"
-        )
-        + "."
-    )
-    lines = [headline, "", *_comparison_table(comparison)]
-    lines += [
-        "",
-        f"Verdicts need the whole 95% interval beyond {comparison.threshold} and p < "
-        f"{comparison.alpha}; *sees*: the smallest change this comparison could have "
-        "detected (80% power)."
-        + (f" Between the runs: {comparison.confounder}." if comparison.confounder else "")
-        + (f" {comparison.drift.note}." if comparison.drift else ""),
-        "",
-    ]
-    lines += [
-        "![before / after per query](before-after.png)",
-        "",
-        "![latency distributions](distribution.png)",
-        "",
-    ]
-    (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=1, default=str))
-    return "\n".join(lines)

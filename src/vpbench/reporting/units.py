@@ -38,6 +38,14 @@ def milliseconds(value: float | None, *, unit: bool = True) -> str:
     return f"{number} ms" if unit else number
 
 
+def short_ms(value: float | None) -> str:
+    """``3.42`` below 10 ms, ``812`` above, ``-`` for None or NaN: report cells whose
+    column or text says ms."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
 def duration(ms: float | None) -> str:
     """``12.3 ms`` below a second, ``1.88 s`` from one on; empty for None or NaN."""
     if ms is None or math.isnan(ms):
