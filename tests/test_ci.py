@@ -356,6 +356,15 @@ def test_nightly_is_paired_against_the_last_night_that_passed(
     assert trend.startswith("**3 runs,") and (out / "trend" / "trend.png").is_file()
 
 
+REWRITE_SEEN_AT = (
+    "0002_seen_at",
+    "ALTER TABLE reflections ADD COLUMN seen_at timestamptz DEFAULT clock_timestamp();\n",
+    "ALTER TABLE reflections DROP COLUMN seen_at;\n",
+    'max_stall = "10s"\ndowntime = "rewrites reflections"\n',
+)
+"""a table rewrite, declared with a 10 s stall budget"""
+
+
 @pytest.mark.slow
 def test_a_new_migration_fine_on_the_copy_is_predicted_over_its_budget_in_production(
     target: ServerTarget,
@@ -366,12 +375,7 @@ def test_a_new_migration_fine_on_the_copy_is_predicted_over_its_budget_in_produc
 ) -> None:
     """A table rewrite within its 10 s on `small` is minutes at 50M rows: with --rows the
     new migration runs again at `tiny`, is predicted, and --fail-on budget fails on it."""
-    rewrite = _head(repo, "rewrite", (
-        "0002_seen_at",
-        "ALTER TABLE reflections ADD COLUMN seen_at timestamptz DEFAULT clock_timestamp();\n",
-        "ALTER TABLE reflections DROP COLUMN seen_at;\n",
-        'max_stall = "10s"\ndowntime = "rewrites reflections"\n',
-    ))  # fmt: skip
+    rewrite = _head(repo, "rewrite", REWRITE_SEEN_AT)
     out = tmp_path / "rewrite"
     code = ci_pr(target, session_prefix, repo, out, "--head", rewrite, "--profile", "small",
                  "--rows", "reflections=50M", "--fail-on", "budget")  # fmt: skip
@@ -385,12 +389,21 @@ def test_a_new_migration_fine_on_the_copy_is_predicted_over_its_budget_in_produc
     # the longest downtime predicted: the lock's hold, or the stall it causes under traffic
     assert re.search(r"\| (ACCESS EXCLUSIVE on reflections|longest stall of the app): ~", row)
     assert (out / "steps-smaller" / "0002_seen_at.json").is_file()
-    # the twin: at the size it ran, the same migration is within its budget
-    code = ci_pr(target, session_prefix, repo, tmp_path / "same", "--head", rewrite,
-                 "--profile", "small", "--rows", "reflections=40000",
-                 "--fail-on", "budget")  # fmt: skip
-    assert code == 0, capsys.readouterr().err
-    # tiny has no smaller profile: said, not guessed
+    # the twin, on the same two runs (so only the size differs): at the size it ran, the same
+    # migration is within its budget, and at 50M `predict` judges it as ci pr did
+    runs = [str(out / "steps-smaller"), str(out / "steps")]
+    for rows, expected in (("reflections=40000", 0), ("reflections=50M", 1)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", *runs, "--rows", rows, "--fail-on", "budget"])
+        assert exit_info.value.code == expected, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_profile_without_a_smaller_one_says_so_instead_of_predicting(
+    target: ServerTarget, session_prefix: str, repo: dict[str, str | Path], tmp_path: Path
+) -> None:
+    """tiny has no smaller profile to fit with: said in the comment, not guessed."""
+    rewrite = _head(repo, "rewrite", REWRITE_SEEN_AT)
     code = ci_pr(target, session_prefix, repo, tmp_path / "tiny", "--head", rewrite,
                  "--rows", "reflections=50M")  # fmt: skip
     assert code == 0

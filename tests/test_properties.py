@@ -29,8 +29,10 @@ from vpbench.results.documents import (
 from vpbench.results.shapes import MalformedResultError
 from vpbench.workload.spec import load_workload
 
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""as many examples as the profile draws (conftest.py: 100 in the suite, 1000 exploring)"""
+REPORT_SETTINGS = settings(SETTINGS, max_examples=settings().max_examples // 4)
+"""for the tests that render a report from every example (a quarter of a second each)"""
 
 WORKLOAD_KEYS = ["queries", "params", "scenarios", "workload", "sql", "source", "value", "pool",
                  "target_ms", "variants", "from", "steps", "app", "skew", "description",
@@ -224,7 +226,7 @@ def broken_series(draw: st.DrawFn) -> tuple[str, Any]:
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@REPORT_SETTINGS
 @given(broken_series())
 def test_a_steps_folder_with_a_document_broken_is_reported_or_refused(
     broken: tuple[str, Any],
@@ -238,7 +240,7 @@ def test_a_steps_folder_with_a_document_broken_is_reported_or_refused(
 
 
 @pytest.mark.slow
-@SETTINGS
+@REPORT_SETTINGS
 @given(st.one_of(mutated("run"), mutated("step")))
 def test_a_valid_document_with_fields_broken_is_read_or_refused(pair: tuple[Any, Any]) -> None:
     original, broken = pair
