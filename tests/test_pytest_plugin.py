@@ -27,6 +27,14 @@ def test_header(vpbench_query):
 """
 
 
+@pytest.fixture(autouse=True)
+def outside_any_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytest sessions these tests start are not workers of this suite's xdist run,
+    though they inherit its environment (pytest-benchmark disables itself in a worker)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def run_bench(
     pytester: pytest.Pytester,
     server_dsn: str,
@@ -126,6 +134,8 @@ def test_pytest_benchmark_runs_the_benchmark_suite(
     (bench / "test_plain.py").write_text("def test_not_a_benchmark():\n    pass\n")
     tests = pytester.mkdir("tests")
     (tests / "test_unit.py").write_text("def test_unit():\n    assert False\n")
+    # a project that spreads its tests over xdist workers, as this one does
+    pytester.makeini("[pytest]\naddopts = --numprocesses=2\n")
     options = ("--benchmark-min-rounds=5", "--benchmark-max-time=0.05",
                f"--vpbench-dsn={server_dsn}", f"--vpbench-db={session_prefix}_plugin",
                f"--vpbench-workload={workload}", "--vpbench-migrate-to=none",
@@ -136,3 +146,4 @@ def test_pytest_benchmark_runs_the_benchmark_suite(
     # The twin: without --benchmark, the same command collects the failing unit test.
     plain = pytester.runpytest_subprocess(*options)
     assert plain.ret != 0
+    plain.stdout.fnmatch_lines(["*2 workers*", "*test_unit*"])

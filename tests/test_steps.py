@@ -75,6 +75,7 @@ def add_migration(folder: Path, name: str, up: str, down: str, extra: str = "") 
     (folder / name / "migration.toml").write_text(f'title = "{name}"\n{extra}')
 
 
+@pytest.mark.dsn_server
 @pytest.mark.slow
 def test_the_reference_series(target: ServerTarget, session_prefix: str, tmp_path: Path) -> None:
     name = f"{session_prefix}_steps"

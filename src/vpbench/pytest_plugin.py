@@ -96,6 +96,10 @@ def pytest_load_initial_conftests(
     chosen = ("--benchmark-only", "--benchmark-skip", "--benchmark-disable")
     if not any(a in chosen for a in args):
         args.append("--benchmark-only")
+    if early_config.pluginmanager.has_plugin("xdist"):
+        # pytest-benchmark times nothing under xdist workers (and refuses --benchmark-only
+        # there): a project whose addopts spread its tests over workers benchmarks in one.
+        args.append("--numprocesses=0")
 
 
 @dataclass(frozen=True)
