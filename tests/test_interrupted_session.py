@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from conftest import interruptible
+
 pytestmark = [pytest.mark.slow, pytest.mark.dsn_server]
 
 TESTS = Path(__file__).resolve().parent
@@ -56,12 +58,14 @@ def _start(folder: Path, workers: int) -> tuple[subprocess.Popen[bytes], Path]:
     for number in range(workers):
         (folder / f"test_hang_{number}.py").write_text(HANGING_TEST)
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "REPORT_DIR": str(reports), "PYTHONPATH": path}
+    outside = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+    env = {k: v for k, v in os.environ.items() if k not in outside}  # a session of its own
+    env |= {"REPORT_DIR": str(reports), "PYTHONPATH": path}
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
          f"--numprocesses={workers}", "--dist=loadfile", "-q", str(folder)],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=interruptible,
     )  # fmt: skip
     return process, reports
 
