@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from vpbench.errors import MigrationsFormatError, read_text_file
 from vpbench.migrations.statements import read_sql_file, split_statements
 
 MIGRATION_ID = re.compile(r"^\d{4}_[a-z0-9_]+$")
+SHORT_ID_CHARS = 4
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,20 @@ class Migration:
         digest.update(b"\0")
         digest.update(self.down_sql.encode())
         return digest.hexdigest()
+
+
+def short_ids(ids: Iterable[str]) -> dict[str, str]:
+    """Each id by its shortest beginning, of four characters or more, that no other id
+    shares: ``0001`` in the reference series, ``000056`` beside ``000057_b``, the whole id
+    where nothing shorter tells it apart. For a narrow label (a report's column)."""
+    every = list(ids)
+    labels = {}
+    for one in every:
+        length = SHORT_ID_CHARS
+        while length < len(one) and any(o != one and o.startswith(one[:length]) for o in every):
+            length += 1
+        labels[one] = one[:length]
+    return labels
 
 
 def read_folders(folder: Path) -> tuple[Migration, ...]:

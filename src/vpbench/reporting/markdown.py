@@ -16,6 +16,7 @@ import pandas as pd
 
 from vpbench.analysis.comparison import Comparison, compare_sides, load_sides
 from vpbench.analysis.verdicts import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Threshold
+from vpbench.migrations.folder import short_ids
 from vpbench.reporting import charts
 from vpbench.reporting.comparison_report import comparison_markdown, comparison_table
 from vpbench.reporting.provenance import describe_data
@@ -310,9 +311,10 @@ def _audit_tables(steps: list[dict[str, Any]]) -> list[str]:
     states += [(s["migration"]["id"], s["audit_after"]) for s in steps]
     lines: list[str] = []
     yours = [c["name"] for c in states[0][1]["checks"] if c.get("group") == "yours"]
+    short = short_ids(name for name, _ in states)
     if yours:
         lines += ["", "### Your checks per state", "",
-                  "| check | " + " | ".join(f"`{name[:4]}`" for name, _ in states) + " |",
+                  "| check | " + " | ".join(f"`{short[name]}`" for name, _ in states) + " |",
                   "|---" * (len(states) + 1) + "|"]  # fmt: skip
         for name in yours:
             found = [next((c for c in a["checks"] if c["name"] == name), None) for _, a in states]

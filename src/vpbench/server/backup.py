@@ -19,6 +19,7 @@ are PostgreSQL 18 and can dump any older server). The backup is itself a databas
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -34,7 +35,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from vpbench.errors import BackupError
-from vpbench.server.databases import MARK, MARK_COMMENT, database_state, drop_database
+from vpbench.server.databases import (
+    MARK,
+    MARK_COMMENT,
+    MAX_NAME_LENGTH,
+    database_state,
+    drop_database,
+)
 from vpbench.server.disk import CLONE_SINCE, data_directory, free_bytes_or_none
 from vpbench.server.embedded import EmbeddedPostgres
 from vpbench.server.embedded._install import wheel_program
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 CLONE = "clone"
 TEMPLATE = "template copy"
 DUMP = "pg_dump/pg_restore"
+_DIGEST_CHARS = 10
+"""hex digits of the hash that ends a name too long to keep whole (40 bits)"""
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,15 @@ class Backup:
 
 
 def backup_name(source: str, label: str) -> str:
+    """``source__label``, unique for every pair: where it is longer than PostgreSQL keeps
+    (63 bytes), its head and a hash of the whole name, so that two steps whose ids share
+    their beginning (``000056_a``, ``000057_b``; alembic revisions) never share a copy."""
     name = f"{source}__{label}"
-    return name[:63]
+    if len(name.encode()) <= MAX_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_DIGEST_CHARS]
+    head = name.encode()[: MAX_NAME_LENGTH - _DIGEST_CHARS - 1].decode(errors="ignore")
+    return f"{head}_{digest}"
 
 
 def create_backup(target: ServerTarget, source: str, label: str) -> Backup:

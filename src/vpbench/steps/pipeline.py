@@ -188,13 +188,13 @@ def _run_step(
 
     def rounds_done(done: int, active: int) -> None:
         if progress:
-            progress(f"{migration.id[:4]} rounds", done, options.paired.max_rounds)
+            progress(f"{migration.id} rounds", done, options.paired.max_rounds)
 
     with connect(target, dbname, autocommit=True) as conn:
         data_dir = data_directory(conn)
         clock = PhaseClock(lambda: free_bytes_or_none(data_dir))
         before = start or settle_and_read(conn, clock, checks=options.checks)
-    backup = create_backup(target, dbname, f"before_{migration.id[:4]}")
+    backup = create_backup(target, dbname, f"before_{migration.id}")
     clock.lap("backup")
     say(f"  backed up to {backup.name} ({describe_copy(backup)})")
     copies = [backup]
@@ -233,7 +233,7 @@ def _run_step(
             )
             say(f"  applied in {applied.seconds:.1f}s{retried}; settling and auditing")
             after = settle_and_read(conn, clock, before, options.checks)
-        copy = create_backup(target, dbname, f"after_{migration.id[:4]}")
+        copy = create_backup(target, dbname, f"after_{migration.id}")
         copies.append(copy)
         with connect(target, autocommit=True) as conn:
             run_checkpoint(conn)  # the copies' pages are written now, not while timing

@@ -45,7 +45,7 @@ def rehearse_under_load(
     (dropped by then) and the seconds ``up`` ran."""
     assert options.traffic is not None
     budget = migration.stall_budget_ms(options.max_stall_ms)
-    rehearsal = create_backup(target, dbname, f"load_{migration.id[:4]}")
+    rehearsal = create_backup(target, dbname, f"load_{migration.id}")
     try:
         with connect(target, rehearsal.name, autocommit=True) as conn:
             traffic = LiveTraffic(
