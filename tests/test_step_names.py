@@ -32,6 +32,10 @@ def test_every_name_derived_from_a_step_id_is_unique(ids: list[str]) -> None:
         names = [backup_name(source, f"{label}_{i}") for i in ids for label in LABELS]
         assert len(set(names)) == len(names), source
         assert all(len(name.encode()) <= MAX_NAME_LENGTH for name in names)
+        # one "__" at most, between the source and the label (a long source leaves none)
+        assert all(name.count("__") <= 1 for name in names)
+        labels = {name.split("__")[1][:4] for name in names if "__" in name}
+        assert labels <= {"befo", "load", "afte"} and (labels or len(source) > 40)
     short = short_ids(["legacy", *ids])
     assert len(set(short.values())) == len(ids) + 1
     assert all(whole.startswith(label) for whole, label in short.items())

@@ -26,7 +26,7 @@ from vpbench.measure.traffic import TrafficOptions
 from vpbench.measure.writecost import WriteOptions
 from vpbench.reporting.markdown import build_report
 from vpbench.results.frames import load
-from vpbench.server.backup import CLONE, TEMPLATE
+from vpbench.server.backup import CLONE, TEMPLATE, backup_name
 from vpbench.server.target import ServerTarget
 from vpbench.steps.compatibility import (
     ANY_ORDER,
@@ -497,7 +497,7 @@ def test_ctrl_c_mid_step_keeps_the_backup_and_a_consistent_ledger(
     _, rest = process.communicate(timeout=60)
     assert process.returncode == 130, rest
     assert "Traceback" not in rest
-    backup = f"{name}__before_0001"
+    backup = backup_name(name, "before_0001_quiz_attempt_links")
     assert f"the state before this step is kept in database {backup}" in rest
     assert databases(target, backup) == [backup]
     assert databases(target, f"{name}__after%") == []  # the measured copy is dropped
@@ -778,7 +778,7 @@ def test_ctrl_c_under_load_ends_the_traffic_and_keeps_the_backup(
             [f"{name}%"],
         ).fetchone()
     assert left == (0,)  # no traffic, sampler or migration session left behind
-    backup = f"{name}__before_0001"
+    backup = backup_name(name, "before_0001_exclusive")
     assert databases(target, backup) == [backup]
     assert databases(target, f"{name}__%load%") == []  # the rehearsal copy is dropped
 

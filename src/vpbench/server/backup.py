@@ -84,7 +84,7 @@ def backup_name(source: str, label: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:_DIGEST_CHARS]
     head = name.encode()[: MAX_NAME_LENGTH - _DIGEST_CHARS - 1].decode(errors="ignore")
-    return f"{head}_{digest}"
+    return f"{head.rstrip('_')}_{digest}"  # one "__" only: between the source and the label
 
 
 def create_backup(target: ServerTarget, source: str, label: str) -> Backup:

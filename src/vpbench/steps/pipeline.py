@@ -206,7 +206,7 @@ def _run_step(
         found: Availability | None = None
         if options.traffic is not None:
             say("  rehearsing up on a copy of the state before, under live traffic")
-            found, rehearsal, up_s = rehearse_under_load(target, backup.name, migration,
+            found, rehearsal, up_s = rehearse_under_load(target, backup, migration,
                                                          workloads, pools, before.applied,
                                                          options)  # fmt: skip
             copies.append(rehearsal)

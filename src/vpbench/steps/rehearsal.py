@@ -22,7 +22,7 @@ from vpbench.migrations.apply import StepApplied
 from vpbench.migrations.folder import Migration
 from vpbench.migrations.ledger import applied_migrations
 from vpbench.migrations.locking import LockPolicy
-from vpbench.server.backup import Backup, create_backup, drop_backup
+from vpbench.server.backup import Backup, backup_name, copy_database, drop_backup
 from vpbench.server.target import ServerTarget, connect
 from vpbench.steps.model import StepsOptions
 from vpbench.workload.sampling import ParameterPool, load_workload_pools
@@ -31,21 +31,23 @@ from vpbench.workload.spec import Workload, load_workloads
 
 def rehearse_under_load(
     target: ServerTarget,
-    dbname: str,
+    before: Backup,
     migration: Migration,
     workloads: Sequence[Workload],
     pools: dict[str, dict[str, ParameterPool]],
     applied: Sequence[str],
     options: StepsOptions,
 ) -> tuple[Availability, Backup, float]:
-    """Apply ``up`` to a copy of ``dbname`` (the state before the step) while the app's
-    traffic runs against it; a step that then fails (its locks not granted in time under
-    the traffic, say) fails availability. ``pools``: the parameters the traffic draws, loaded
-    from ``dbname`` (on ``large`` loading them takes a minute). Returns the copy it made
-    (dropped by then) and the seconds ``up`` ran."""
+    """Apply ``up`` to a copy of ``before`` (the backup of the state before the step) while
+    the app's traffic runs against it; a step that then fails (its locks not granted in time
+    under the traffic, say) fails availability. ``pools``: the parameters the traffic draws,
+    loaded from ``before`` (on ``large`` loading them takes a minute). Returns the copy it
+    made (dropped by then), named after the working database, and the seconds ``up`` ran."""
     assert options.traffic is not None
     budget = migration.stall_budget_ms(options.max_stall_ms)
-    rehearsal = create_backup(target, dbname, f"load_{migration.id}")
+    rehearsal = copy_database(
+        target, before.name, backup_name(before.source, f"load_{migration.id}")
+    )
     try:
         with connect(target, rehearsal.name, autocommit=True) as conn:
             traffic = LiveTraffic(
