@@ -121,6 +121,16 @@ def create_database(target: ServerTarget, server_dsn: str, session_prefix: str) 
     return create
 
 
+XDIST_WORKER_VARIABLES = (
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+)
+"""what an xdist worker's environment says of it: a pytest session a test starts inherits
+them, and must drop them to run as a session of its own (pytest-benchmark, for one,
+disables itself in a worker)"""
+
+
 def interruptible() -> None:
     """``preexec_fn`` for a child that a test sends Ctrl-C: a suite started from a
     background job runs with SIGINT ignored, and a child would inherit that."""

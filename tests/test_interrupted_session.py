@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,13 +16,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from conftest import interruptible
+from conftest import XDIST_WORKER_VARIABLES, interruptible
+from vpbench.server.embedded import EmbeddedPostgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.dsn_server]
 
 TESTS = Path(__file__).resolve().parent
+AT_A_DSN = bool(os.environ.get("VPBENCH_TEST_DSN"))
+"""the suite's server is one at a DSN (it outlives the session), not an embedded one"""
 
 HANGING_TEST = """\
 import json, os, time
@@ -58,8 +63,7 @@ def _start(folder: Path, workers: int) -> tuple[subprocess.Popen[bytes], Path]:
     for number in range(workers):
         (folder / f"test_hang_{number}.py").write_text(HANGING_TEST)
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    outside = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-    env = {k: v for k, v in os.environ.items() if k not in outside}  # a session of its own
+    env = {k: v for k, v in os.environ.items() if k not in XDIST_WORKER_VARIABLES}
     env |= {"REPORT_DIR": str(reports), "PYTHONPATH": path}
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider",
@@ -95,7 +99,7 @@ def _leftovers(sessions: list[Session]) -> list[str]:
             if (session.data_dir / "postmaster.pid").exists():
                 left.append(f"a stopped server's pid file in {session.data_dir}")
             continue
-        if not os.environ.get("VPBENCH_TEST_DSN"):
+        if not AT_A_DSN:
             left.append(f"a server still running on {conninfo_to_dict(session.dsn)['port']}")
         if row is not None:
             left.append(f"database {session.database}")
@@ -104,30 +108,28 @@ def _leftovers(sessions: list[Session]) -> list[str]:
 
 def _clean_up(sessions: list[Session]) -> None:
     """Stop and remove what a killed session left (the twin's doing, not the suite's)."""
-    from vpbench.server.embedded import EmbeddedPostgres
-
     for session in sessions:
-        if os.environ.get("VPBENCH_TEST_DSN"):
+        if AT_A_DSN:
             with psycopg.connect(session.dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{session.database}" WITH (FORCE)')
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(session.database)))  # fmt: skip
             continue
         home = session.data_dir.parent
         EmbeddedPostgres(home).stop()
-        subprocess.run(["rm", "-rf", str(home)], check=True)
+        shutil.rmtree(home)
 
 
 def test_ctrl_c_leaves_no_server_and_no_database(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     process, reports = _start(tmp_path, workers=2)
     sessions = _running(process, reports, 2)
-    assert len({s.dsn for s in sessions}) == 2 or os.environ.get("VPBENCH_TEST_DSN")
+    assert len({s.dsn for s in sessions}) == 2 or AT_A_DSN
     assert _leftovers(sessions)  # while it runs, there is something to clean up
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends the terminal's process group
     out, _ = process.communicate(timeout=120)
     assert process.returncode != 0 and b"KeyboardInterrupt" in out, out.decode()[-2000:]
     assert _leftovers(sessions) == []
-    assert not any(s.data_dir.parent.exists() for s in sessions if not os.environ.get(
-        "VPBENCH_TEST_DSN"))  # fmt: skip
+    assert AT_A_DSN or not any(s.data_dir.parent.exists() for s in sessions)
 
 
 def test_a_killed_session_leaves_both_and_the_check_sees_them(tmp_path: Path) -> None:
@@ -140,7 +142,7 @@ def test_a_killed_session_leaves_both_and_the_check_sees_them(tmp_path: Path) ->
     try:
         left = _leftovers(sessions)
         assert any(f"database {sessions[0].database}" == item for item in left), left
-        if not os.environ.get("VPBENCH_TEST_DSN"):
+        if not AT_A_DSN:
             assert any(item.startswith("a server still running") for item in left), left
     finally:
         _clean_up(sessions)

@@ -8,6 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import XDIST_WORKER_VARIABLES
+
 FAST_WORKLOAD = """\
 [params.video]
 source = "SELECT id::text FROM videos ORDER BY id"
@@ -29,9 +31,8 @@ def test_header(vpbench_query):
 
 @pytest.fixture(autouse=True)
 def outside_any_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pytest sessions these tests start are not workers of this suite's xdist run,
-    though they inherit its environment (pytest-benchmark disables itself in a worker)."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+    """The pytest sessions these tests start are not workers of this suite's xdist run."""
+    for name in XDIST_WORKER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
